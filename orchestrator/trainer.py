@@ -1,0 +1,240 @@
+"""The training loop: SFT on a DeepSpeed engine (ZeRO 0-3), CPU or GPU, with checkpoints along the path.
+
+One loop you can hold in your head: batch -> engine forward -> engine.backward -> engine.step, with the
+loss on answer tokens only. Every `checkpoint_every` optimizer steps (and at the end) the trainable state
+is saved as safetensors with a checksummed JSON: that trajectory is what analysis and rewinding read.
+On a machine without a GPU, DeepSpeed runs on its CPU accelerator with the gloo backend; we set the
+single-process rendezvous variables ourselves so DeepSpeed does not go looking for MPI.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+if not torch.cuda.is_available():  # must precede the deepspeed import, or it probes for accelerators
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+from methods import registry  # noqa: E402
+from orchestrator.config import TrainConfig  # noqa: E402
+from orchestrator.files import atomic_write_bytes, atomic_write_json, sha256_file  # noqa: E402
+
+WEIGHTS_FILE = "adapter.safetensors"
+META_FILE = "checkpoint.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, truncated or does not match its recorded checksum."""
+
+
+@dataclass
+class TrainResult:
+    status: str = "completed"  # or "failed"
+    failure_reason: str | None = None
+    steps: int = 0
+    log: list[dict[str, float]] = field(default_factory=list)
+    checkpoints: list[Path] = field(default_factory=list)
+    seconds: float = 0.0  # training only: time spent in on_checkpoint (evaluation) is excluded
+    tokens: int = 0
+
+
+# --------------------------------------------------------------------------------------- distributed
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_distributed() -> None:
+    """Join (or, alone, create) the process group. Launchers (torchrun, Ray Train) set RANK and friends;
+    a plain `python` run gets a world of one on 127.0.0.1."""
+    import deepspeed
+
+    if torch.distributed.is_initialized():
+        return
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+
+
+def deepspeed_config(cfg: TrainConfig, dtype: torch.dtype) -> dict[str, Any]:
+    """DeepSpeed builds the optimizer (AdamW). On CPU it uses torch's AdamW kernel (`torch_adam`) rather
+    than JIT-compiling its fused CPU op, which costs ~2 min per fresh machine for no speed-up here."""
+    on_gpu = torch.cuda.is_available()
+    return {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "betas": [0.9, 0.95], "eps": 1e-8,
+                                                  "weight_decay": cfg.weight_decay, "torch_adam": not on_gpu}},
+        "bf16": {"enabled": dtype == torch.bfloat16},
+        "fp16": {"enabled": dtype == torch.float16},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def warmup_cosine(total: int, warmup_ratio: float) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to zero, the paper's schedule (10% warm-up)."""
+    warm = max(1, int(round(total * warmup_ratio))) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def collate(pairs: list[tuple[list[int], list[int]]], max_length: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are -100 on prompt and padding so the loss covers answer tokens only.
+    Over-long examples lose prompt tokens from the left, never answer tokens."""
+    rows = []
+    for prompt, answer in pairs:
+        answer = answer[:max_length]
+        keep = max_length - len(answer)
+        prompt = prompt[-keep:] if keep > 0 else []
+        rows.append((prompt + answer, [-100] * len(prompt) + answer))
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(rows):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        labels[i, :len(lab)] = torch.tensor(lab)
+        mask[i, :len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def batches(pairs: list[tuple[list[int], list[int]]], batch_size: int, seed: int) -> Iterator[list]:
+    """Endless epochs, each a fresh seeded shuffle: the same seed gives the same batches everywhere."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(pairs), generator=generator).tolist()
+        for i in range(0, max(len(order) - batch_size, 0) + 1, batch_size):
+            yield [pairs[j] for j in order[i:i + batch_size]]
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(model: nn.Module, directory: Path, meta: dict[str, Any], zero_stage: int = 0) -> Path:
+    """Weights first, then the JSON that vouches for them (with their sha256): a JSON exists only for
+    complete weights, so a crash mid-save leaves a checkpoint that loading rejects, never a silent one."""
+    from safetensors.torch import save
+
+    if zero_stage == 3:  # partitioned parameters must be gathered before they can be read
+        import deepspeed
+
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
+            state = registry.trainable_state(model)
+    else:
+        state = registry.trainable_state(model)
+    weights = directory / WEIGHTS_FILE
+    atomic_write_bytes(weights, save(state))
+    atomic_write_json(directory / META_FILE, {**meta, "sha256": sha256_file(weights), "tensors": len(state),
+                                              "numel": sum(t.numel() for t in state.values())})
+    return directory
+
+
+def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import json
+
+    from safetensors.torch import load_file
+
+    weights, meta_path = directory / WEIGHTS_FILE, directory / META_FILE
+    if not weights.is_file() or not meta_path.is_file():
+        raise CheckpointError(f"checkpoint {directory}: missing {WEIGHTS_FILE} or {META_FILE}")
+    meta = json.loads(meta_path.read_text())
+    if sha256_file(weights) != meta.get("sha256"):
+        raise CheckpointError(f"checkpoint {directory}: {WEIGHTS_FILE} does not match its recorded sha256")
+    return load_file(str(weights)), meta
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def _grad_norm(engine: Any, params: list[nn.Parameter]) -> float:
+    norm = engine.get_global_grad_norm()
+    if norm is None:  # ZeRO-0 keeps plain .grad tensors and does not record the norm
+        grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+        norm = torch.stack(grads).norm() if grads else torch.tensor(0.0)
+    return float(norm)
+
+
+def train(model: nn.Module, pad_id: int, pairs: list[tuple[list[int], list[int]]], cfg: TrainConfig,
+          checkpoint_root: Path, meta: dict[str, Any],
+          on_checkpoint: Callable[[int, Path], None] | None = None,
+          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train `model` in place for `cfg.steps` optimizer steps. A non-finite loss stops the run as failed,
+    with the step in the reason; checkpoints already written stay valid."""
+    import deepspeed
+
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    init_distributed()
+    torch.manual_seed(cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    dtype = next(model.parameters()).dtype
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=params, config=deepspeed_config(cfg, dtype),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, cfg.warmup_ratio)))
+    device = engine.device
+    result = TrainResult()
+    stream = batches(pairs, cfg.batch_size, cfg.seed)
+    start = time.perf_counter()
+    outside = 0.0  # seconds spent in the checkpoint callback
+    model.train()
+    try:
+        for step in range(1, cfg.steps + 1):
+            losses = []
+            for _ in range(cfg.grad_accum):
+                batch = {k: v.to(device) for k, v in collate(next(stream), cfg.max_length, pad_id).items()}
+                loss = engine(**batch).loss
+                if not torch.isfinite(loss):
+                    result.status, result.failure_reason = "failed", f"non-finite loss ({loss.item()}) at step {step}"
+                    return result
+                engine.backward(loss)
+                grad_norm = _grad_norm(engine, params) if engine.is_gradient_accumulation_boundary() else 0.0
+                engine.step()
+                losses.append(loss.item())
+                result.tokens += int(batch["attention_mask"].sum())
+            record = {"step": step, "loss": sum(losses) / len(losses), "lr": engine.get_lr()[0],
+                      "grad_norm": grad_norm}
+            result.log.append(record)
+            result.steps = step
+            if on_step:
+                on_step(step, record)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                directory = checkpoint_root / f"step_{step:06d}"
+                save_checkpoint(model, directory, {**meta, **record}, cfg.zero_stage)
+                result.checkpoints.append(directory)
+                if on_checkpoint:
+                    began = time.perf_counter()
+                    on_checkpoint(step, directory)
+                    outside += time.perf_counter() - began
+                    model.train()
+    finally:
+        result.seconds = time.perf_counter() - start - outside
+        if hasattr(engine, "destroy"):
+            engine.destroy()
+    return result

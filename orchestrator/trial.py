@@ -1,0 +1,173 @@
+"""One trial: base model + method -> train -> score each checkpoint -> one result JSON.
+
+The base model is scored once per (weights, suite, items) and cached, so gain and forgetting are
+differences to numbers every trial shares. The result JSON is written locally first (atomically), so a
+tracking server that is down never costs a result.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import resource
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from evals import suites
+from evals.sources import cache_dir
+from methods import registry
+from orchestrator import models, trainer
+from orchestrator.config import ConfigError, EvalConfig, ModelConfig, SweepConfig, config_hash
+from orchestrator.files import atomic_write_json
+
+RESULT_FILE = "result.json"
+SCHEMA_VERSION = 1
+VERSIONED = ("peft-arena", "torch", "transformers", "peft", "deepspeed", "ray", "optuna", "mlflow")
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for name in VERSIONED:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def evaluate(model: nn.Module, tokenizer: Any, cfg: EvalConfig) -> dict[str, Any]:
+    return {kind: suites.evaluate_suite(model, tokenizer, kind, getattr(cfg, f"{kind}_suite"), cfg.split,
+                                        cfg.max_items, cfg.batch_size)
+            for kind in suites.SUITE_KINDS}
+
+
+def base_scores(model: nn.Module, tokenizer: Any, model_cfg: ModelConfig, cfg: EvalConfig) -> dict[str, Any]:
+    """The unmodified base model's scores, cached per (weights, suite definition + items, split)."""
+    scores = {}
+    for kind in suites.SUITE_KINDS:
+        suite = getattr(cfg, f"{kind}_suite")
+        key = "-".join([models.fingerprint(model_cfg), kind, suite.replace("/", "_"), cfg.split,
+                        suites.suite_fingerprint(kind, suite, cfg.split, cfg.max_items)])
+        path = cache_dir() / "base_scores" / f"{key}.json"
+        if path.is_file():
+            scores[kind] = json.loads(path.read_text())
+            continue
+        scores[kind] = suites.evaluate_suite(model, tokenizer, kind, suite, cfg.split, cfg.max_items,
+                                             cfg.batch_size)
+        atomic_write_json(path, scores[kind])
+    return scores
+
+
+def deltas(scores: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
+    """gain = target(ft) - target(base); forgetting = retention(base) - retention(ft) (positive = lost)."""
+    return {"gain": scores["target"]["score"] - base["target"]["score"],
+            "forgetting": base["retention"]["score"] - scores["retention"]["score"]}
+
+
+def resolved_setting(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> dict[str, Any]:
+    resolved = registry.get(method).resolve_setting(setting)
+    if "total_step" in resolved:  # AdaLoRA's rank schedule must know the run's length
+        resolved["total_step"] = cfg.train.steps
+    return resolved
+
+
+def trial_config(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> dict[str, Any]:
+    """Everything that determines a trial's outcome; its hash names the trial and tags its checkpoints."""
+    return {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(), "eval": cfg.eval.model_dump(),
+            "method": method, "setting": resolved_setting(cfg, method, setting)}
+
+
+def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Path,
+        on_step: Callable[[int, dict[str, float]], None] | None = None,
+        on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one trial and write `trial_dir/result.json`. User errors (ConfigError) propagate; any other
+    failure is recorded in the result as status "failed" with its reason, and the result is returned."""
+    phase = on_phase or (lambda _: None)
+    began = time.perf_counter()
+    spec = trial_config(cfg, method, setting)
+    result: dict[str, Any] = {"schema": SCHEMA_VERSION, "trial_id": trial_dir.name, "trial_dir": str(trial_dir),
+                              "status": "running",
+                              "method": method, "setting": spec["setting"], "config": spec,
+                              "config_hash": config_hash(spec), "checkpoints": [], "timings": {},
+                              "versions": package_versions(), "host": platform.node()}
+    try:
+        _execute(cfg, spec, trial_dir, result, on_step, phase)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a crashed trial is a recorded outcome, not a crashed sweep
+        result["status"] = "failed"
+        result["failure_reason"] = f"{type(err).__name__}: {err}"
+        result["traceback"] = traceback.format_exc(limit=8)
+    result["timings"]["total_s"] = time.perf_counter() - began
+    result["peak_rss_mb"] = peak_rss_mb()
+    atomic_write_json(trial_dir / RESULT_FILE, result)
+    return result
+
+
+def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: Path, result: dict[str, Any],
+             on_step: Callable[[int, dict[str, float]], None] | None, phase: Callable[[str], None]) -> None:
+    timings = result["timings"]
+    clock = time.perf_counter()
+    phase("loading model")
+    model, tokenizer = models.load(cfg.model)
+    timings["load_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    phase("scoring base model (cached after the first time)")
+    base = base_scores(model, tokenizer, cfg.model, cfg.eval)
+    timings["base_eval_s"] = time.perf_counter() - clock
+    result["base"] = base
+
+    total = sum(p.numel() for p in model.parameters())
+    wrapped = registry.wrap(model, spec["method"], spec["setting"], cfg.model.target_modules, cfg.train.seed)
+    trainable = registry.count_trainable(wrapped)
+    result["params"] = {"trainable": trainable, "total": total, "fraction": trainable / total}
+    pairs = suites.training_pairs(suites.load_task(cfg.train.task), tokenizer, cfg.train.train_items)
+
+    eval_seconds = 0.0
+
+    def on_checkpoint(step: int, directory: Path) -> None:
+        nonlocal eval_seconds
+        clock = time.perf_counter()
+        phase(f"scoring checkpoint step {step}")
+        scores = evaluate(wrapped, tokenizer, cfg.eval)
+        eval_seconds += time.perf_counter() - clock
+        record = json.loads((directory / trainer.META_FILE).read_text())
+        result["checkpoints"].append({"step": step, "loss": record["loss"], "path": str(directory),
+                                      **scores, **deltas(scores, base)})
+        atomic_write_json(trial_dir / RESULT_FILE, result)  # partial progress survives a crash
+        phase("training")
+
+    meta = {"method": spec["method"], "setting": spec["setting"], "model": cfg.model.model_dump(),
+            "seed": cfg.train.seed, "config_hash": result["config_hash"]}
+    phase("training")
+    outcome = trainer.train(wrapped, tokenizer.pad_token_id, pairs, cfg.train, trial_dir / "checkpoints",
+                            meta, on_checkpoint, on_step)
+    timings["train_s"], timings["eval_s"] = outcome.seconds, eval_seconds
+    result.update(status=outcome.status, failure_reason=outcome.failure_reason, steps=outcome.steps,
+                  train_log=outcome.log, tokens=outcome.tokens,
+                  tokens_per_s=outcome.tokens / outcome.seconds if outcome.seconds else 0.0)
+    if result["checkpoints"]:
+        last = result["checkpoints"][-1]
+        result["final"] = {k: last[k] for k in ("step", "gain", "forgetting")} | {
+            "target": last["target"]["score"], "retention": last["retention"]["score"]}
+
+
+def load_trained(checkpoint_dir: Path) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Rebuild a trained model from a checkpoint alone: base weights + method wrapper + saved tensors
+    (checksum verified)."""
+    state, meta = trainer.load_checkpoint(checkpoint_dir)
+    model_cfg = ModelConfig(**meta["model"])
+    model, tokenizer = models.load(model_cfg)
+    wrapped = registry.wrap(model, meta["method"], meta["setting"], model_cfg.target_modules, meta["seed"])
+    registry.load_trainable_state(wrapped, state)
+    wrapped.eval()
+    return wrapped, tokenizer, meta
