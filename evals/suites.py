@@ -31,7 +31,7 @@ SCORER_METRICS: dict[str, tuple[str, ...]] = {
     "text_nll": ("token_prob",),
 }
 _REQUIRED = ("name", "source", "scorer", "metric")
-_ALLOWED = set(_REQUIRED) | {"base", "prompt", "answer", "chat", "n_items", "max_new_tokens", "max_tokens"}
+_ALLOWED = set(_REQUIRED) | {"base", "_dir", "prompt", "answer", "chat", "n_items", "max_new_tokens", "max_tokens"}
 _JINJA = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
@@ -77,6 +77,7 @@ def _read_task_yaml(name_or_path: str) -> dict[str, Any]:
         raise TaskError(f"task {path.name}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise TaskError(f"task {path.name}: must be a mapping of fields")
+    data["_dir"] = str(path.parent)
     if "base" in data:  # inherit every field of another task, override what this one sets
         data = {**_read_task_yaml(data["base"]), **{k: v for k, v in data.items() if k != "base"}}
     return data
@@ -99,14 +100,27 @@ def load_task(name_or_path: str) -> Task:
                         f"allowed: {', '.join(SCORER_METRICS[data['scorer']])}")
     if not isinstance(data["source"], dict) or data["source"].get("kind") not in sources.SOURCES:
         raise TaskError(f"task {label}.source.kind: allowed: {', '.join(sources.SOURCES)}")
-    fields = {k: v for k, v in data.items() if k != "base"}
+    fields = {k: v for k, v in data.items() if k not in ("base", "_dir")}
+    if fields["source"]["kind"] == "jsonl" and "_dir" in data:  # data files sit next to their task YAML
+        fields["source"] = {**fields["source"], "path": str(Path(data["_dir"]) / fields["source"]["path"])}
     return Task(**fields, definition=fields)
 
 
-def suite_task_names(kind: str, name: str) -> list[str]:
+SuiteRef = str | list[str]  # a named suite, a single task, or an ad-hoc list of task names / YAML paths
+
+
+def suite_label(name: SuiteRef) -> str:
+    return name if isinstance(name, str) else "+".join(Path(n).stem for n in name)
+
+
+def suite_task_names(kind: str, name: SuiteRef) -> list[str]:
     suites = yaml.safe_load(SUITES_FILE.read_text(encoding="utf-8"))
     if kind not in SUITE_KINDS:
         raise TaskError(f"suite kind: {kind!r}; allowed: {', '.join(SUITE_KINDS)}")
+    if isinstance(name, list):
+        if not name:
+            raise TaskError(f"eval.{kind}_suite: an empty list of tasks")
+        return list(name)
     if name in suites[kind]:
         return list(suites[kind][name])
     if name in task_names() or Path(name).is_file():  # a single task is a suite of one
@@ -190,19 +204,20 @@ def score_task(model: nn.Module, tokenizer: Any, task: Task, split: str = "test"
     return {"score": float(result[task.metric]), "metric": task.metric, **result}
 
 
-def evaluate_suite(model: nn.Module, tokenizer: Any, kind: str, name: str, split: str = "test",
+def evaluate_suite(model: nn.Module, tokenizer: Any, kind: str, name: SuiteRef, split: str = "test",
                    max_items: int | None = None, batch_size: int = 16) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     try:
-        tasks = {t: score_task(model, tokenizer, load_task(t), split, max_items, batch_size)
-                 for t in suite_task_names(kind, name)}
+        loaded = [load_task(t) for t in suite_task_names(kind, name)]
+        tasks = {task.name: score_task(model, tokenizer, task, split, max_items, batch_size) for task in loaded}
     finally:
         model.train(was_training)
-    return {"suite": name, "score": sum(r["score"] for r in tasks.values()) / len(tasks), "tasks": tasks}
+    return {"suite": suite_label(name), "score": sum(r["score"] for r in tasks.values()) / len(tasks),
+            "tasks": tasks}
 
 
-def suite_fingerprint(kind: str, name: str, split: str, max_items: int | None) -> str:
+def suite_fingerprint(kind: str, name: SuiteRef, split: str, max_items: int | None) -> str:
     """Identifies a suite's exact definition and data (task fields + the items chosen), for caching the
     base model's scores: any change to a task, its data or the item cap gives a new fingerprint."""
     digest = hashlib.sha256()

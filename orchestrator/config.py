@@ -60,8 +60,8 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    target_suite: str = "arithmetic"
-    retention_suite: str = "quick"
+    target_suite: str | list[str] = "arithmetic"   # a named suite, a task, or a list of tasks / YAML paths
+    retention_suite: str | list[str] = "quick"
     split: Literal["validation", "test"] = "test"
     max_items: int | None = Field(None, gt=0, description="cap on items per task")
     batch_size: int = Field(16, gt=0)

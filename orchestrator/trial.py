@@ -54,7 +54,7 @@ def base_scores(model: nn.Module, tokenizer: Any, model_cfg: ModelConfig, cfg: E
     scores = {}
     for kind in suites.SUITE_KINDS:
         suite = getattr(cfg, f"{kind}_suite")
-        key = "-".join([models.fingerprint(model_cfg), kind, suite.replace("/", "_"), cfg.split,
+        key = "-".join([models.fingerprint(model_cfg), kind, cfg.split,
                         suites.suite_fingerprint(kind, suite, cfg.split, cfg.max_items)])
         path = cache_dir() / "base_scores" / f"{key}.json"
         if path.is_file():

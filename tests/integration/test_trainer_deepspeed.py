@@ -1,0 +1,100 @@
+"""The DeepSpeed engine really trains on the CPU accelerator, and its checkpoints reload exactly."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from methods import registry
+from orchestrator import trainer
+from orchestrator.config import TrainConfig
+from tests.conftest import build_tiny_model
+
+
+def _pairs(tokenizer, n=16):
+    qa = [(f"Question: What is {a} + {b}?\nAnswer:", f" {a + b}</s>") for a in range(4) for b in range(4)]
+    return [(tokenizer(q, add_special_tokens=False)["input_ids"], tokenizer(x, add_special_tokens=False)["input_ids"])
+            for q, x in qa[:n]]
+
+
+def _cfg(**overrides) -> TrainConfig:
+    return TrainConfig(**{"steps": 12, "batch_size": 4, "max_length": 64, "lr": 2e-2, "warmup_ratio": 0.0,
+                          "checkpoint_every": 6, **overrides})
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2, 3])
+def test_deepspeed_engine_trains_and_checkpoints_reload_exactly(tmp_path, tiny_tokenizer, zero_stage):
+    import deepspeed
+
+    seen = {}
+    original = deepspeed.initialize
+
+    def spy(*args, **kwargs):
+        engine, optimizer, loader, scheduler = original(*args, **kwargs)
+        seen["engine"], seen["optimizer"] = engine, optimizer
+        return engine, optimizer, loader, scheduler
+
+    deepspeed.initialize = spy
+    try:
+        model = registry.wrap(build_tiny_model(len(tiny_tokenizer)), "lora", {"r": 4}, "all-linear", seed=1)
+        result = trainer.train(model, tiny_tokenizer.pad_token_id, _pairs(tiny_tokenizer), _cfg(zero_stage=zero_stage),
+                               tmp_path / "ckpt", {"method": "lora"})
+    finally:
+        deepspeed.initialize = original
+    assert type(seen["engine"]).__name__ == "DeepSpeedEngine"
+    # DeepSpeed built the optimizer from its config (AdamW); ZeRO stages wrap it in their own optimizer.
+    expected = {0: "AdamW", 2: "DeepSpeedZeroOptimizer", 3: "DeepSpeedZeroOptimizer_Stage3"}[zero_stage]
+    assert type(seen["optimizer"]).__name__ == expected
+    assert result.status == "completed" and result.steps == 12
+    losses = [r["loss"] for r in result.log]
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
+    assert [c.name for c in result.checkpoints] == ["step_000006", "step_000012"]
+
+    state, meta = trainer.load_checkpoint(result.checkpoints[-1])
+    assert meta["step"] == 12 and meta["tensors"] == len(state)
+    fresh = registry.wrap(build_tiny_model(len(tiny_tokenizer)), "lora", {"r": 4}, "all-linear", seed=1)
+    registry.load_trainable_state(fresh, state)
+    ids = torch.tensor([_pairs(tiny_tokenizer)[0][0]])
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        if zero_stage == 3:  # the trained model's parameters are partitioned; gather to run it directly
+            with deepspeed.zero.GatheredParameters(list(model.parameters())):
+                trained = model(input_ids=ids).logits
+        else:
+            trained = model(input_ids=ids).logits
+        torch.testing.assert_close(fresh(input_ids=ids).logits, trained, atol=1e-6, rtol=0)
+
+
+def test_non_finite_loss_stops_the_trial_with_a_reason(tmp_path, tiny_tokenizer):
+    model = registry.wrap(build_tiny_model(len(tiny_tokenizer)), "lora", {"r": 2}, "all-linear")
+    with torch.no_grad():  # poison a frozen weight: the forward pass turns into NaN at once
+        model.base_model.model.model.layers[0].mlp.down_proj.base_layer.weight.fill_(float("nan"))
+    result = trainer.train(model, tiny_tokenizer.pad_token_id, _pairs(tiny_tokenizer), _cfg(), tmp_path, {})
+    assert result.status == "failed" and "non-finite loss" in result.failure_reason and "step 1" in result.failure_reason
+    assert result.checkpoints == []
+
+
+def test_truncated_or_tampered_checkpoint_is_rejected(tmp_path, tiny_tokenizer):
+    model = registry.wrap(build_tiny_model(len(tiny_tokenizer)), "lora", {"r": 2}, "all-linear")
+    directory = trainer.save_checkpoint(model, tmp_path / "step_1", {"step": 1})
+    weights = directory / trainer.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(trainer.CheckpointError, match="sha256"):
+        trainer.load_checkpoint(directory)
+    (directory / trainer.META_FILE).unlink()
+    with pytest.raises(trainer.CheckpointError, match="missing"):
+        trainer.load_checkpoint(directory)
+
+
+def test_collate_masks_prompt_and_padding_and_keeps_answers():
+    batch = trainer.collate([([1, 2, 3, 4, 5], [6, 7]), ([8], [9])], max_length=4, pad_id=0)
+    assert batch["input_ids"].tolist() == [[4, 5, 6, 7], [8, 9, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, -100, 6, 7], [-100, 9, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+
+
+def test_warmup_cosine_schedule_shape():
+    factor = trainer.warmup_cosine(100, 0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.5, abs=1e-9) and factor(100) == pytest.approx(0.0, abs=1e-9)

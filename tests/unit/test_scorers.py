@@ -1,0 +1,85 @@
+"""Scorers agree with direct, unbatched computations on a tiny model."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from evals import scorers
+
+
+def direct_logprob(model, ids: list[int], n_cont: int) -> float:
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    logp = torch.log_softmax(logits.float(), -1)
+    return sum(float(logp[t - 1, ids[t]]) for t in range(len(ids) - n_cont, len(ids)))
+
+
+def test_batched_continuation_logprobs_equal_unbatched(tiny_model, tiny_tokenizer):
+    pairs = [scorers.encode_pair(tiny_tokenizer, c, x) for c, x in
+             [("The capital of France is", " Paris"), ("12 + 7 =", " 19"), ("Water boils at", " 100 degrees.")]]
+    batched = scorers.continuation_logprobs(tiny_model, tiny_tokenizer, pairs, batch_size=2)
+    for (ctx, cont), (score, n) in zip(pairs, batched):
+        assert n == len(cont)
+        assert score == pytest.approx(direct_logprob(tiny_model, ctx + cont, len(cont)), abs=1e-4)
+
+
+def test_encode_pair_moves_trailing_space_to_continuation(tiny_tokenizer):
+    ctx, cont = scorers.encode_pair(tiny_tokenizer, "Answer: ", "yes")
+    whole = tiny_tokenizer("Answer: yes", add_special_tokens=False)["input_ids"]
+    assert ctx + cont == whole and ctx == tiny_tokenizer("Answer:", add_special_tokens=False)["input_ids"]
+
+
+def test_multiple_choice_acc_and_acc_norm_match_brute_force(tiny_model, tiny_tokenizer):
+    items = [{"context": "Question: What do bees make?\nAnswer:", "choices": ["milk", "honey", "a"], "gold": 1},
+             {"context": "Question: Capital of France?\nAnswer:", "choices": ["Paris", "Rome"], "gold": 0},
+             {"context": "Question: How many legs?\nAnswer:", "choices": ["six", "eight", "four"], "gold": 2}]
+    got = scorers.multiple_choice(tiny_model, tiny_tokenizer, items, batch_size=3)
+    acc = acc_norm = 0
+    for item in items:
+        lls = [direct_logprob(tiny_model, sum(scorers.encode_pair(tiny_tokenizer, item["context"], " " + c), []),
+                              len(scorers.encode_pair(tiny_tokenizer, item["context"], " " + c)[1]))
+               for c in item["choices"]]
+        acc += max(range(len(lls)), key=lls.__getitem__) == item["gold"]
+        normed = [ll / len(c) for ll, c in zip(lls, item["choices"])]
+        acc_norm += max(range(len(normed)), key=normed.__getitem__) == item["gold"]
+    assert got["acc"] == pytest.approx(acc / 3) and got["acc_norm"] == pytest.approx(acc_norm / 3)
+
+
+def test_text_nll_is_token_weighted_cross_entropy(tiny_model, tiny_tokenizer):
+    texts = ["The river runs to the sea.", "Bread is baked in an oven every day."]
+    got = scorers.text_nll(tiny_model, tiny_tokenizer, texts, max_tokens=64)
+    total, count = 0.0, 0
+    for text in texts:
+        ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        total -= direct_logprob(tiny_model, ids, len(ids) - 1)
+        count += len(ids) - 1
+    assert got["nll"] == pytest.approx(total / count, rel=1e-5)
+    assert got["token_prob"] == pytest.approx(math.exp(-total / count), rel=1e-5)
+    assert got["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+@pytest.mark.parametrize("reply,expected", [
+    ("The answer is 42.", "42"),
+    ("First 3 then 5 so #### 8", "8"),
+    ("so \\boxed{-17}", "-17"),
+    ("12 + 7 = 19", "19"),
+    ("1,234 apples", "1,234"),
+    ("no digits here", None),
+])
+def test_extract_answer(reply, expected):
+    assert scorers.extract_answer(reply) == expected
+
+
+def test_answers_match_numerically():
+    assert scorers.answers_match("1,234", "1234")
+    assert scorers.answers_match("19.0", "19")
+    assert not scorers.answers_match("18", "19")
+    assert not scorers.answers_match(None, "19")
+
+
+def test_generation_is_independent_of_batching(tiny_model, tiny_tokenizer):
+    prompts = ["Question: What is 1 + 1?\nAnswer:", "Hi", "The capital of France is Paris and"]
+    one_by_one = [scorers.generate(tiny_model, tiny_tokenizer, [p], 5)[0] for p in prompts]
+    assert scorers.generate(tiny_model, tiny_tokenizer, prompts, 5, batch_size=3) == one_by_one
