@@ -38,6 +38,7 @@ class MethodSpec:
     build_config: Callable[[dict[str, Any], list[str]], Any] | None
     doc: str = ""
     extra_keys: tuple[str, ...] = field(default=())
+    post_init: Callable[[nn.Module], None] | None = None  # for inits peft does not have
 
     def resolve_setting(self, setting: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with the user's setting; unknown keys are a user error naming the allowed ones."""
@@ -110,6 +111,28 @@ def _miss(s: dict[str, Any], targets: list[str]) -> Any:
     return MissConfig(r=s["r"], target_modules=targets)
 
 
+def _minor_components_init(model: nn.Module) -> None:
+    """MiLoRA (Wang et al., NAACL 2025): peft has no such init, so this mirrors peft's own `pissa_init` with
+    the r *smallest* singular components of W instead of the largest: A = sqrt(S_r) V_r^T, B = U_r sqrt(S_r)
+    (S_r divided by the LoRA scale), and the frozen base becomes W - scale * B A, so the model is exactly
+    the base model at step 0."""
+    for module in model.modules():
+        if not (hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {})):
+            continue
+        base = module.get_base_layer()
+        if base.weight.device.type == "meta":  # parameter counting on a meta model: nothing to initialise
+            continue
+        r, scale = module.r["default"], module.scaling["default"]
+        weight = base.weight.data.float()
+        u, s, vh = torch.linalg.svd(weight, full_matrices=False)
+        s_r = s[-r:] / scale
+        lora_a = torch.diag(torch.sqrt(s_r)) @ vh[-r:]
+        lora_b = u[:, -r:] @ torch.diag(torch.sqrt(s_r))
+        module.lora_A["default"].weight.data = lora_a.to(base.weight.dtype)
+        module.lora_B["default"].weight.data = lora_b.to(base.weight.dtype)
+        base.weight.data = (weight - scale * lora_b @ lora_a).to(base.weight.dtype)
+
+
 _LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "dropout": 0.0}
 
 REGISTRY: dict[str, MethodSpec] = {
@@ -124,8 +147,11 @@ REGISTRY: dict[str, MethodSpec] = {
                    "LoRA with a learned per-output magnitude"),
         MethodSpec("pissa", (), "additive", _LORA_DEFAULTS, "r", _lora(init_lora_weights="pissa"),
                    "LoRA initialised from the principal singular components (residual kept frozen)"),
-        MethodSpec("adalora", (), "additive", {**_LORA_DEFAULTS, "init_r": 12, "total_step": 1000}, "r",
-                   _adalora, "LoRA with SVD-based rank reallocation"),
+        MethodSpec("milora", ("mi_lora",), "additive", _LORA_DEFAULTS, "r", _lora(),
+                   "LoRA initialised from the minor singular components (residual kept frozen)",
+                   post_init=_minor_components_init),
+        MethodSpec("adalora", (), "additive", {**_LORA_DEFAULTS, "init_r": 12, "total_step": 1000}, "init_r",
+                   _adalora, "LoRA with SVD-based rank reallocation (starts at init_r, ends near r)"),
         MethodSpec("vera", (), "additive", {"r": 256, "dropout": 0.0}, "r", _vera,
                    "shared frozen random projections, trained scaling vectors"),
         MethodSpec("ia3", (), "multiplicative", {}, None, _ia3, "learned rescaling vectors"),
@@ -182,7 +208,10 @@ def wrap(model: nn.Module, method: str, setting: dict[str, Any] | None, target_m
         return _full_finetuning(model)
     from peft import get_peft_model
 
-    return get_peft_model(model, spec.build_config(resolved, targets))
+    wrapped = get_peft_model(model, spec.build_config(resolved, targets))
+    if spec.post_init is not None:
+        spec.post_init(wrapped)
+    return wrapped
 
 
 def _full_finetuning(model: nn.Module) -> nn.Module:

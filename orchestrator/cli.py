@@ -116,6 +116,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_budget(args: argparse.Namespace) -> int:
+    """For every method (or the chosen ones): the setting nearest to the budget and its exact count."""
+    from methods import budget, registry
+
+    try:
+        model_config = budget.load_model_config(args.model)
+        methods = [registry.get(m).name for m in args.method] if args.method else registry.names()
+    except (budget.BudgetError, registry.UnknownMethodError) as err:
+        raise ConfigError(str(err)) from None
+    if args.budget <= 0:
+        raise ConfigError(f"--budget: {args.budget:g} must be > 0")
+    rows = []
+    for method in methods:
+        try:
+            solution = budget.solve(model_config, method, args.budget, tolerance=float("inf"))
+        except budget.BudgetError as err:
+            raise ConfigError(str(err)) from None
+        knob = registry.get(method).budget_knob
+        rows.append({"method": method, "knob": knob, "value": solution.setting.get(knob) if knob else None,
+                     "setting": solution.setting, "trainable": solution.count, "ratio": solution.ratio})
+    if args.json:
+        print(json.dumps({"model": args.model, "budget": args.budget, "methods": rows}, indent=2))
+        return 0
+    from rich.table import Table
+
+    from orchestrator.reporting import console
+
+    table = Table(title=f"{args.model}: settings nearest to {args.budget:,.0f} trainable parameters")
+    for header in ("method", "setting", "trainable", "x budget"):
+        table.add_column(header, justify="right" if header in ("trainable", "x budget") else "left")
+    for row in rows:
+        shown = f"{row['knob']}={row['value']}" if row["knob"] else "(fixed)"
+        table.add_row(row["method"], shown, f"{row['trainable']:,}", f"{row['ratio']:.2f}")
+    console.print(table)
+    return 0
+
+
 # --------------------------------------------------------------------------------------------- parser
 
 
@@ -138,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE", help="e.g. r=8")
     demo = sub.add_parser("demo", help="run the embedded quick config end to end and print the table")
     with_config(demo, required=False)
+    bud = sub.add_parser("budget", help="per method, the setting whose trainable count is nearest a budget")
+    bud.add_argument("--model", default="smollm2-135m",
+                     help="bundled config name (configs/models), a config.json, a model dir or a hub id")
+    bud.add_argument("--budget", type=float, required=True, help="trainable parameters, e.g. 2e7")
+    bud.add_argument("--method", action="append", help="only these methods (repeatable)")
+    bud.add_argument("--json", action="store_true")
     ev = sub.add_parser("eval", help="score a model or a checkpoint on a suite")
     ev.add_argument("--model", default="smollm2-135m")
     ev.add_argument("--adapter", help="a checkpoint dir (checkpoints/step_N) of a trial")
@@ -150,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"assets": cmd_assets, "run": cmd_run, "demo": cmd_demo, "eval": cmd_eval}
+COMMANDS = {"assets": cmd_assets, "run": cmd_run, "demo": cmd_demo, "eval": cmd_eval, "budget": cmd_budget}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
