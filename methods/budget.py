@@ -102,6 +102,8 @@ def analytic_count(linears: list[Linear], method: str, setting: dict[str, Any] |
         i, o = lin.in_features, lin.out_features
         if name in ("lora", "rslora", "pissa", "milora"):
             total += s["r"] * (i + o)
+        elif name == "keeplora":
+            total += s["r"] * o  # A is frozen at its gradient-based init; only B trains
         elif name == "dora":
             total += s["r"] * (i + o) + o  # + per-output magnitude
         elif name == "adalora":

@@ -38,7 +38,11 @@ class MethodSpec:
     build_config: Callable[[dict[str, Any], list[str]], Any] | None
     doc: str = ""
     extra_keys: tuple[str, ...] = field(default=())
-    post_init: Callable[[nn.Module], None] | None = None  # for inits peft does not have
+    post_init: Callable[[nn.Module, dict[str, torch.Tensor] | None], None] | None = None  # inits peft lacks
+    # frozen tensors a data-dependent init creates; checkpoints store them so that a checkpoint alone
+    # rebuilds the model (`restore` puts them back instead of re-running the init)
+    init_state: tuple[str, ...] = ()
+    restore: Callable[[nn.Module, dict[str, torch.Tensor]], None] | None = None
 
     def resolve_setting(self, setting: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with the user's setting; unknown keys are a user error naming the allowed ones."""
@@ -111,14 +115,16 @@ def _miss(s: dict[str, Any], targets: list[str]) -> Any:
     return MissConfig(r=s["r"], target_modules=targets)
 
 
-def _minor_components_init(model: nn.Module) -> None:
+def _lora_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})]
+
+
+def _minor_components_init(model: nn.Module, batch: dict[str, torch.Tensor] | None = None) -> None:
     """MiLoRA (Wang et al., NAACL 2025): peft has no such init, so this mirrors peft's own `pissa_init` with
     the r *smallest* singular components of W instead of the largest: A = sqrt(S_r) V_r^T, B = U_r sqrt(S_r)
     (S_r divided by the LoRA scale), and the frozen base becomes W - scale * B A, so the model is exactly
     the base model at step 0."""
-    for module in model.modules():
-        if not (hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {})):
-            continue
+    for module in _lora_layers(model):
         base = module.get_base_layer()
         if base.weight.device.type == "meta":  # parameter counting on a meta model: nothing to initialise
             continue
@@ -131,6 +137,65 @@ def _minor_components_init(model: nn.Module) -> None:
         module.lora_A["default"].weight.data = lora_a.to(base.weight.dtype)
         module.lora_B["default"].weight.data = lora_b.to(base.weight.dtype)
         base.weight.data = (weight - scale * lora_b @ lora_a).to(base.weight.dtype)
+
+
+KEEPLORA_B0 = "keeplora_b0"
+
+
+def _keeplora_init(model: nn.Module, batch: dict[str, torch.Tensor] | None) -> None:
+    """KeepLoRA (Luo 2026; paper-notes §1.2), which peft does not have: take the first-step gradient G of
+    each adapted W0 on a training batch, project out W0's top-(4r) right singular subspace (the directions
+    that carry pretrained knowledge), and set B = U_r S_r, A = V_r^T from the rank-r SVD of what is left.
+    A is frozen; only B trains. As for PiSSA, the base becomes W0 - scale * B A so step 0 is the identity."""
+    _freeze_lora_a(model)
+    layers = [m for m in _lora_layers(model) if m.get_base_layer().weight.device.type != "meta"]
+    if not layers:  # a meta model (parameter counting): shapes and trainability are all that matter
+        return
+    if batch is None:
+        raise ValueError("keeplora: its init needs a training batch (input_ids, labels)")
+    weights = [m.get_base_layer().weight for m in layers]
+    for w in weights:
+        w.requires_grad_(True)
+    with model.disable_adapter():
+        model(**batch).loss.backward()
+    for module, weight in zip(layers, weights):
+        grad = weight.grad.float()
+        weight.grad = None
+        weight.requires_grad_(False)
+        r, scale = module.r["default"], module.scaling["default"]
+        vh = torch.linalg.svd(weight.data.float(), full_matrices=False)[2]
+        top = vh[: 4 * r].T  # in x 4r: the protected right singular directions of W0
+        residual = grad - (grad @ top) @ top.T
+        u, s, vh_g = torch.linalg.svd(residual, full_matrices=False)
+        lora_b, lora_a = u[:, :r] * s[:r], vh_g[:r]
+        _set_keeplora(module, lora_a, lora_b, lora_b)
+    _freeze_lora_a(model)  # peft's disable_adapter() marks every adapter tensor trainable again on exit
+
+
+def _freeze_lora_a(model: nn.Module) -> None:
+    for name, param in model.named_parameters():
+        if "lora_A" in name:
+            param.requires_grad_(False)
+
+
+def _set_keeplora(module: nn.Module, lora_a: torch.Tensor, lora_b0: torch.Tensor, lora_b: torch.Tensor) -> None:
+    """Install A (frozen), the trained B, and the residual base W0 - scale * B0 A from the initial B0."""
+    base = module.get_base_layer()
+    dtype = base.weight.dtype
+    if KEEPLORA_B0 not in module._buffers:  # first install: base.weight still holds W0
+        module.register_buffer(KEEPLORA_B0, lora_b0.to(dtype).clone())
+        base.weight.data = (base.weight.data.float() - module.scaling["default"] * lora_b0 @ lora_a).to(dtype)
+    module.lora_A["default"].weight.data = lora_a.to(dtype).contiguous()
+    module.lora_B["default"].weight.data = lora_b.to(dtype).contiguous()
+
+
+def _keeplora_restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Rebuild a KeepLoRA model from a checkpoint: no gradient, no data, just the stored A, B0 and B."""
+    for name, module in model.named_modules():
+        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+            _set_keeplora(module, state[f"{name}.lora_A.default.weight"], state[f"{name}.{KEEPLORA_B0}"],
+                          state[f"{name}.lora_B.default.weight"])
+    _freeze_lora_a(model)
 
 
 _LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "dropout": 0.0}
@@ -150,6 +215,9 @@ REGISTRY: dict[str, MethodSpec] = {
         MethodSpec("milora", ("mi_lora",), "additive", _LORA_DEFAULTS, "r", _lora(),
                    "LoRA initialised from the minor singular components (residual kept frozen)",
                    post_init=_minor_components_init),
+        MethodSpec("keeplora", ("keep_lora",), "additive", _LORA_DEFAULTS, "r", _lora(),
+                   "gradient-based LoRA init off the top singular subspace of W0; A frozen, B trains",
+                   post_init=_keeplora_init, init_state=("lora_A", KEEPLORA_B0), restore=_keeplora_restore),
         MethodSpec("adalora", (), "additive", {**_LORA_DEFAULTS, "init_r": 12, "total_step": 1000}, "init_r",
                    _adalora, "LoRA with SVD-based rank reallocation (starts at init_r, ends near r)"),
         MethodSpec("vera", (), "additive", {"r": 256, "dropout": 0.0}, "r", _vera,
@@ -197,9 +265,12 @@ def resolve_targets(model: nn.Module, target_modules: str | list[str]) -> list[s
 
 
 def wrap(model: nn.Module, method: str, setting: dict[str, Any] | None, target_modules: str | list[str],
-         seed: int = 0) -> nn.Module:
+         seed: int = 0, init_batch: dict[str, torch.Tensor] | None = None,
+         restore_from: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """The base model made trainable by `method`. Seeded so that random inits (VeRA's projections, LoRA's A)
-    are reproducible: a checkpoint holds only trainable tensors, and reloading re-creates the frozen rest."""
+    are reproducible: a checkpoint holds only trainable tensors (plus a data-dependent init's frozen ones),
+    and reloading re-creates the frozen rest. `init_batch` feeds gradient-based inits (KeepLoRA);
+    `restore_from` (a checkpoint state) replaces such an init when rebuilding a trained model."""
     spec = get(method)
     resolved = spec.resolve_setting(setting)
     targets = resolve_targets(model, target_modules)
@@ -209,8 +280,10 @@ def wrap(model: nn.Module, method: str, setting: dict[str, Any] | None, target_m
     from peft import get_peft_model
 
     wrapped = get_peft_model(model, spec.build_config(resolved, targets))
-    if spec.post_init is not None:
-        spec.post_init(wrapped)
+    if restore_from is not None and spec.restore is not None:
+        spec.restore(wrapped, restore_from)
+    elif spec.post_init is not None:
+        spec.post_init(wrapped, init_batch)
     return wrapped
 
 
@@ -220,14 +293,21 @@ def _full_finetuning(model: nn.Module) -> nn.Module:
     return model
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors a checkpoint stores: exactly the parameters that train (adapter-only for PEFT)."""
-    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+def trainable_state(model: nn.Module, method: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint stores: the parameters that train (adapter-only for PEFT), plus the frozen
+    tensors of a data-dependent init (KeepLoRA's A and initial B) when `method` has any."""
+    keys = get(method).init_state if method else ()
+    tensors = {n: p for n, p in model.named_parameters() if p.requires_grad or any(k in n for k in keys)}
+    tensors.update({n: b for n, b in model.named_buffers() if any(k in n for k in keys)})
+    return {n: t.detach().clone().contiguous() for n, t in tensors.items()}
 
 
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Put a checkpoint's tensors back; every trainable parameter must be present and nothing else."""
+    """Put a checkpoint's trainable tensors back; every trainable parameter must be present, and anything
+    else in the checkpoint must be an init tensor the model already holds (see `wrap(restore_from=...)`)."""
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    held = expected | {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+    state = {n: t for n, t in state.items() if n in expected or n not in held}
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
         raise ValueError(f"checkpoint does not match the model: missing {sorted(missing)[:3]}, "

@@ -145,9 +145,9 @@ def save_checkpoint(model: nn.Module, directory: Path, meta: dict[str, Any], zer
 
         trainable = [p for p in model.parameters() if p.requires_grad]
         with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
-            state = registry.trainable_state(model)
+            state = registry.trainable_state(model, meta.get("method"))
     else:
-        state = registry.trainable_state(model)
+        state = registry.trainable_state(model, meta.get("method"))
     weights = directory / WEIGHTS_FILE
     atomic_write_bytes(weights, save(state))
     atomic_write_json(directory / META_FILE, {**meta, "sha256": sha256_file(weights), "tensors": len(state),
@@ -206,6 +206,7 @@ def train(model: nn.Module, pad_id: int, pairs: list[tuple[list[int], list[int]]
     model.train()
     try:
         for step in range(1, cfg.steps + 1):
+            step_began = time.perf_counter()
             losses = []
             for _ in range(cfg.grad_accum):
                 batch = {k: v.to(device) for k, v in collate(next(stream), cfg.max_length, pad_id).items()}
@@ -219,7 +220,7 @@ def train(model: nn.Module, pad_id: int, pairs: list[tuple[list[int], list[int]]
                 losses.append(loss.item())
                 result.tokens += int(batch["attention_mask"].sum())
             record = {"step": step, "loss": sum(losses) / len(losses), "lr": engine.get_lr()[0],
-                      "grad_norm": grad_norm}
+                      "grad_norm": grad_norm, "step_s": time.perf_counter() - step_began}
             result.log.append(record)
             result.steps = step
             if on_step:

@@ -127,10 +127,12 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: Path, result: di
     result["base"] = base
 
     total = sum(p.numel() for p in model.parameters())
-    wrapped = registry.wrap(model, spec["method"], spec["setting"], cfg.model.target_modules, cfg.train.seed)
+    pairs = suites.training_pairs(suites.load_task(cfg.train.task), tokenizer, cfg.train.train_items)
+    first_batch = trainer.collate(pairs[:cfg.train.batch_size], cfg.train.max_length, tokenizer.pad_token_id)
+    wrapped = registry.wrap(model, spec["method"], spec["setting"], cfg.model.target_modules, cfg.train.seed,
+                            init_batch=first_batch)  # gradient-based inits (KeepLoRA) read one batch
     trainable = registry.count_trainable(wrapped)
     result["params"] = {"trainable": trainable, "total": total, "fraction": trainable / total}
-    pairs = suites.training_pairs(suites.load_task(cfg.train.task), tokenizer, cfg.train.train_items)
 
     eval_seconds = 0.0
 
@@ -167,7 +169,8 @@ def load_trained(checkpoint_dir: Path) -> tuple[nn.Module, Any, dict[str, Any]]:
     state, meta = trainer.load_checkpoint(checkpoint_dir)
     model_cfg = ModelConfig(**meta["model"])
     model, tokenizer = models.load(model_cfg)
-    wrapped = registry.wrap(model, meta["method"], meta["setting"], model_cfg.target_modules, meta["seed"])
+    wrapped = registry.wrap(model, meta["method"], meta["setting"], model_cfg.target_modules, meta["seed"],
+                            restore_from=state)
     registry.load_trainable_state(wrapped, state)
     wrapped.eval()
     return wrapped, tokenizer, meta

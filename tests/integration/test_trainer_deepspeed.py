@@ -98,3 +98,20 @@ def test_warmup_cosine_schedule_shape():
     factor = trainer.warmup_cosine(100, 0.1)
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     assert factor(55) == pytest.approx(0.5, abs=1e-9) and factor(100) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("method", registry.names())
+def test_every_method_trains_on_the_deepspeed_engine(tmp_path, tiny_tokenizer, method):
+    from tests.unit.test_registry import TINY_SETTINGS
+
+    pairs = _pairs(tiny_tokenizer)
+    first = trainer.collate(pairs[:4], 64, tiny_tokenizer.pad_token_id)
+    model = registry.wrap(build_tiny_model(len(tiny_tokenizer)), method, TINY_SETTINGS[method], "all-linear",
+                          init_batch=first)
+    before = registry.trainable_state(model)
+    result = trainer.train(model, tiny_tokenizer.pad_token_id, pairs, _cfg(steps=3, checkpoint_every=3), tmp_path,
+                           {"method": method})
+    assert result.status == "completed" and len(result.log) == 3
+    assert all(r["step_s"] > 0 for r in result.log)
+    after = registry.trainable_state(model)
+    assert any(not torch.equal(before[n], after[n]) for n in before), f"{method}: no parameter moved"

@@ -37,6 +37,7 @@ def test_paper_counts_from_config_json(model, method, setting, millions):
 TINY = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2)
 SETTINGS = {"full": {}, "lora": {"r": 2}, "rslora": {"r": 3}, "dora": {"r": 2}, "pissa": {"r": 2}, "milora": {"r": 2},
+            "keeplora": {"r": 2},
             "adalora": {"init_r": 5, "r": 2}, "vera": {"r": 4}, "ia3": {}, "oft": {"block_size": 8},
             "boft": {"block_size": 4, "butterfly_factor": 1}, "hra": {"r": 2}, "miss": {"r": 4}}
 

@@ -13,9 +13,9 @@ def trained(method: str, setting: dict, steps: int = 3):
     """A tiny model wrapped by `method` after a few large SGD steps: a clearly non-zero update."""
     base = build_tiny_model(300)
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
-    model = registry.wrap(base, method, setting, "all-linear", seed=2)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     ids = torch.randint(2, 300, (4, 16), generator=torch.Generator().manual_seed(0))
+    model = registry.wrap(base, method, setting, "all-linear", seed=2, init_batch={"input_ids": ids, "labels": ids})
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     for _ in range(steps):
         model(input_ids=ids, labels=ids).loss.backward()
         opt.step()

@@ -11,7 +11,7 @@ from tests.conftest import build_tiny_model
 
 # Settings small enough for the tiny model (hidden 32, MLP 64).
 TINY_SETTINGS = {
-    "full": {}, "lora": {"r": 2}, "rslora": {"r": 2}, "dora": {"r": 2}, "pissa": {"r": 2}, "milora": {"r": 2},
+    "full": {}, "lora": {"r": 2}, "rslora": {"r": 2}, "dora": {"r": 2}, "pissa": {"r": 2}, "milora": {"r": 2}, "keeplora": {"r": 2},
     "adalora": {"r": 2, "init_r": 4}, "vera": {"r": 4}, "ia3": {}, "oft": {"block_size": 8},
     "boft": {"block_size": 4, "butterfly_factor": 2}, "hra": {"r": 2}, "miss": {"r": 4},
 }
@@ -25,13 +25,20 @@ def _batch(vocab: int) -> torch.Tensor:
     return torch.randint(2, vocab, (2, 12), generator=torch.Generator().manual_seed(1))
 
 
+def _init_batch() -> dict[str, torch.Tensor]:
+    """What gradient-based inits (KeepLoRA) read: a training batch."""
+    ids = torch.randint(2, 300, (2, 12), generator=torch.Generator().manual_seed(7))
+    return {"input_ids": ids, "labels": ids}
+
+
 @pytest.mark.parametrize("method", sorted(TINY_SETTINGS))
 def test_identity_at_init(method):
     base = build_tiny_model(300).eval()
     ids = _batch(300)
     with torch.no_grad():
         expected = base(input_ids=ids).logits
-    wrapped = registry.wrap(copy.deepcopy(base), method, TINY_SETTINGS[method], "all-linear").eval()
+    wrapped = registry.wrap(copy.deepcopy(base), method, TINY_SETTINGS[method], "all-linear",
+                            init_batch=_init_batch()).eval()
     with torch.no_grad():
         got = wrapped(input_ids=ids).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
@@ -39,7 +46,8 @@ def test_identity_at_init(method):
 
 @pytest.mark.parametrize("method", sorted(TINY_SETTINGS))
 def test_one_step_changes_only_trainable_tensors_and_round_trips(method):
-    model = registry.wrap(build_tiny_model(300), method, TINY_SETTINGS[method], "all-linear", seed=3)
+    model = registry.wrap(build_tiny_model(300), method, TINY_SETTINGS[method], "all-linear", seed=3,
+                          init_batch=_init_batch())
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainable_before = registry.trainable_state(model)
     assert trainable_before and registry.count_trainable(model) == sum(t.numel() for t in trainable_before.values())
@@ -52,12 +60,15 @@ def test_one_step_changes_only_trainable_tensors_and_round_trips(method):
         opt.zero_grad()
     after = registry.trainable_state(model)
     assert any(not torch.equal(after[n], trainable_before[n]) for n in after), "nothing trained"
+    saved = registry.trainable_state(model, method)  # what a checkpoint holds
     for name, param in model.named_parameters():
         if not param.requires_grad:
             assert torch.equal(param, frozen_before[name]), f"frozen {name} changed"
-    # A fresh wrap with the same seed + the saved tensors reproduces the trained model's outputs.
-    fresh = registry.wrap(build_tiny_model(300), method, TINY_SETTINGS[method], "all-linear", seed=3)
-    registry.load_trainable_state(fresh, after)
+    # A fresh wrap with the same seed + the checkpoint's tensors reproduces the trained model's outputs,
+    # with no data (a data-dependent init is restored from the checkpoint, not re-run).
+    fresh = registry.wrap(build_tiny_model(300), method, TINY_SETTINGS[method], "all-linear", seed=3,
+                          restore_from=saved)
+    registry.load_trainable_state(fresh, saved)
     model.eval(), fresh.eval()
     with torch.no_grad():
         torch.testing.assert_close(fresh(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-6, rtol=0)
@@ -84,3 +95,21 @@ def test_unknown_method_and_setting_are_user_errors():
         registry.get("lorra")
     with pytest.raises(registry.UnknownMethodError, match="unknown key 'rank'"):
         registry.get("lora").resolve_setting({"rank": 4})
+
+
+def test_keeplora_trains_only_b_and_starts_off_the_protected_subspace():
+    base = build_tiny_model(300)
+    w0 = base.model.layers[0].mlp.up_proj.weight.detach().clone()
+    model = registry.wrap(base, "keeplora", {"r": 2}, "all-linear", init_batch=_init_batch())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_B" in n for n in trainable)
+    layer = model.base_model.model.model.layers[0].mlp.up_proj
+    a = layer.lora_A["default"].weight.detach()
+    top = torch.linalg.svd(w0, full_matrices=False)[2][: 4 * 2].T  # W0's top-4r right singular vectors
+    assert (a @ top).abs().max() < 1e-5  # A has no component in the protected subspace
+    torch.testing.assert_close(a @ a.T, torch.eye(2), atol=1e-5, rtol=0)  # rows are orthonormal (V_r^T)
+
+
+def test_keeplora_needs_a_batch():
+    with pytest.raises(ValueError, match="needs a training batch"):
+        registry.wrap(build_tiny_model(300), "keeplora", {"r": 2}, "all-linear")
