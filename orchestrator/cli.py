@@ -81,16 +81,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "completed" else 1
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from orchestrator import config, reporting
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Validate, plan and (unless --dry-run) run or resume a sweep; then the table and its front."""
+    from orchestrator import config, reporting, sweep
+    from orchestrator.progress import SweepProgress
 
     cfg = config.load(args.config, args.set)
-    results = [reporting.run_with_progress(cfg, method, setting,
-                                           cfg.sweep_dir() / "trials" / reporting.trial_name(method, setting))
-               for method, setting in cfg.trials()]
-    reporting.write_summary(cfg, results)
-    reporting.print_table(cfg, results)
-    return 0 if all(r["status"] == "completed" for r in results) else 1
+    if args.address:
+        cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"address": args.address})})
+        config.validate(cfg.model_dump())  # the address is checked like any config field
+    plan = sweep.make_plan(cfg)
+    for line in sweep.describe(cfg, plan):
+        reporting.console.print(line, highlight=False)
+    if args.dry_run:
+        return 0
+    results = sweep.run(cfg, resume=args.resume,
+                        callbacks=[SweepProgress(sweep.num_samples(cfg, plan))])
+    front = sweep.front(cfg, results)
+    reporting.write_summary(cfg, results, front)
+    reporting.print_table(cfg, results, front)
+    return 0 if any(r["status"] == "completed" for r in results) else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded quick config as a real sweep (fresh each time: an earlier demo's dir is replaced)."""
+    import shutil
+
+    from orchestrator import config
+
+    cfg = config.load(args.config, args.set)
+    shutil.rmtree(cfg.sweep_dir(), ignore_errors=True)
+    args.resume, args.dry_run, args.address = False, False, None
+    return cmd_sweep(args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -173,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(run, required=True)
     run.add_argument("--method", required=True, help="method name, e.g. lora, oft, ia3")
     run.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE", help="e.g. r=8")
-    demo = sub.add_parser("demo", help="run the embedded quick config end to end and print the table")
+    sw = sub.add_parser("sweep", help="run a multi-objective sweep on Ray Tune + Optuna")
+    with_config(sw, required=True)
+    sw.add_argument("--resume", action="store_true", help="continue the interrupted sweep in output_dir")
+    sw.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
+    sw.add_argument("--address", help="Ray address: local | auto | host:port | ray://host:port")
+    demo = sub.add_parser("demo", help="run the embedded quick sweep end to end and print the table")
     with_config(demo, required=False)
     bud = sub.add_parser("budget", help="per method, the setting whose trainable count is nearest a budget")
     bud.add_argument("--model", default="smollm2-135m",
@@ -193,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"assets": cmd_assets, "run": cmd_run, "demo": cmd_demo, "eval": cmd_eval, "budget": cmd_budget}
+COMMANDS = {"assets": cmd_assets, "run": cmd_run, "sweep": cmd_sweep, "demo": cmd_demo, "eval": cmd_eval,
+            "budget": cmd_budget}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +94,104 @@ class MethodEntry(_Strict):
         return self
 
 
+# objective name -> (where it is read in a trial result, its natural direction)
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "target_gain": ("final.gain", "max"),
+    "forgetting": ("final.forgetting", "min"),
+    "target": ("final.target", "max"),
+    "retention": ("final.retention", "max"),
+    "trainable_params": ("params.trainable", "min"),
+    "wall_time_s": ("timings.total_s", "min"),
+    "peak_rss_mb": ("peak_rss_mb", "min"),
+}
+
+
+class Objective(_Strict):
+    name: Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
+    mode: Literal["max", "min"]
+
+
+class LogRange(_Strict):
+    low: float = Field(..., gt=0)
+    high: float = Field(..., gt=0)
+    log: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LogRange":
+        if self.low > self.high:
+            raise ValueError(f"low {self.low:g} is above high {self.high:g}")
+        return self
+
+
+class SearchConfig(_Strict):
+    sampler: Literal["nsga2", "tpe", "gp", "random", "grid"] = "nsga2"
+    num_samples: int | None = Field(None, gt=0, description="trials; grid: defaults to the grid size")
+    max_concurrent_trials: int = Field(1, gt=0)
+    seed: int = 0
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [Objective(name="target_gain", mode="max"), Objective(name="forgetting", mode="min")],
+        min_length=1)
+    budgets: list[float] | None = Field(None, min_length=1, description="trainable-parameter budgets")
+    budget_tolerance: float = Field(2.0, ge=1.0)
+    lr: list[float] | LogRange | None = None
+    steps: list[int] | None = Field(None, min_length=1)
+    seeds: list[int] | None = Field(None, min_length=1)
+    knobs: dict[str, dict[str, list[Any]]] = Field(default_factory=dict, description="per-method setting choices")
+
+    @field_validator("budgets", "lr")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(v <= 0 for v in value):
+            raise ValueError(f"every value must be > 0, got {value}")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _positive_steps(cls, value: list[int] | None) -> list[int] | None:
+        if value and any(v <= 0 for v in value):
+            raise ValueError(f"every value must be > 0, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SearchConfig":
+        if self.sampler == "grid" and isinstance(self.lr, LogRange):
+            raise ValueError("search.lr: a range cannot be enumerated by sampler grid; allowed: a list of values")
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"search.objectives: {names} names an objective twice")
+        for method, knobs in self.knobs.items():
+            try:
+                spec = registry.get(method)
+                for key, choices in knobs.items():
+                    spec.resolve_setting({key: choices[0]} if choices else {})
+                    if not choices:
+                        raise ValueError(f"search.knobs.{method}.{key}: an empty list of choices")
+            except registry.UnknownMethodError as err:
+                raise ValueError(f"search.knobs: {err}") from None
+        return self
+
+
+class ResourcesConfig(_Strict):
+    cpus_per_trial: float = Field(2.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+
+
+class RayConfig(_Strict):
+    address: str = Field("local", description="local | auto | host:port | ray://host:port")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of a local cluster (default: all)")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value in ("local", "auto") or re.fullmatch(r"(ray://)?[A-Za-z0-9._-]+:\d{2,5}", value):
+            return value
+        raise ValueError("allowed: local, auto, host:port or ray://host:port")
+
+
+class FailurePolicy(_Strict):
+    max_failures: int = Field(1, ge=0, description="retries of a crashed trial, from its last checkpoint")
+
+
 class SweepConfig(_Strict):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     output_dir: str = "runs/{name}"
@@ -100,13 +199,22 @@ class SweepConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     methods: list[MethodEntry] = Field(..., min_length=1)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    failure: FailurePolicy = Field(default_factory=FailurePolicy)
+
+    @model_validator(mode="after")
+    def _knobs_name_searched_methods(self) -> "SweepConfig":
+        searched = {m.name for m in self.methods}
+        for method in self.search.knobs:
+            if registry.get(method).name not in searched:
+                raise ValueError(f"search.knobs.{method}: not in methods ({', '.join(sorted(searched))})")
+        return self
 
     def sweep_dir(self) -> Path:
-        return Path(self.output_dir.format(name=self.name))
-
-    def trials(self) -> list[tuple[str, dict[str, Any]]]:
-        """The fixed (method, setting) list this config plans, in order."""
-        return [(m.name, setting) for m in self.methods for setting in m.settings]
+        """Absolute: trials may run in other processes or nodes whose working dir differs."""
+        return Path(self.output_dir.format(name=self.name)).expanduser().resolve()
 
 
 def config_hash(data: dict[str, Any]) -> str:

@@ -43,6 +43,7 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
     final = result.get("final", {})
     base = result.get("base", {})
     return {"trial": result["trial_id"], "method": result["method"], "status": result["status"],
+            "setting": result.get("setting"),
             "trainable_params": result.get("params", {}).get("trainable"),
             "target_base": base.get("target", {}).get("score"), "target": final.get("target"),
             "retention_base": base.get("retention", {}).get("score"), "retention": final.get("retention"),
@@ -51,9 +52,10 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
             "result": str(Path(result["trial_dir"]) / trial.RESULT_FILE)}
 
 
-def write_summary(cfg: SweepConfig, results: list[dict[str, Any]]) -> Path:
+def write_summary(cfg: SweepConfig, results: list[dict[str, Any]], front: list[str] | None = None) -> Path:
     path = cfg.sweep_dir() / "summary.json"
-    atomic_write_json(path, {"name": cfg.name, "config": cfg.model_dump(), "trials": [_row(r) for r in results]})
+    rows = [_row(r) | {"on_front": r["trial_id"] in (front or [])} for r in results]
+    atomic_write_json(path, {"name": cfg.name, "config": cfg.model_dump(), "front": front or [], "trials": rows})
     return path
 
 
@@ -61,21 +63,29 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_table(cfg: SweepConfig, results: list[dict[str, Any]]) -> None:
+def _setting_text(setting: dict[str, Any] | None) -> str:
+    shown = {k: v for k, v in (setting or {}).items() if k not in ("dropout", "total_step", "cayley_neumann")}
+    return " ".join(f"{k}={v}" for k, v in shown.items()) or "-"
+
+
+def print_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[str] | None = None) -> None:
     table = Table(title=f"{cfg.name}: target gain vs forgetting (base model {cfg.model.name})")
-    for header in ("trial", "params", "target", "gain", "retention", "forgetting", "train s", "status"):
-        table.add_column(header, justify="left" if header in ("trial", "status") else "right")
+    for header in ("trial", "method", "setting", "params", "target", "gain", "retention", "forgetting",
+                   "train s", "front", "status"):
+        table.add_column(header, justify="left" if header in ("trial", "method", "setting", "status") else "right")
     for row in map(_row, results):
-        table.add_row(row["trial"], _fmt(row["trainable_params"], ","),
+        table.add_row(row["trial"], row["method"], _setting_text(row["setting"]), _fmt(row["trainable_params"], ","),
                       f"{_fmt(row['target_base'], '.3f')} -> {_fmt(row['target'], '.3f')}",
                       _fmt(row["gain"], "+.3f"),
                       f"{_fmt(row['retention_base'], '.3f')} -> {_fmt(row['retention'], '.3f')}",
-                      _fmt(row["forgetting"], "+.3f"), _fmt(row["train_s"], ".0f"), row["status"])
+                      _fmt(row["forgetting"], "+.3f"), _fmt(row["train_s"], ".0f"),
+                      "*" if row["trial"] in (front or []) else "", row["status"])
     console.print(table)
     console.print("gain = target(ft) - target(base); forgetting = retention(base) - retention(ft); "
-                  "scores in [0, 1], higher is better.")
-    console.print(f"results: {cfg.sweep_dir().resolve()}/trials/<trial>/result.json, "
-                  f"summary: {cfg.sweep_dir().resolve()}/summary.json")
+                  "scores in [0, 1], higher is better; * = on the Pareto front of the sweep's objectives.",
+                  soft_wrap=True)
+    console.print(f"results: {cfg.sweep_dir()}/trials/<trial>/result.json, summary: {cfg.sweep_dir()}/summary.json",
+                  soft_wrap=True)
 
 
 def print_suite(scores: dict[str, Any]) -> None:

@@ -155,6 +155,17 @@ def save_checkpoint(model: nn.Module, directory: Path, meta: dict[str, Any], zer
     return directory
 
 
+def latest_valid_checkpoint(checkpoint_root: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The newest checkpoint whose weights match their checksum; corrupt ones are skipped, never used."""
+    for directory in sorted(checkpoint_root.glob("step_*"), reverse=True):
+        try:
+            state, meta = load_checkpoint(directory)
+        except (CheckpointError, ValueError, OSError):
+            continue
+        return directory, state, meta
+    return None
+
+
 def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     import json
 
@@ -183,9 +194,11 @@ def _grad_norm(engine: Any, params: list[nn.Parameter]) -> float:
 def train(model: nn.Module, pad_id: int, pairs: list[tuple[list[int], list[int]]], cfg: TrainConfig,
           checkpoint_root: Path, meta: dict[str, Any],
           on_checkpoint: Callable[[int, Path], None] | None = None,
-          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Train `model` in place for `cfg.steps` optimizer steps. A non-finite loss stops the run as failed,
-    with the step in the reason; checkpoints already written stay valid."""
+          on_step: Callable[[int, dict[str, float]], None] | None = None, start_step: int = 0) -> TrainResult:
+    """Train `model` in place up to `cfg.steps` optimizer steps. A non-finite loss stops the run as failed,
+    with the step in the reason; checkpoints already written stay valid. `start_step` > 0 continues a run
+    whose weights were restored from that step's checkpoint: the LR schedule and the data order pick up
+    where they were (AdamW's moments restart from zero: checkpoints hold weights, not optimizer state)."""
     import deepspeed
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
@@ -195,17 +208,20 @@ def train(model: nn.Module, pad_id: int, pairs: list[tuple[list[int], list[int]]
     torch.manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     dtype = next(model.parameters()).dtype
+    schedule = warmup_cosine(cfg.steps, cfg.warmup_ratio)
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=params, config=deepspeed_config(cfg, dtype),
-        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, cfg.warmup_ratio)))
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s + start_step)))
     device = engine.device
-    result = TrainResult()
+    result = TrainResult(steps=start_step)
     stream = batches(pairs, cfg.batch_size, cfg.seed)
+    for _ in range(start_step * cfg.grad_accum):  # the batches the restored steps already consumed
+        next(stream)
     start = time.perf_counter()
     outside = 0.0  # seconds spent in the checkpoint callback
     model.train()
     try:
-        for step in range(1, cfg.steps + 1):
+        for step in range(start_step + 1, cfg.steps + 1):
             step_began = time.perf_counter()
             losses = []
             for _ in range(cfg.grad_accum):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import platform
 import resource
 import time
@@ -87,17 +88,27 @@ def trial_config(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> dict
 
 def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Path,
         on_step: Callable[[int, dict[str, float]], None] | None = None,
-        on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
+        on_phase: Callable[[str], None] | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one trial and write `trial_dir/result.json`. User errors (ConfigError) propagate; any other
-    failure is recorded in the result as status "failed" with its reason, and the result is returned."""
+    failure is recorded in the result as status "failed" with its reason, and the result is returned.
+    Run again in the same dir (a retry, a resumed sweep), a completed trial of the same config returns its
+    result at once, and an interrupted one resumes from its last verified checkpoint."""
     phase = on_phase or (lambda _: None)
     began = time.perf_counter()
     spec = trial_config(cfg, method, setting)
+    previous = _previous_result(trial_dir, config_hash(spec))
+    if previous is not None and previous["status"] == "completed":
+        return previous
     result: dict[str, Any] = {"schema": SCHEMA_VERSION, "trial_id": trial_dir.name, "trial_dir": str(trial_dir),
                               "status": "running",
                               "method": method, "setting": spec["setting"], "config": spec,
                               "config_hash": config_hash(spec), "checkpoints": [], "timings": {},
-                              "versions": package_versions(), "host": platform.node()}
+                              "versions": package_versions(), "host": platform.node(), "pid": os.getpid(),
+                              **(context or {})}
+    if previous is not None:
+        result["checkpoints"] = previous.get("checkpoints", [])
+        result["train_log"] = previous.get("train_log", [])
+        result["attempts"] = previous.get("attempts", 1) + 1
     try:
         _execute(cfg, spec, trial_dir, result, on_step, phase)
     except ConfigError:
@@ -110,6 +121,18 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Path,
     result["peak_rss_mb"] = peak_rss_mb()
     atomic_write_json(trial_dir / RESULT_FILE, result)
     return result
+
+
+def _previous_result(trial_dir: Path, expected_hash: str) -> dict[str, Any] | None:
+    """An earlier attempt's result in this dir, if it belongs to the same trial config."""
+    path = trial_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        previous = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return previous if previous.get("config_hash") == expected_hash else None
 
 
 def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: Path, result: dict[str, Any],
@@ -129,8 +152,17 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: Path, result: di
     total = sum(p.numel() for p in model.parameters())
     pairs = suites.training_pairs(suites.load_task(cfg.train.task), tokenizer, cfg.train.train_items)
     first_batch = trainer.collate(pairs[:cfg.train.batch_size], cfg.train.max_length, tokenizer.pad_token_id)
+    resume = trainer.latest_valid_checkpoint(trial_dir / "checkpoints")
     wrapped = registry.wrap(model, spec["method"], spec["setting"], cfg.model.target_modules, cfg.train.seed,
-                            init_batch=first_batch)  # gradient-based inits (KeepLoRA) read one batch
+                            init_batch=first_batch,  # gradient-based inits (KeepLoRA) read one batch
+                            restore_from=resume[1] if resume else None)
+    start_step = 0
+    if resume is not None:
+        registry.load_trainable_state(wrapped, resume[1])
+        start_step = resume[2]["step"]
+        result["resumed_from_step"] = start_step
+    result["checkpoints"] = [c for c in result["checkpoints"] if c["step"] <= start_step]
+    result["train_log"] = [r for r in result.get("train_log", []) if r["step"] <= start_step]
     trainable = registry.count_trainable(wrapped)
     result["params"] = {"trainable": trainable, "total": total, "fraction": trainable / total}
 
@@ -148,14 +180,21 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: Path, result: di
         atomic_write_json(trial_dir / RESULT_FILE, result)  # partial progress survives a crash
         phase("training")
 
+    if resume is not None and start_step not in {c["step"] for c in result["checkpoints"]}:
+        on_checkpoint(start_step, resume[0])  # saved but never scored before the interruption
     meta = {"method": spec["method"], "setting": spec["setting"], "model": cfg.model.model_dump(),
             "seed": cfg.train.seed, "config_hash": result["config_hash"]}
+    def log_step(step: int, record: dict[str, float]) -> None:
+        result["train_log"].append(record)  # in the partial result too, so a resumed trial keeps it
+        if on_step:
+            on_step(step, record)
+
     phase("training")
     outcome = trainer.train(wrapped, tokenizer.pad_token_id, pairs, cfg.train, trial_dir / "checkpoints",
-                            meta, on_checkpoint, on_step)
+                            meta, on_checkpoint, log_step, start_step=start_step)
     timings["train_s"], timings["eval_s"] = outcome.seconds, eval_seconds
     result.update(status=outcome.status, failure_reason=outcome.failure_reason, steps=outcome.steps,
-                  train_log=outcome.log, tokens=outcome.tokens,
+                  tokens=outcome.tokens,
                   tokens_per_s=outcome.tokens / outcome.seconds if outcome.seconds else 0.0)
     if result["checkpoints"]:
         last = result["checkpoints"][-1]

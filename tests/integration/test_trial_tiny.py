@@ -35,3 +35,26 @@ def test_trial_writes_a_complete_result_and_reloadable_checkpoints(tmp_path, tin
     again, _, _ = trial.load_trained(trial_dir / "checkpoints" / "step_000004")
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, again.eval()(input_ids=ids).logits, atol=1e-6, rtol=0)
+
+
+def test_rerun_returns_the_completed_result_and_resume_continues_from_the_last_good_checkpoint(
+        tmp_path, tiny_model_dir, isolated_cache):
+    cfg = config.validate(tiny_config(tiny_model_dir, tmp_path / "sweep", steps=6))
+    trial_dir = cfg.sweep_dir() / "trials" / "t"
+    full = trial.run(cfg, "lora", {"r": 2}, trial_dir)
+    assert full["status"] == "completed" and [c["step"] for c in full["checkpoints"]] == [2, 4, 6]
+    assert trial.run(cfg, "lora", {"r": 2}, trial_dir) == full  # completed: returned, not retrained
+
+    # Simulate a crash after step 4 whose last checkpoint was half-written: the result is partial,
+    # the step-6 weights are truncated. The retry must skip them and resume from step 4.
+    partial = dict(full, status="running", checkpoints=full["checkpoints"][:2],
+                   train_log=[r for r in full["train_log"] if r["step"] <= 4])
+    (trial_dir / "result.json").write_text(json.dumps(partial))
+    weights = trial_dir / "checkpoints" / "step_000006" / "adapter.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    resumed = trial.run(cfg, "lora", {"r": 2}, trial_dir)
+    assert resumed["status"] == "completed" and resumed["resumed_from_step"] == 4 and resumed["attempts"] == 2
+    assert [c["step"] for c in resumed["checkpoints"]] == [2, 4, 6]
+    assert [r["step"] for r in resumed["train_log"]] == [1, 2, 3, 4, 5, 6]
+    # the same data order and LR schedule: the resumed steps see the same learning rates as the full run
+    assert [r["lr"] for r in resumed["train_log"]] == [r["lr"] for r in full["train_log"]]

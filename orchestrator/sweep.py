@@ -1,0 +1,321 @@
+"""Ray Tune runs a multi-objective Optuna search over methods, budgets and hyper-parameters.
+
+The driver resolves every (method, budget) to a concrete setting up front (`plan`, from the model config
+alone), then hands Ray Tune a define-by-run Optuna space: conditional knobs exist only for their method.
+Each Tune trial runs `trial.run` in its own worker and reports every objective in one final result
+(OptunaSearch reads only the last result in multi-objective mode). The Optuna study lives in a journal
+database in the sweep dir and Tune's experiment state under `ray/`, so `--resume` continues a killed sweep
+without repeating finished trials: a finished trial's dir already holds its completed result.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis import pareto
+from methods import budget as budgets
+from methods import registry
+from orchestrator import trial
+from orchestrator.config import OBJECTIVES, ConfigError, SweepConfig, config_hash
+from orchestrator.files import atomic_write_json
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_SNAPSHOT = "sweep_config.json"
+# Only the driver touches the study (OptunaSearch runs there), so SQLite is safe even with many workers.
+# RDBStorage also survives Tune's pickling of the searcher (JournalStorage holds a lock and does not).
+OPTUNA_DB = "optuna.db"
+# Shipped to workers on remote clusters (runtime_env.working_dir); bulky or private paths stay home.
+# The driver's settings that trial workers must see (workers on `ray start` nodes do not inherit them).
+FORWARDED_ENV = ("PEFT_ARENA_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "MLFLOW_TRACKING_URI", "DISABLE_MLFLOW_INTEGRATION",
+                 "TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY")
+WORKING_DIR_EXCLUDES = [".venv", ".git", "runs", "bench/results", "**/__pycache__", "*.safetensors", ".gl", ".whl"]
+
+
+@dataclass
+class Plan:
+    """What a sweep may try: per method, its candidate settings (labelled by budget where one was set)."""
+    methods: list[str]
+    settings: dict[str, list[dict[str, Any]]]
+    budget_labels: dict[str, list[float | None]]
+    knobs: dict[str, dict[str, list[Any]]]
+    lrs: list[float] | None
+    lr_range: tuple[float, float, bool] | None
+    steps: list[int] | None
+    seeds: list[int] | None
+    grid_size: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def make_plan(cfg: SweepConfig) -> Plan:
+    """Resolve budgets to settings with `methods.budget.solve` (config only: no weights, no Ray)."""
+    search = cfg.search
+    settings: dict[str, list[dict[str, Any]]] = {}
+    labels: dict[str, list[float | None]] = {}
+    model_config = None
+    for entry in cfg.methods:
+        spec = registry.get(entry.name)
+        if search.budgets and spec.budget_knob:
+            if model_config is None:
+                try:
+                    model_config = budgets.load_model_config(cfg.model.name)
+                except budgets.BudgetError as err:
+                    raise ConfigError(f"model.name: {err}") from None
+            chosen, chosen_labels = [], []
+            for value in search.budgets:
+                try:
+                    solution = budgets.solve(model_config, spec.name, value, entry.settings[0],
+                                             cfg.model.target_modules, search.budget_tolerance)
+                except budgets.BudgetError as err:
+                    raise ConfigError(f"search.budgets: {err}") from None
+                if solution.setting not in chosen:
+                    chosen.append(solution.setting)
+                    chosen_labels.append(value)
+            settings[spec.name], labels[spec.name] = chosen, chosen_labels
+        else:
+            settings[spec.name] = [spec.resolve_setting(s) for s in entry.settings]
+            labels[spec.name] = [None] * len(entry.settings)
+    knobs = {registry.get(m).name: k for m, k in search.knobs.items()}
+    lrs = search.lr if isinstance(search.lr, list) else None
+    lr_range = (search.lr.low, search.lr.high, search.lr.log) if search.lr is not None and lrs is None else None
+    plan = Plan(list(settings), settings, labels, knobs, lrs, lr_range, search.steps, search.seeds)
+    per_method = [len(settings[m]) * math.prod(len(c) for c in knobs.get(m, {}).values()) for m in settings]
+    plan.grid_size = sum(per_method) * len(lrs or [0]) * len(search.steps or [0]) * len(search.seeds or [0])
+    return plan
+
+
+def num_samples(cfg: SweepConfig, plan: Plan) -> int:
+    if cfg.search.sampler == "grid":
+        return min(cfg.search.num_samples or plan.grid_size, plan.grid_size)
+    return cfg.search.num_samples or max(4, len(plan.methods) * 2)
+
+
+# ------------------------------------------------------------------------------------------ the space
+
+
+class DefineByRun:
+    """Optuna's define-by-run space: a method's setting and knobs are only suggested when it is chosen.
+    A module-level class, not a closure: OptunaSearch saves itself (this included) with plain pickle."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def __call__(self, ot: Any) -> None:
+        plan = self.plan
+        method = ot.suggest_categorical("method", plan.methods)
+        if len(plan.settings[method]) > 1:
+            ot.suggest_categorical(f"{method}.setting", list(range(len(plan.settings[method]))))
+        for key, choices in plan.knobs.get(method, {}).items():
+            ot.suggest_categorical(f"{method}.{key}", choices)
+        if plan.lrs:
+            ot.suggest_categorical("lr", plan.lrs)
+        elif plan.lr_range:
+            ot.suggest_float("lr", plan.lr_range[0], plan.lr_range[1], log=plan.lr_range[2])
+        if plan.steps:
+            ot.suggest_categorical("steps", plan.steps)
+        if plan.seeds:
+            ot.suggest_categorical("seed", plan.seeds)
+
+
+def decode(params: dict[str, Any], plan: Plan, cfg: SweepConfig) -> tuple[str, dict[str, Any], SweepConfig, float | None]:
+    """Suggested params -> (method, setting, the trial's config, its budget label)."""
+    method = params["method"]
+    index = params.get(f"{method}.setting", 0)
+    setting = {**plan.settings[method][index]}
+    setting.update({k: params[f"{method}.{k}"] for k in plan.knobs.get(method, {})})
+    train = cfg.train.model_copy(update={k: params[p] for k, p in (("lr", "lr"), ("steps", "steps"), ("seed", "seed"))
+                                         if p in params})
+    return method, setting, cfg.model_copy(update={"train": train}), plan.budget_labels[method][index]
+
+
+def make_sampler(cfg: SweepConfig, samples: int) -> Any:
+    import optuna
+
+    seed = cfg.search.seed
+    return {
+        # NSGA-II's first generation is random; a population of half the trials leaves room to evolve.
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, min(50, samples // 2))),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        # exhaustive over the define-by-run space, conditional knobs included: the method x budget table
+        "grid": lambda: optuna.samplers.BruteForceSampler(seed=seed),
+    }[cfg.search.sampler]()
+
+
+# ------------------------------------------------------------------------------------------ reporting
+
+
+def _lookup(result: dict[str, Any], dotted: str) -> Any:
+    node: Any = result
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def objective_values(result: dict[str, Any]) -> dict[str, float | None]:
+    return {name: _lookup(result, path) for name, (path, _) in OBJECTIVES.items()}
+
+
+def describe(cfg: SweepConfig, plan: Plan) -> list[str]:
+    """The planned space and resources, as lines (what --dry-run prints)."""
+    lines = [f"sweep {cfg.name}: sampler {cfg.search.sampler}, {num_samples(cfg, plan)} trials, "
+             f"at most {cfg.search.max_concurrent_trials} at once, {cfg.resources.cpus_per_trial:g} CPU / "
+             f"{cfg.resources.gpus_per_trial:g} GPU per trial, Ray address {cfg.ray.address}",
+             "objectives: " + ", ".join(f"{o.name} ({o.mode})" for o in cfg.search.objectives),
+             f"model {cfg.model.name}; train task {cfg.train.task}; target suite {cfg.eval.target_suite}; "
+             f"retention suite {cfg.eval.retention_suite}"]
+    for method in plan.methods:
+        for setting, label in zip(plan.settings[method], plan.budget_labels[method]):
+            budget = f"budget {label:.3g} -> " if label else ""
+            lines.append(f"  {method:9s} {budget}{json.dumps(setting, sort_keys=True)}")
+        for key, choices in plan.knobs.get(method, {}).items():
+            lines.append(f"  {method:9s} knob {key}: {choices}")
+    lr = plan.lrs or (f"log-uniform [{plan.lr_range[0]:g}, {plan.lr_range[1]:g}]" if plan.lr_range else cfg.train.lr)
+    lines.append(f"  lr {lr}; steps {plan.steps or cfg.train.steps}; seeds {plan.seeds or [cfg.train.seed]}")
+    if cfg.search.sampler == "grid":
+        lines.append(f"  grid size {plan.grid_size}")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
+    """Runs inside a Ray worker: one trial, then one report carrying every objective."""
+    import ray
+    from ray import tune
+
+    cfg = SweepConfig.model_validate(sweep)
+    plan = make_plan(cfg)
+    method, setting, trial_cfg, budget_label = decode(params, plan, cfg)
+    trial_dir = cfg.sweep_dir() / "trials" / tune.get_context().get_trial_id()
+    where = {"node_id": ray.get_runtime_context().get_node_id(), "budget": budget_label}
+    result = trial.run(trial_cfg, method, setting, trial_dir, context=where)
+    if result["status"] != "completed":  # Tune retries up to failure.max_failures, then records the error
+        raise RuntimeError(f"trial {trial_dir.name} failed: {result.get('failure_reason')}")
+    report = {name: value for name, value in objective_values(result).items() if value is not None}
+    report.update(trial_dir=str(trial_dir), method=method, setting=json.dumps(setting, sort_keys=True),
+                  budget=budget_label or 0.0, node_id=where["node_id"], hostname=os.uname().nodename)
+    tune.report(report)
+
+
+def connect(address: str, num_cpus: int | None) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
+    try:
+        if address == "local":
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="error",
+                     runtime_env=env)
+        else:  # remote workers import the project from the shipped working dir
+            ray.init(address=address, log_to_driver=False, logging_level="error",
+                     runtime_env={**env, "working_dir": str(PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES})
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise ConfigError(f"ray.address = {address!r}: cannot connect ({str(err).splitlines()[0]})") from None
+
+
+def check_sweep_dir(cfg: SweepConfig, resume: bool) -> Path:
+    """A sweep dir belongs to one config: resuming it with another is refused, and so is silently
+    starting over in a dir that already holds a sweep."""
+    directory = cfg.sweep_dir()
+    snapshot = directory / CONFIG_SNAPSHOT
+    digest = config_hash(cfg.model_dump())
+    if snapshot.is_file():
+        recorded = json.loads(snapshot.read_text())
+        if not resume:
+            raise ConfigError(f"output_dir: {directory} already holds sweep {recorded['name']!r}; "
+                              "pass --resume to continue it, or choose another name/output_dir")
+        if recorded["hash"] != digest:
+            raise ConfigError(f"--resume: {directory} belongs to another config (hash {recorded['hash']}, "
+                              f"this one {digest}); allowed: the config it was started with")
+    elif resume:
+        raise ConfigError(f"--resume: {directory} holds no sweep to resume")
+    else:
+        atomic_write_json(snapshot, {"name": cfg.name, "hash": digest, "config": cfg.model_dump()})
+    return directory
+
+
+def _experiment_path(cfg: SweepConfig) -> Path:
+    return cfg.sweep_dir() / "ray" / cfg.name
+
+
+def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]) -> Any:
+    import optuna
+    from optuna.storages import RDBStorage
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    trainable = tune.with_resources(tune.with_parameters(_trainable, sweep=cfg.model_dump()),
+                                    {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial})
+    if resume:
+        tuner = tune.Tuner.restore(str(_experiment_path(cfg)), trainable, resume_unfinished=True,
+                                   resume_errored=True)
+        return tuner
+    samples = num_samples(cfg, plan)
+    storage = RDBStorage(f"sqlite:///{cfg.sweep_dir() / OPTUNA_DB}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = OptunaSearch(space=DefineByRun(plan), metric=[o.name for o in cfg.search.objectives],
+                            mode=[o.mode for o in cfg.search.objectives], sampler=make_sampler(cfg, samples),
+                            study_name=cfg.name, storage=storage, seed=cfg.search.seed)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=samples,
+                                    max_concurrent_trials=cfg.search.max_concurrent_trials),
+        run_config=tune.RunConfig(name=cfg.name, storage_path=str(cfg.sweep_dir() / "ray"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
+                                  callbacks=callbacks))
+
+
+def collect(cfg: SweepConfig) -> list[dict[str, Any]]:
+    """Every trial result in the sweep dir, in start order."""
+    results = []
+    for path in sorted((cfg.sweep_dir() / "trials").glob(f"*/{trial.RESULT_FILE}"), key=lambda p: p.stat().st_mtime):
+        try:
+            results.append(json.loads(path.read_text()))
+        except json.JSONDecodeError:
+            continue
+    return results
+
+
+def front(cfg: SweepConfig, results: list[dict[str, Any]]) -> list[str]:
+    """Trial ids on the Pareto front of the sweep's objectives (completed trials only)."""
+    done = [r for r in results if r["status"] == "completed"]
+    names = [o.name for o in cfg.search.objectives]
+    points = [[objective_values(r)[n] for n in names] for r in done]
+    keep = [i for i, p in enumerate(points) if None not in p]
+    indices = pareto.non_dominated([points[i] for i in keep], [o.mode for o in cfg.search.objectives])
+    return [done[keep[i]]["trial_id"] for i in indices]
+
+
+def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
+        callbacks: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) the sweep; returns every trial result found in the sweep dir afterwards."""
+    plan = make_plan(cfg)
+    check_sweep_dir(cfg, resume)
+    connect(address or cfg.ray.address, cfg.ray.num_cpus)
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state on disk every few seconds
+    tuner = build_tuner(cfg, plan, resume, callbacks or [])
+    tuner.fit()
+    fail_orphaned_trials(cfg)
+    return collect(cfg)
+
+
+def fail_orphaned_trials(cfg: SweepConfig) -> int:
+    """Optuna trials still RUNNING once Tune is done were asked for by a driver that died before it
+    recorded them (a SIGKILL between Optuna's ask and Tune's state save): no Tune trial will ever tell
+    their result, so they are closed as FAIL rather than left to look in flight."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{cfg.sweep_dir() / OPTUNA_DB}")
+    study = optuna.load_study(study_name=cfg.name, storage=storage)
+    orphans = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+    for orphan in orphans:
+        storage.set_trial_state_values(orphan._trial_id, optuna.trial.TrialState.FAIL)
+    return len(orphans)
