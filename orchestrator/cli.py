@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Validate, plan and (unless --dry-run) run or resume a sweep; then the table and its front."""
     from orchestrator import config, reporting, sweep
-    from orchestrator.progress import SweepProgress
+    from orchestrator.callbacks import SweepProgress
 
     cfg = config.load(args.config, args.set)
     if args.address:
@@ -98,9 +98,87 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     results = sweep.run(cfg, resume=args.resume,
                         callbacks=[SweepProgress(sweep.num_samples(cfg, plan))])
     front = sweep.front(cfg, results)
-    reporting.write_summary(cfg, results, front)
+    summary = reporting.write_summary(cfg, results, front)
     reporting.print_table(cfg, results, front)
+    if cfg.tracking.enabled:
+        from orchestrator.tracking import tracking_uri
+
+        _log_to_parent(cfg, [summary])
+        reporting.console.print(f"MLflow: {tracking_uri(cfg)} (browse: peft-arena ui {cfg.sweep_dir()})",
+                                soft_wrap=True, highlight=False)
     return 0 if any(r["status"] == "completed" for r in results) else 1
+
+
+def _log_to_parent(cfg: Any, paths: list[Path]) -> None:
+    from orchestrator.tracking import Tracker
+
+    try:
+        Tracker(cfg).log_sweep_files(paths)
+    except Exception as err:  # noqa: BLE001 - files stay in the sweep dir
+        print(f"warning: could not log {', '.join(p.name for p in paths)} to MLflow ({str(err)[:160]})")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Frontiers and hypervolumes of a sweep dir, or of the paper's published table (--published)."""
+    from orchestrator import analyze, sweep
+
+    if args.published:
+        model, domain = (args.published.split("/", 1) + [""])[:2]
+        result = analyze.analyze_published(model, domain, args.regime, Path(args.output or "."), args.budget_factor)
+    else:
+        if not args.sweep_dir:
+            raise ConfigError("analyze: give a SWEEP_DIR or --published MODEL/DOMAIN")
+        cfg = sweep.load_sweep_dir(args.sweep_dir)
+        result, _ = analyze.analyze_sweep(cfg, args.budget_factor)
+        out = cfg.sweep_dir() / analyze.ANALYSIS_DIR / "pareto.json"
+        analyze.log_outputs(cfg, [out])
+        print(f"wrote {out}")
+    for line in analyze.summary_lines(result):
+        print(line)
+    if args.json:
+        print(analyze.dump(result))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator import analyze, sweep
+
+    cfg = sweep.load_sweep_dir(args.sweep_dir)
+    path = analyze.write_report(cfg, args.published)
+    analyze.log_outputs(cfg, [path])
+    print(f"wrote {path} (self-contained; open it in any browser, offline)")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Replay every local trial result of a sweep dir into MLflow; running it twice adds nothing."""
+    from orchestrator import sweep
+    from orchestrator.tracking import Tracker
+
+    cfg = sweep.load_sweep_dir(args.sweep_dir)
+    if args.tracking_uri:
+        cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"uri": args.tracking_uri})})
+    results = sweep.collect(cfg)
+    tracker = Tracker(cfg)
+    tracker.sync_all(results)
+    print(f"synced {len(results)} trial results of {cfg.name} to {tracker.uri} (parent run {tracker.parent_id})")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The MLflow UI on a sweep's store, on 127.0.0.1 unless --host says otherwise."""
+    import subprocess
+
+    from orchestrator import sweep, tracking
+
+    cfg = sweep.load_sweep_dir(args.sweep_dir)
+    tracking.Tracker(cfg)  # creates the store and experiment if the sweep has not logged yet
+    command = tracking.server_command(cfg, args.host, args.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"binding to {args.host}: others on the network can reach this UI; allowed Host headers: "
+              f"{command[command.index('--allowed-hosts') + 1]} (mlflow server --allowed-hosts)")
+    print(f"MLflow UI for sweep {cfg.name}: http://{args.host}:{args.port}  (Ctrl-C to stop)")
+    return subprocess.call(command)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -116,16 +194,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from evals import suites
+    """Score a base model or a checkpoint on one suite: in this process, or sharded over a Ray Data actor
+    pool with --pool N (each actor loads the model once)."""
+    import functools
+
+    from evals import runner, suites
     from orchestrator import models, reporting, trial
     from orchestrator.config import ModelConfig
 
-    if args.adapter:
-        model, tokenizer, _ = trial.load_trained(Path(args.adapter))
-    else:
-        model, tokenizer = models.load(ModelConfig(name=args.model, trust_pickle=args.trust_pickle))
+    spec = {"model": ModelConfig(name=args.model, trust_pickle=args.trust_pickle).model_dump(), "checkpoint": args.adapter}
     try:
-        scores = suites.evaluate_suite(model, tokenizer, args.kind, args.suite, args.split, args.max_items)
+        if args.pool:
+            tokenizer = (trial.load_trained(Path(args.adapter))[1] if args.adapter
+                         else models.load(ModelConfig(**spec["model"]))[1])
+            scores = runner.evaluate(functools.partial(trial.load_for_eval, spec), tokenizer, {args.kind: args.suite},
+                                     args.split, args.max_items, pool_size=args.pool)[args.kind]
+        else:
+            model, tokenizer = trial.load_for_eval(spec)
+            scores = suites.evaluate_suite(model, tokenizer, args.kind, args.suite, args.split, args.max_items)
     except suites.TaskError as err:
         raise ConfigError(str(err)) from None
     reporting.print_suite(scores)
@@ -200,6 +286,23 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--resume", action="store_true", help="continue the interrupted sweep in output_dir")
     sw.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
     sw.add_argument("--address", help="Ray address: local | auto | host:port | ray://host:port")
+    an = sub.add_parser("analyze", help="Pareto fronts, hypervolumes, budget-matched comparisons")
+    an.add_argument("sweep_dir", nargs="?")
+    an.add_argument("--published", metavar="MODEL/DOMAIN", help="analyse the paper's table, e.g. qwen2.5-7b/math")
+    an.add_argument("--regime", default="sft", choices=["sft", "rlvr"])
+    an.add_argument("--budget-factor", type=float, default=1.5, help="budgets within this factor are matched")
+    an.add_argument("--output", help="where --published writes its JSON (default: .)")
+    an.add_argument("--json", action="store_true")
+    rp = sub.add_parser("report", help="one self-contained HTML report of a sweep")
+    rp.add_argument("sweep_dir")
+    rp.add_argument("--published", metavar="MODEL/DOMAIN", help="add the paper's points for comparison")
+    sy = sub.add_parser("sync", help="replay a sweep dir's local results into MLflow (idempotent)")
+    sy.add_argument("sweep_dir")
+    sy.add_argument("--tracking-uri", help="another store, e.g. http://127.0.0.1:5000")
+    ui = sub.add_parser("ui", help="start the MLflow UI on a sweep's tracking store")
+    ui.add_argument("sweep_dir")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     demo = sub.add_parser("demo", help="run the embedded quick sweep end to end and print the table")
     with_config(demo, required=False)
     bud = sub.add_parser("budget", help="per method, the setting whose trainable count is nearest a budget")
@@ -216,12 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=["validation", "test"], default="test")
     ev.add_argument("--max-items", type=int, default=None)
     ev.add_argument("--trust-pickle", action="store_true")
+    ev.add_argument("--pool", type=int, default=0, help="Ray Data actors to shard over (0: in this process)")
     ev.add_argument("--output", help="write the scores as JSON here")
     return parser
 
 
 COMMANDS = {"assets": cmd_assets, "run": cmd_run, "sweep": cmd_sweep, "demo": cmd_demo, "eval": cmd_eval,
-            "budget": cmd_budget}
+            "budget": cmd_budget, "sync": cmd_sync, "ui": cmd_ui, "analyze": cmd_analyze, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

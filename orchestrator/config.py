@@ -192,6 +192,21 @@ class FailurePolicy(_Strict):
     max_failures: int = Field(1, ge=0, description="retries of a crashed trial, from its last checkpoint")
 
 
+class TrackingConfig(_Strict):
+    enabled: bool = True
+    uri: str | None = Field(None, description="default: sqlite:///<sweep dir>/mlflow.db; or http(s)://server")
+    experiment: str | None = Field(None, description="default: the sweep name")
+    log_checkpoints: Literal["all", "final", "none"] = "all"
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        allowed = ("sqlite:///", "http://", "https://", "postgresql://", "mysql://", "databricks")
+        if value is None or value.startswith(allowed):
+            return value
+        raise ValueError(f"allowed: {', '.join(allowed)} (the ./mlruns file store is deprecated)")
+
+
 class SweepConfig(_Strict):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     output_dir: str = "runs/{name}"
@@ -203,6 +218,13 @@ class SweepConfig(_Strict):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     failure: FailurePolicy = Field(default_factory=FailurePolicy)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _absolute_output_dir(self) -> "SweepConfig":
+        """Resolved here, in the driver: trials run in workers whose working dir is Ray's, not the user's."""
+        self.__dict__["output_dir"] = str(Path(self.output_dir.format(name=self.name)).expanduser().resolve())
+        return self
 
     @model_validator(mode="after")
     def _knobs_name_searched_methods(self) -> "SweepConfig":
@@ -213,8 +235,8 @@ class SweepConfig(_Strict):
         return self
 
     def sweep_dir(self) -> Path:
-        """Absolute: trials may run in other processes or nodes whose working dir differs."""
-        return Path(self.output_dir.format(name=self.name)).expanduser().resolve()
+        """Absolute (see `_absolute_output_dir`): trials run in processes whose working dir differs."""
+        return Path(self.output_dir)
 
 
 def config_hash(data: dict[str, Any]) -> str:

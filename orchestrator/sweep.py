@@ -296,15 +296,40 @@ def front(cfg: SweepConfig, results: list[dict[str, Any]]) -> list[str]:
 
 def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
         callbacks: list[Any] | None = None) -> list[dict[str, Any]]:
-    """Run (or resume) the sweep; returns every trial result found in the sweep dir afterwards."""
+    """Run (or resume) the sweep; returns every trial result found in the sweep dir afterwards.
+    Tracking is checked before Ray starts: an unreachable MLflow store is a config error, not a surprise
+    after the first trial."""
+    from orchestrator.callbacks import TrackingSync
+
     plan = make_plan(cfg)
     check_sweep_dir(cfg, resume)
+    tracker = None
+    if cfg.tracking.enabled:
+        from orchestrator.tracking import Tracker
+
+        tracker = Tracker(cfg)
+        callbacks = [*(callbacks or []), TrackingSync(cfg.model_dump())]
     connect(address or cfg.ray.address, cfg.ray.num_cpus)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state on disk every few seconds
     tuner = build_tuner(cfg, plan, resume, callbacks or [])
     tuner.fit()
     fail_orphaned_trials(cfg)
-    return collect(cfg)
+    results = collect(cfg)
+    if tracker is not None:
+        try:
+            tracker.sync_all(results)  # anything a callback missed (e.g. before a resume)
+        except Exception as err:  # noqa: BLE001 - the results are on disk either way
+            print(f"warning: MLflow sync failed ({str(err).splitlines()[0][:160]}); run `peft-arena sync "
+                  f"{cfg.sweep_dir()}` later")
+    return results
+
+
+def load_sweep_dir(path: str | Path) -> SweepConfig:
+    """The config a sweep dir was started with (its snapshot), for sync, ui and analysis commands."""
+    snapshot = Path(path).expanduser() / CONFIG_SNAPSHOT
+    if not snapshot.is_file():
+        raise ConfigError(f"sweep dir: {path} holds no {CONFIG_SNAPSHOT}; allowed: a dir made by `peft-arena sweep`")
+    return SweepConfig.model_validate(json.loads(snapshot.read_text())["config"])
 
 
 def fail_orphaned_trials(cfg: SweepConfig) -> int:

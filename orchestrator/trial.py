@@ -213,3 +213,22 @@ def load_trained(checkpoint_dir: Path) -> tuple[nn.Module, Any, dict[str, Any]]:
     registry.load_trainable_state(wrapped, state)
     wrapped.eval()
     return wrapped, tokenizer, meta
+
+
+def load_for_eval(spec: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """What an evaluation actor holds, from plain data (it travels to Ray workers): a base model
+    ({"model": {...}}), a checkpoint ({"checkpoint": dir}), or a point on the checkpoint's path from the
+    base ({"checkpoint": dir, "alpha": a, "path": "auto"|"dense", "layer_factors": {layer: c}})."""
+    if not spec.get("checkpoint"):
+        model, tokenizer = models.load(ModelConfig(**spec["model"]))
+        return model.eval(), tokenizer
+    trained, tokenizer, meta = load_trained(Path(spec["checkpoint"]))
+    if spec.get("alpha") is None:
+        return trained, tokenizer
+    from methods import interpolate
+
+    base, _ = models.load(ModelConfig(**meta["model"]))
+    factors = {int(k): v for k, v in (spec.get("layer_factors") or {}).items()}
+    point = interpolate.interpolate(trained, base.state_dict(), meta["method"], spec["alpha"], factors,
+                                    spec.get("path", "auto"))
+    return point.eval(), tokenizer

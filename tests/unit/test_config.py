@@ -94,3 +94,11 @@ def test_cli_missing_model_path_exits_2_in_a_real_process(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert lines and "model.name" in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()  # nothing was written for a refused run
+
+
+def test_output_dir_is_absolute_once_loaded(tmp_path, monkeypatch):
+    """Workers run in Ray's working dir: a relative output_dir must be pinned to the user's cwd."""
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load(QUICK)
+    assert cfg.output_dir == str(tmp_path / "runs" / "quick") and cfg.sweep_dir().is_absolute()
+    assert config.validate(cfg.model_dump()).output_dir == cfg.output_dir  # stable when re-validated

@@ -83,3 +83,16 @@ def test_generation_is_independent_of_batching(tiny_model, tiny_tokenizer):
     prompts = ["Question: What is 1 + 1?\nAnswer:", "Hi", "The capital of France is Paris and"]
     one_by_one = [scorers.generate(tiny_model, tiny_tokenizer, [p], 5)[0] for p in prompts]
     assert scorers.generate(tiny_model, tiny_tokenizer, prompts, 5, batch_size=3) == one_by_one
+
+
+def test_shared_context_loglikelihoods_equal_unshared_ones(tiny_model, tiny_tokenizer):
+    """Running each context once (KV cache repeated per choice) scores exactly what scoring every
+    (context, choice) sequence separately scores."""
+    items = [{"context": "Question: What do bees make?\nAnswer:", "choices": ["milk", "honey", "a", "sweet honey"], "gold": 1},
+             {"context": "Q: 2+2?\nA:", "choices": ["4", "five"], "gold": 0},
+             {"context": "The capital of France is the city of", "choices": ["Paris", "Rome", "Berlin"], "gold": 0}]
+    shared = scorers.choice_loglikelihoods(tiny_model, tiny_tokenizer, items, batch_size=2)
+    for item, lls in zip(items, shared):
+        for choice, ll in zip(item["choices"], lls):
+            ctx, cont = scorers.encode_pair(tiny_tokenizer, item["context"], " " + choice)
+            assert ll == pytest.approx(direct_logprob(tiny_model, ctx + cont, len(cont)), abs=1e-4)

@@ -1,0 +1,227 @@
+"""MLflow: one parent run per sweep, one nested run per trial, the base model's scores as their own run.
+
+Trial workers never talk to MLflow. Every trial writes its result JSON (and checkpoints) locally first;
+the driver replays each finished trial into MLflow from those files (`sync_trial`). So a tracking server
+that is down costs nothing but a later `peft-arena sync`, and syncing is idempotent: a trial's run is
+found by its `peft_arena.trial_id` tag and left alone when it already holds this exact result.
+Runs live in a local SQLite backend under the sweep dir by default (never the deprecated ./mlruns store),
+or on a tracking server (`tracking.uri: http://...`) for clusters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.config import ConfigError, SweepConfig
+
+TAG_SWEEP = "peft_arena.sweep"
+TAG_KIND = "peft_arena.kind"  # sweep | trial | base
+TAG_TRIAL = "peft_arena.trial_id"
+TAG_DIGEST = "peft_arena.result_sha256"
+PARENT = "mlflow.parentRunId"
+RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED"}
+
+
+def tracking_uri(cfg: SweepConfig) -> str:
+    return cfg.tracking.uri or f"sqlite:///{cfg.sweep_dir() / 'mlflow.db'}"
+
+
+def artifact_root(cfg: SweepConfig) -> Path:
+    return cfg.sweep_dir() / "mlartifacts"
+
+
+def _client(uri: str) -> Any:
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a dead server fails fast, not in minutes
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+class Tracker:
+    """The MLflow side of one sweep."""
+
+    def __init__(self, cfg: SweepConfig) -> None:
+        self.cfg = cfg
+        self.uri = tracking_uri(cfg)
+        self.client = _client(self.uri)
+        self.experiment_id = self._experiment()
+        self.parent_id = self._parent_run()
+
+    # ------------------------------------------------------------------------------- setup
+
+    def _experiment(self) -> str:
+        name = self.cfg.tracking.experiment or self.cfg.name
+        try:
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            local = self.uri.startswith("sqlite:")  # a server chooses (and proxies) its own artifact store
+            return self.client.create_experiment(name, artifact_location=artifact_root(self.cfg).as_uri() if local else None)
+        except Exception as err:  # noqa: BLE001 - any failure to reach the store is the same user problem
+            raise ConfigError(f"tracking.uri = {self.uri!r}: MLflow is not reachable ({str(err).splitlines()[0][:200]})") from None
+
+    def _find(self, kind: str, extra: str = "") -> Any:
+        query = f"tags.`{TAG_SWEEP}` = '{self.cfg.name}' and tags.`{TAG_KIND}` = '{kind}'{extra}"
+        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=2)
+        return runs[0] if runs else None
+
+    def _parent_run(self) -> str:
+        existing = self._find("sweep")
+        if existing is not None:  # a resumed sweep keeps its parent run
+            return existing.info.run_id
+        from mlflow.entities import Param
+
+        run = self.client.create_run(self.experiment_id, run_name=f"sweep {self.cfg.name}",
+                                     tags={TAG_SWEEP: self.cfg.name, TAG_KIND: "sweep",
+                                           "peft_arena.sampler": self.cfg.search.sampler,
+                                           "mlflow.source.git.commit": git_commit(),
+                                           "peft_arena.config_hash": _hash(self.cfg.model_dump())})
+        run_id = run.info.run_id
+        from orchestrator.trial import package_versions
+
+        params = {"sampler": self.cfg.search.sampler, "num_samples": self.cfg.search.num_samples,
+                  "objectives": ",".join(f"{o.name}:{o.mode}" for o in self.cfg.search.objectives),
+                  "model": self.cfg.model.name, "train_task": self.cfg.train.task,
+                  "target_suite": str(self.cfg.eval.target_suite), "retention_suite": str(self.cfg.eval.retention_suite),
+                  **{f"version.{k}": v for k, v in package_versions().items()}}
+        self.client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
+        self.client.log_text(run_id, yaml.safe_dump(self.cfg.model_dump(), sort_keys=False), "sweep_config.yaml")
+        return run_id
+
+    # ------------------------------------------------------------------------------- trials
+
+    def sync_trial(self, result: dict[str, Any]) -> str:
+        """The trial's nested run, created or replaced so that it holds exactly this result."""
+        digest = _hash(result)
+        existing = self._find("trial", f" and tags.`{TAG_TRIAL}` = '{result['trial_id']}'")
+        if existing is not None:
+            if existing.data.tags.get(TAG_DIGEST) == digest:
+                return existing.info.run_id  # already synced: nothing is logged twice
+            self.client.delete_run(existing.info.run_id)  # an older (partial) sync of this trial
+        run = self.client.create_run(self.experiment_id, run_name=f"{result['method']} {result['trial_id']}",
+                                     tags={TAG_SWEEP: self.cfg.name, TAG_KIND: "trial", PARENT: self.parent_id,
+                                           TAG_TRIAL: result["trial_id"], "peft_arena.status": result["status"],
+                                           **({"peft_arena.failure_reason": str(result["failure_reason"])[:5000]}
+                                              if result.get("failure_reason") else {})})
+        run_id = run.info.run_id
+        self._log_trial(run_id, result)
+        self.client.set_tag(run_id, TAG_DIGEST, digest)  # last: a run without it is a partial sync
+        self.client.set_terminated(run_id, RUN_STATUS.get(result["status"], "KILLED"))
+        return run_id
+
+    def _log_trial(self, run_id: str, result: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        params = {"method": result["method"], **{f"setting.{k}": v for k, v in result["setting"].items()},
+                  "budget": result.get("budget"), "trainable_params": result.get("params", {}).get("trainable"),
+                  "total_params": result.get("params", {}).get("total"),
+                  "lr": result["config"]["train"]["lr"], "steps": result["config"]["train"]["steps"],
+                  "seed": result["config"]["train"]["seed"], "node_id": result.get("node_id")}
+        metrics = [Metric(key, float(value), now, rec["step"]) for rec in result.get("train_log", [])
+                   for key, value in rec.items() if key != "step"]
+        for point in result.get("checkpoints", []):
+            values = {"target": point["target"]["score"], "retention": point["retention"]["score"],
+                      "gain": point["gain"], "forgetting": point["forgetting"]}
+            for kind in ("target", "retention"):
+                values.update({f"{kind}.{task}": scores["score"] for task, scores in point[kind]["tasks"].items()})
+            metrics += [Metric(k, float(v), now, point["step"]) for k, v in values.items()]
+        if "final" in result:
+            metrics += [Metric(f"final.{k}", float(v), now, result["final"]["step"])
+                        for k, v in result["final"].items() if k != "step"]
+        metrics += [Metric(f"time.{k}", float(v), now, 0) for k, v in result.get("timings", {}).items()]
+        if result.get("peak_rss_mb"):
+            metrics.append(Metric("peak_rss_mb", float(result["peak_rss_mb"]), now, 0))
+        param_list = [Param(k, str(v)) for k, v in params.items() if v is not None]
+        for i in range(0, max(len(metrics), 1), 900):  # MLflow caps a batch at 1000 entries
+            self.client.log_batch(run_id, metrics=metrics[i:i + 900], params=param_list if i == 0 else [])
+        self.client.log_dict(run_id, result, "result.json")
+        if self.cfg.tracking.log_checkpoints != "none":
+            points = result.get("checkpoints", [])
+            chosen = points[-1:] if self.cfg.tracking.log_checkpoints == "final" else points
+            for point in chosen:
+                if Path(point["path"]).is_dir():
+                    self.client.log_artifacts(run_id, point["path"], f"checkpoints/{Path(point['path']).name}")
+
+    def sync_base(self, result: dict[str, Any]) -> None:
+        """The base model's scores, once per sweep, as their own nested run."""
+        if "base" not in result or self._find("base") is not None:
+            return
+        from mlflow.entities import Metric
+
+        run = self.client.create_run(self.experiment_id, run_name="base model",
+                                     tags={TAG_SWEEP: self.cfg.name, TAG_KIND: "base", PARENT: self.parent_id})
+        now = int(time.time() * 1000)
+        metrics = []
+        for kind in ("target", "retention"):
+            metrics.append(Metric(kind, float(result["base"][kind]["score"]), now, 0))
+            metrics += [Metric(f"{kind}.{t}", float(s["score"]), now, 0) for t, s in result["base"][kind]["tasks"].items()]
+        self.client.log_batch(run.info.run_id, metrics=metrics)
+        self.client.log_dict(run.info.run_id, result["base"], "base_scores.json")
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+
+    def sync_all(self, results: list[dict[str, Any]]) -> int:
+        for result in results:
+            if result.get("status") in RUN_STATUS:
+                self.sync_base(result)
+                self.sync_trial(result)
+        return len(results)
+
+    def log_sweep_files(self, paths: list[Path], artifact_path: str = "analysis") -> None:
+        for path in paths:
+            if path.is_file():
+                self.client.log_artifact(self.parent_id, str(path), artifact_path)
+
+
+def _hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------------------------- ui
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_command(cfg: SweepConfig, host: str, port: int) -> list[str]:
+    """`mlflow server` on the sweep's SQLite store and artifact folder. Loopback unless told otherwise."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{cfg.sweep_dir() / 'mlflow.db'}",
+               "--artifacts-destination", str(artifact_root(cfg)), "--host", host, "--port", str(port), "--workers", "1"]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        command += ["--allowed-hosts", f"{host}:{port},{socket.gethostname()}:{port},localhost:{port},127.0.0.1:{port}"]
+    return command
+
+
+def wait_healthy(url: str, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310 - loopback URL we built
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"MLflow server at {url} did not become healthy in {timeout:.0f} s")
+

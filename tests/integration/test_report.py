@@ -1,0 +1,64 @@
+"""A sweep's analysis and its one-file HTML report: opens offline in headless Chromium with every plot
+rendered (a screenshot is kept in runs/test-artifacts/)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "runs" / "test-artifacts"
+pytestmark = pytest.mark.timeout(900)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+
+
+def test_analyze_and_report_of_a_sweep(tmp_path, tiny_model_dir, isolated_cache):
+    cfg = tiny_config(tiny_model_dir, tmp_path / "sweep", steps=4, checkpoint_every=2)
+    cfg["methods"] = [{"name": "lora", "settings": [{"r": 2}, {"r": 4}]}, {"name": "oft", "settings": [{"block_size": 8}]}]
+    cfg["search"] = {"sampler": "grid"}
+    cfg["resources"] = {"cpus_per_trial": 1}
+    cfg["ray"] = {"address": "local", "num_cpus": 2}
+    cfg["tracking"] = {"enabled": False}
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    done = _cli("sweep", str(config))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    analyzed = _cli("analyze", str(tmp_path / "sweep"))
+    assert analyzed.returncode == 0, analyzed.stderr[-2000:]
+    pareto_json = json.loads((tmp_path / "sweep" / "analysis" / "pareto.json").read_text())
+    assert len(pareto_json["points"]) == 3 and pareto_json["reference"]["gain"] == 0.0
+    assert set(pareto_json["methods"]) == {"lora", "oft"} and len(pareto_json["progress"]) == 3
+    assert "global hypervolume" in analyzed.stdout
+
+    reported = _cli("report", str(tmp_path / "sweep"), "--published", "qwen2.5-7b/math")
+    assert reported.returncode == 0, reported.stderr[-2000:]
+    page = (tmp_path / "sweep" / "report.html").read_text()
+    assert not re.search(r"<script[^>]+src=", page), "the report must not load scripts from anywhere"
+    assert "Leaderboard" in page and "not run yet" in page  # geometry / rewinding sections await their analyses
+
+    if not shutil.which("chromium"):
+        pytest.skip("chromium is not installed (make test installs Debian's chromium); render check skipped")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=15000", "--window-size=1300,2600"]
+    url = (tmp_path / "sweep" / "report.html").as_uri()
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    figures = page.count('class="plotly-graph-div"')
+    assert figures >= 6
+    assert dom.count('class="main-svg"') >= figures, "plotly did not render every figure"
+    subprocess.run(["chromium", *flags, f"--screenshot={ARTIFACTS / 'report.png'}", url], capture_output=True, timeout=180)
+    assert (ARTIFACTS / "report.png").stat().st_size > 20_000

@@ -1,0 +1,134 @@
+"""MLflow tracking against a real `mlflow server` on 127.0.0.1: one parent run per sweep, nested trial
+runs with per-step metrics, downloadable checkpoints that rebuild the trained model, an idempotent
+`peft-arena sync`, and the UI itself in headless Chromium."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from orchestrator import tracking, trial
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "runs" / "test-artifacts"  # screenshots a person can look at after `make test`
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    port = tracking.free_port()
+    store = tmp_path / "server"
+    store.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                             f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        tracking.wait_healthy(url, timeout=180)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def _sweep_config(tmp_path: Path, model_dir: Path, uri: str, samples: int = 2) -> Path:
+    cfg = tiny_config(model_dir, tmp_path / "sweep", steps=4, checkpoint_every=2)
+    cfg["methods"] = [{"name": "lora", "settings": [{"r": 2}, {"r": 4}]}]
+    cfg["search"] = {"sampler": "grid", "num_samples": samples}
+    cfg["resources"] = {"cpus_per_trial": 1}
+    cfg["ray"] = {"address": "local", "num_cpus": 2}
+    cfg["tracking"] = {"uri": uri}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def _runs(client, experiment_id: str) -> list:
+    return client.search_runs([experiment_id], max_results=1000)
+
+
+def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlflow_server, isolated_cache):
+    from mlflow import MlflowClient
+
+    config = _sweep_config(tmp_path, tiny_model_dir, mlflow_server)
+    done = _cli("sweep", str(config))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = _runs(client, experiment.experiment_id)
+    kinds = [r.data.tags.get(tracking.TAG_KIND) for r in runs]
+    assert kinds.count("sweep") == 1 and kinds.count("trial") == 2 and kinds.count("base") == 1
+    parent = next(r for r in runs if r.data.tags[tracking.TAG_KIND] == "sweep")
+    trials = [r for r in runs if r.data.tags[tracking.TAG_KIND] == "trial"]
+    assert all(r.data.tags[tracking.PARENT] == parent.info.run_id for r in trials)
+    assert {r.data.params["setting.r"] for r in trials} == {"2", "4"}
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert "sweep_config.yaml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+
+    run = trials[0]
+    loss = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in sorted(loss, key=lambda m: m.step)] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "retention")] == [2, 4]
+    assert {"gain", "forgetting", "target.arithmetic", "retention.mc_local", "final.gain"} <= set(run.data.metrics)
+
+    # The checkpoint artifact rebuilds the trial's final model, output for output.
+    local_dir = tmp_path / "download"
+    downloaded = Path(client.download_artifacts(run.info.run_id, "checkpoints/step_000004", str(local_dir)))
+    trial_dir = tmp_path / "sweep" / "trials" / run.data.tags[tracking.TAG_TRIAL]
+    from_mlflow, tokenizer, _ = trial.load_trained(downloaded)
+    from_trial, _, _ = trial.load_trained(trial_dir / "checkpoints" / "step_000004")
+    ids = torch.tensor([tokenizer("Question: What is 3 + 4?\nAnswer:")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(from_mlflow(input_ids=ids).logits, from_trial(input_ids=ids).logits, atol=0, rtol=0)
+
+    # sync, twice: the runs are already there, so nothing is added or replaced
+    before = sorted(r.info.run_id for r in _runs(client, experiment.experiment_id))
+    for _ in range(2):
+        synced = _cli("sync", str(tmp_path / "sweep"))
+        assert synced.returncode == 0, synced.stderr[-2000:]
+    assert sorted(r.info.run_id for r in _runs(client, experiment.experiment_id)) == before
+
+    if shutil.which("chromium"):
+        _check_ui_in_chromium(mlflow_server, experiment.experiment_id, run.info.run_name, tmp_path)
+    else:
+        pytest.skip("chromium is not installed (make test installs Debian's chromium); UI check skipped")
+
+
+def _check_ui_in_chromium(url: str, experiment_id: str, run_name: str, tmp_path: Path) -> None:
+    """The UI page of the experiment, rendered by a real browser: its DOM names the sweep's experiment
+    and a trial run; a screenshot is kept in runs/test-artifacts/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = f"{url}/#/experiments/{experiment_id}"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000", "--window-size=1400,900"]
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", page], capture_output=True, text=True, timeout=180)
+    subprocess.run(["chromium", *flags, f"--screenshot={ARTIFACTS / 'mlflow-ui.png'}", page],
+                   capture_output=True, timeout=180)
+    assert "tiny" in dom.stdout, dom.stderr[-1000:]
+    assert run_name in dom.stdout
+    assert (ARTIFACTS / "mlflow-ui.png").stat().st_size > 10_000
+
+
+def test_unreachable_tracking_server_is_a_config_error(tmp_path, tiny_model_dir):
+    config = _sweep_config(tmp_path, tiny_model_dir, f"http://127.0.0.1:{tracking.free_port()}")
+    started = time.time()
+    done = _cli("sweep", str(config))
+    assert done.returncode == 2 and "error: tracking.uri" in done.stderr, done.stderr[-2000:]
+    assert time.time() - started < 120
