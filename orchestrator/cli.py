@@ -150,6 +150,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rewind(args: argparse.Namespace) -> int:
+    """Path-wise rewinding of a sweep's front trials (or --trial ones): paths scored on validation, one
+    point picked by --select, scored once on test, saved as a checkpoint next to its trial."""
+    from analysis import rewind
+    from orchestrator import rewinding, sweep
+
+    cfg = sweep.load_sweep_dir(args.sweep_dir)
+    args.path = args.path or ["trajectory", "interp"]
+    try:
+        alphas = rewind.parse_alphas(args.alphas)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    summary = rewinding.rewind_sweep(cfg, args.trial, args.path, alphas, args.select, args.tau, args.delta)
+    for record in summary["trials"]:
+        print(f"{record['trial_id']} ({record['method']}): final target {record['final']['target']:.4f} "
+              f"retention {record['final']['retention']:.4f} -> {record['chosen']['label']}: target "
+              f"{record['chosen']['target']:.4f} retention {record['chosen']['retention']:.4f} (validation); "
+              f"test: target {record['chosen_test']['target']:.4f} retention {record['chosen_test']['retention']:.4f}")
+    hv = summary["hypervolume"]
+    print(f"frontier hypervolume (validation, reference {hv['reference']}): before {hv['before']:.5g}, "
+          f"after {hv['after']:.5g}")
+    return 0
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     """Replay every local trial result of a sweep dir into MLflow; running it twice adds nothing."""
     from orchestrator import sweep
@@ -296,6 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="one self-contained HTML report of a sweep")
     rp.add_argument("sweep_dir")
     rp.add_argument("--published", metavar="MODEL/DOMAIN", help="add the paper's points for comparison")
+    rw = sub.add_parser("rewind", help="path-wise rewinding of a sweep's trials to a better operating point")
+    rw.add_argument("sweep_dir")
+    rw.add_argument("--trial", action="append", help="trial id (repeatable; default: the front trials)")
+    rw.add_argument("--path", action="append", choices=["trajectory", "interp", "layerwise"],
+                    help="paths to walk (repeatable; default: trajectory and interp)")
+    rw.add_argument("--alphas", default="0:1:0.25", help="START:STOP:STEP or a comma list, in [0, 1]")
+    rw.add_argument("--select", default="dominate_final", choices=["max_target", "max_retention", "knee", "dominate_final"])
+    rw.add_argument("--tau", type=float, default=0.0, help="max_target: allowed forgetting")
+    rw.add_argument("--delta", type=float, default=0.02, help="max_retention: allowed target loss")
     sy = sub.add_parser("sync", help="replay a sweep dir's local results into MLflow (idempotent)")
     sy.add_argument("sweep_dir")
     sy.add_argument("--tracking-uri", help="another store, e.g. http://127.0.0.1:5000")
@@ -325,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"assets": cmd_assets, "run": cmd_run, "sweep": cmd_sweep, "demo": cmd_demo, "eval": cmd_eval,
-            "budget": cmd_budget, "sync": cmd_sync, "ui": cmd_ui, "analyze": cmd_analyze, "report": cmd_report}
+            "budget": cmd_budget, "sync": cmd_sync, "ui": cmd_ui, "analyze": cmd_analyze, "report": cmd_report,
+            "rewind": cmd_rewind}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -222,6 +222,9 @@ def load_for_eval(spec: dict[str, Any]) -> tuple[nn.Module, Any]:
     if not spec.get("checkpoint"):
         model, tokenizer = models.load(ModelConfig(**spec["model"]))
         return model.eval(), tokenizer
+    rewound = Path(spec["checkpoint"]) / "rewind.json"
+    if "alpha" not in spec and rewound.is_file():  # a rewound checkpoint: its own scales define the model
+        spec = json.loads(rewound.read_text())["spec"]
     trained, tokenizer, meta = load_trained(Path(spec["checkpoint"]))
     if spec.get("alpha") is None:
         return trained, tokenizer

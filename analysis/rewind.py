@@ -1,0 +1,122 @@
+"""Path-wise rewinding (paper-notes §6): final SFT checkpoints overshoot; moving back along a
+parameterisation-aware path recovers retention at little or no target cost.
+
+Three kinds of path from a trial, each point a plain spec that `orchestrator.trial.load_for_eval` turns
+into a model:
+- trajectory: the saved checkpoints (step 0 = the base model ... the final step);
+- interp: base <-> final, W0 + a dW (additive) or Cayley(sqrt(a) Q) (OFT/BOFT), plus the dense-delta path
+  for orthogonal methods, for comparison;
+- layerwise: the final update rescaled per layer to equalise its strength (SafeScale, MinScale).
+Points are scored on the *validation* split only; a selection rule picks one; that one point is then
+scored once on the test split. The selection never sees a test score.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Literal, Sequence
+
+from analysis import pareto
+
+PathKind = Literal["trajectory", "interp", "layerwise"]
+Rule = Literal["max_target", "max_retention", "knee", "dominate_final"]
+RULES = ("max_target", "max_retention", "knee", "dominate_final")
+
+
+def parse_alphas(text: str) -> list[float]:
+    """'0:1:0.1' -> [0.0, 0.1, ..., 1.0]; '0,0.3,1' -> [0.0, 0.3, 1.0]. Always includes both ends."""
+    if ":" in text:
+        start, stop, step = (float(x) for x in text.split(":"))
+        if step <= 0 or start > stop:
+            raise ValueError(f"--alphas: {text!r}; allowed: START:STOP:STEP with STEP > 0 and START <= STOP")
+        count = int(math.floor((stop - start) / step + 1e-9))
+        values = [round(start + i * step, 10) for i in range(count + 1)]
+    else:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    if any(not 0.0 <= a <= 1.0 for a in values):
+        raise ValueError(f"--alphas: {text!r}; every alpha must be in [0, 1]")
+    return sorted({*values, 0.0, 1.0})
+
+
+def trajectory_points(base_model: dict, checkpoints: Sequence[dict]) -> list[dict]:
+    """Step 0 (the base model) and every saved checkpoint of the trial, in step order."""
+    points = [{"label": "step 0", "kind": "trajectory", "step": 0, "alpha": 0.0, "spec": {"model": base_model}}]
+    for c in sorted(checkpoints, key=lambda c: c["step"]):
+        points.append({"label": f"step {c['step']}", "kind": "trajectory", "step": c["step"],
+                       "spec": {"checkpoint": c["path"]}})
+    return points
+
+
+def interpolation_points(final_checkpoint: str, alphas: Sequence[float], orthogonal: bool) -> list[dict]:
+    """The base <-> final path at each alpha; orthogonal methods also get the dense-delta path."""
+    kinds = [("interp", "auto")] + ([("interp-dense", "dense")] if orthogonal else [])
+    return [{"label": f"{kind} a={a:g}", "kind": kind, "alpha": a,
+             "spec": {"checkpoint": final_checkpoint, "alpha": a, "path": path}}
+            for kind, path in kinds for a in alphas]
+
+
+def layerwise_points(final_checkpoint: str, strength: dict[int, float]) -> list[dict]:
+    """SafeScale and MinScale: per-layer factors that flatten the update strength across depth."""
+    from methods.interpolate import equalising_factors
+
+    return [{"label": f"layerwise {rule}scale", "kind": "layerwise", "alpha": 1.0, "rule": rule,
+             "spec": {"checkpoint": final_checkpoint, "alpha": 1.0,
+                      "layer_factors": {str(k): v for k, v in equalising_factors(strength, rule).items()}}}
+            for rule in ("safe", "min")]
+
+
+def score_points(points: list[dict], evaluate: Callable[[dict, str], dict[str, Any]], split: str = "validation") -> list[dict]:
+    """Each point with its target and retention scores on `split` (`evaluate(spec, split)` returns the
+    {"target": suite result, "retention": suite result} of the model the spec describes)."""
+    scored = []
+    for point in points:
+        scores = evaluate(point["spec"], split)
+        scored.append({**point, "target": scores["target"]["score"], "retention": scores["retention"]["score"],
+                       "scores": scores})
+    return scored
+
+
+def select(points: Sequence[dict], final: dict, base: dict, rule: Rule, tau: float = 0.0,
+           delta: float = 0.02) -> dict:
+    """The operating point a rule picks, from validation scores only.
+    - max_target: the highest target among points whose forgetting (base retention - retention) <= tau;
+    - max_retention: the highest retention among points whose target >= final target - delta;
+    - knee: the point farthest above the chord from the base to the final point (normalised axes);
+    - dominate_final: the point beating the final on both axes by the largest smaller margin, else final.
+    """
+    if rule not in RULES:
+        raise ValueError(f"select: {rule!r}; allowed: {', '.join(RULES)}")
+    if rule == "max_target":
+        ok = [p for p in points if base["retention"] - p["retention"] <= tau]
+        return max(ok, key=lambda p: (p["target"], p["retention"])) if ok else final
+    if rule == "max_retention":
+        ok = [p for p in points if p["target"] >= final["target"] - delta]
+        return max(ok, key=lambda p: (p["retention"], p["target"])) if ok else final
+    if rule == "knee":
+        span_t = (final["target"] - base["target"]) or 1.0
+        span_r = (base["retention"] - final["retention"]) or 1.0
+
+        def height(p: dict) -> float:  # distance above the base->final chord, in normalised units
+            x, y = (base["retention"] - p["retention"]) / span_r, (p["target"] - base["target"]) / span_t
+            return (y - x) / math.sqrt(2)
+
+        return max(points, key=height)
+    margins = [(min(p["target"] - final["target"], p["retention"] - final["retention"]), p) for p in points]
+    best, point = max(margins, key=lambda m: m[0])
+    return point if best > 0 else final
+
+
+def hypervolume_before_after(trials: Sequence[dict], base: dict) -> dict[str, Any]:
+    """The frontier of the final points vs the frontier with each trial's rewound point added (rewinding
+    only adds options, so the second can only be larger). Gain / forgetting against the base model; the
+    reference is gain 0 and the worst forgetting among all points, recorded."""
+    def gain_forgetting(p: dict, label: str) -> dict:
+        return {"label": label, "method": p.get("method", "?"), "gain": p["target"] - base["target"],
+                "forgetting": base["retention"] - p["retention"]}
+
+    finals = [gain_forgetting(t["final"], t["trial_id"]) for t in trials]
+    rewound = finals + [gain_forgetting(t["chosen"], f"{t['trial_id']} {t['chosen']['label']}") for t in trials]
+    reference = pareto.default_reference(rewound, pareto.DEFAULT_OBJECTIVES)
+    before = pareto.frontier_analysis(finals, reference=reference)
+    after = pareto.frontier_analysis(rewound, reference=reference)
+    return {"reference": reference, "before": before["hypervolume"], "after": after["hypervolume"],
+            "front_before": before["front"], "front_after": after["front"]}

@@ -1,0 +1,109 @@
+"""Rewind trials of a sweep: build each trial's paths, score them on the validation split, pick an
+operating point by a rule, score that point once on the test split, and keep it as a new checkpoint
+(the trial's adapter plus the scales that define the point) next to the trial, and in MLflow as a child
+of the trial's run."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from analysis import rewind
+from evals import suites
+from methods import interpolate, registry
+from orchestrator import trial
+from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.files import atomic_write_json
+
+REWIND_FILE = "rewind.json"
+
+
+def make_evaluator(cfg: SweepConfig) -> Any:
+    """evaluate(spec, split) -> {"target": .., "retention": ..}, in this process, on the sweep's suites."""
+    def evaluate(spec: dict[str, Any], split: str) -> dict[str, Any]:
+        model, tokenizer = trial.load_for_eval(spec)
+        return {kind: suites.evaluate_suite(model, tokenizer, kind, getattr(cfg.eval, f"{kind}_suite"), split,
+                                            cfg.eval.max_items, cfg.eval.batch_size)
+                for kind in suites.SUITE_KINDS}
+    return evaluate
+
+
+def layer_strength(result: dict[str, Any]) -> dict[int, float]:
+    final = Path(result["checkpoints"][-1]["path"])
+    trained, _, meta = trial.load_trained(final)
+    if registry.get(meta["method"]).name in interpolate.GENERATORS:
+        return interpolate.rotation_strength(trained, meta["method"])
+    base, _ = trial.load_for_eval({"model": meta["model"]})
+    return interpolate.update_strength(trained, base.state_dict())
+
+
+def path_points(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alphas: list[float]) -> list[dict]:
+    final = result["checkpoints"][-1]["path"]
+    points: list[dict] = []
+    if "trajectory" in kinds:
+        points += rewind.trajectory_points(cfg.model.model_dump(), result["checkpoints"])
+    if "interp" in kinds:
+        points += rewind.interpolation_points(final, alphas, registry.get(result["method"]).name in interpolate.GENERATORS)
+    if "layerwise" in kinds:
+        points += rewind.layerwise_points(final, layer_strength(result))
+    return points
+
+
+def rewind_trial(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alphas: list[float], rule: str,
+                 tau: float, delta: float, evaluate: Any = None) -> dict[str, Any]:
+    evaluate = evaluate or make_evaluator(cfg)
+    base_point = {"label": "base", "kind": "base", "spec": {"model": cfg.model.model_dump()}}
+    final_point = {"label": "final", "kind": "final", "spec": {"checkpoint": result["checkpoints"][-1]["path"]}}
+    scored = rewind.score_points([base_point, final_point] + path_points(cfg, result, kinds, alphas), evaluate)
+    base, final = scored[0], scored[1]
+    chosen = rewind.select(scored[2:] + [final], final, base, rule, tau, delta)  # validation scores only
+    test = evaluate(chosen["spec"], "test")  # the one look at the test split
+    record = {"trial_id": result["trial_id"], "method": result["method"], "rule": rule, "tau": tau, "delta": delta,
+              "kinds": kinds, "alphas": alphas, "validation_split": "validation",
+              "points": [{k: v for k, v in p.items() if k != "scores"} for p in scored],
+              "base": {"target": base["target"], "retention": base["retention"]},
+              "final": {"target": final["target"], "retention": final["retention"], "method": result["method"]},
+              "chosen": {k: v for k, v in chosen.items() if k != "scores"} | {"method": result["method"]},
+              "chosen_test": {"target": test["target"]["score"], "retention": test["retention"]["score"]}}
+    trial_dir = Path(result["trial_dir"])
+    record["checkpoint"] = str(save_rewound(trial_dir, chosen))
+    atomic_write_json(trial_dir / REWIND_FILE, record)
+    return record
+
+
+def save_rewound(trial_dir: Path, chosen: dict) -> Path:
+    """The chosen point as a checkpoint: the source adapter files plus `rewind.json` with the scales
+    (alpha, path, per-layer factors) that turn it into the chosen model (`trial.load_for_eval`)."""
+    target = trial_dir / "rewound" / chosen["label"].replace(" ", "_").replace("=", "")
+    spec = chosen["spec"]
+    if spec.get("checkpoint"):
+        source = Path(spec["checkpoint"])
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("adapter.safetensors", "checkpoint.json"):
+            shutil.copy2(source / name, target / name)
+        spec = {**spec, "checkpoint": str(target)}
+    atomic_write_json(target / "rewind.json", {"label": chosen["label"], "spec": spec})
+    return target
+
+
+def rewind_sweep(cfg: SweepConfig, trial_ids: list[str] | None, kinds: list[str], alphas: list[float], rule: str,
+                 tau: float, delta: float) -> dict[str, Any]:
+    from orchestrator import analyze, sweep
+
+    results = [r for r in sweep.collect(cfg) if r["status"] == "completed" and r.get("checkpoints")]
+    if trial_ids:
+        results = [r for r in results if r["trial_id"] in trial_ids]
+    else:  # by default: the trials on the sweep's front
+        front = set(sweep.front(cfg, results))
+        results = [r for r in results if r["trial_id"] in front]
+    if not results:
+        raise ConfigError("rewind: no completed trial with checkpoints matches")
+    records = [rewind_trial(cfg, r, kinds, alphas, rule, tau, delta) for r in results]
+    summary = {"trials": records, "hypervolume": rewind.hypervolume_before_after(records, records[0]["base"])}
+    atomic_write_json(cfg.sweep_dir() / analyze.ANALYSIS_DIR / "rewind.json", summary)
+    return summary
+
+
+def load_rewind(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

@@ -1,0 +1,47 @@
+"""Selection rules pick the documented operating point from validation scores."""
+from __future__ import annotations
+
+import pytest
+
+from analysis import rewind
+
+BASE = {"label": "base", "target": 0.10, "retention": 0.60}
+FINAL = {"label": "final", "target": 0.50, "retention": 0.40}
+POINTS = [{"label": "a=0.25", "target": 0.30, "retention": 0.58},
+          {"label": "a=0.5", "target": 0.52, "retention": 0.50},
+          {"label": "a=0.75", "target": 0.51, "retention": 0.45}, FINAL]
+
+
+def test_max_target_under_a_forgetting_cap():
+    assert rewind.select(POINTS, FINAL, BASE, "max_target", tau=0.05)["label"] == "a=0.25"
+    assert rewind.select(POINTS, FINAL, BASE, "max_target", tau=0.12)["label"] == "a=0.5"
+
+
+def test_max_retention_within_a_target_tolerance():
+    assert rewind.select(POINTS, FINAL, BASE, "max_retention", delta=0.0)["label"] == "a=0.5"
+    assert rewind.select(POINTS, FINAL, BASE, "max_retention", delta=0.25)["label"] == "a=0.25"
+
+
+def test_dominate_final_and_knee():
+    assert rewind.select(POINTS, FINAL, BASE, "dominate_final")["label"] == "a=0.5"  # +0.02 target, +0.10 retention
+    assert rewind.select([FINAL], FINAL, BASE, "dominate_final") is FINAL
+    assert rewind.select(POINTS, FINAL, BASE, "knee")["label"] == "a=0.5"
+
+
+@pytest.mark.parametrize("text,expected", [("0:1:0.25", [0.0, 0.25, 0.5, 0.75, 1.0]), ("0.3", [0.0, 0.3, 1.0]),
+                                           ("0:1:0.1", [round(0.1 * i, 10) for i in range(11)])])
+def test_parse_alphas(text, expected):
+    assert rewind.parse_alphas(text) == pytest.approx(expected)
+
+
+def test_bad_alphas_and_rule():
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        rewind.parse_alphas("0,1.5")
+    with pytest.raises(ValueError, match="allowed: max_target"):
+        rewind.select(POINTS, FINAL, BASE, "best")
+
+
+def test_rewinding_can_only_add_hypervolume():
+    trials = [{"trial_id": "t1", "final": {**FINAL, "method": "lora"}, "chosen": {**POINTS[1], "method": "lora"}}]
+    hv = rewind.hypervolume_before_after(trials, BASE)
+    assert hv["after"] > hv["before"] and hv["reference"]["gain"] == 0.0
