@@ -43,7 +43,7 @@ def evaluate(loader: Loader, tokenizer: Any, suite_refs: dict[str, suites.SuiteR
     import ray
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="error")
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level="error", _node_ip_address="127.0.0.1")
     tasks = {kind: [suites.load_task(t) for t in suites.suite_task_names(kind, ref)] for kind, ref in suite_refs.items()}
     chunks = [chunk for kind in tasks for task in tasks[kind]
               for chunk in suites.task_chunks(task, tokenizer, split, max_items)]

@@ -53,10 +53,25 @@ class MethodSpec:
             raise UnknownMethodError(
                 f"methods.{self.name}.setting: unknown key {unknown[0]!r}; allowed: {sorted(allowed)}"
             )
+        for key, value in setting.items():  # the defaults' types are the settings' types
+            default = self.defaults.get(key)
+            if default is not None and not _same_kind(default, value):
+                raise UnknownMethodError(f"methods.{self.name}.setting.{key} = {value!r}: must be "
+                                         f"{type(default).__name__} (like the default {default!r})")
         resolved = {**self.defaults, **setting}
         if "lora_alpha" in self.defaults and "lora_alpha" not in setting:
             resolved["lora_alpha"] = 2 * resolved["r"]  # the paper's recipe: alpha = 2r
         return resolved
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, type(default))
 
 
 def _lora(**flags: Any) -> Callable[[dict[str, Any], list[str]], Any]:

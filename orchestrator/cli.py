@@ -25,6 +25,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bars too
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
@@ -75,7 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         registry.get(method).resolve_setting(setting)
     except registry.UnknownMethodError as err:
         raise ConfigError(str(err)) from None
-    trial_dir = cfg.sweep_dir() / "trials" / reporting.trial_name(method, setting)
+    from orchestrator.files import safe_join
+
+    trial_dir = safe_join(cfg.sweep_dir(), "trials", reporting.trial_name(method, setting))
     result = reporting.run_with_progress(cfg, method, setting, trial_dir)
     reporting.print_table(cfg, [result])
     return 0 if result["status"] == "completed" else 1
@@ -174,6 +177,15 @@ def cmd_rewind(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from orchestrator import doctor
+
+    results = doctor.run_checks(args.address, args.mlflow)
+    for status, what, fix in results:
+        print(f"{status:4s}  {what}" + (f"  -> {fix}" if fix else ""))
+    return 1 if any(status == "FAIL" for status, _, _ in results) else 0
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     """Replay every local trial result of a sweep dir into MLflow; running it twice adds nothing."""
     from orchestrator import sweep
@@ -222,12 +234,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     pool with --pool N (each actor loads the model once)."""
     import functools
 
-    from evals import runner, suites
+    from evals import runner, sources, suites
     from orchestrator import models, reporting, trial
     from orchestrator.config import ModelConfig
 
     spec = {"model": ModelConfig(name=args.model, trust_pickle=args.trust_pickle).model_dump(), "checkpoint": args.adapter}
     try:
+        for name in suites.suite_task_names(args.kind, args.suite):  # a typo fails before any model loads
+            suites.load_task(name)
         if args.pool:
             tokenizer = (trial.load_trained(Path(args.adapter))[1] if args.adapter
                          else models.load(ModelConfig(**spec["model"]))[1])
@@ -236,7 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         else:
             model, tokenizer = trial.load_for_eval(spec)
             scores = suites.evaluate_suite(model, tokenizer, args.kind, args.suite, args.split, args.max_items)
-    except suites.TaskError as err:
+    except (suites.TaskError, sources.SourceError) as err:
         raise ConfigError(str(err)) from None
     reporting.print_suite(scores)
     if args.output:
@@ -329,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--select", default="dominate_final", choices=["max_target", "max_retention", "knee", "dominate_final"])
     rw.add_argument("--tau", type=float, default=0.0, help="max_target: allowed forgetting")
     rw.add_argument("--delta", type=float, default=0.02, help="max_retention: allowed target loss")
+    dr = sub.add_parser("doctor", help="check this machine: packages, DeepSpeed, GPU, assets, disk, Ray, MLflow")
+    dr.add_argument("--address", help="a Ray cluster to check")
+    dr.add_argument("--mlflow", help="an MLflow server URL to check")
     sy = sub.add_parser("sync", help="replay a sweep dir's local results into MLflow (idempotent)")
     sy.add_argument("sweep_dir")
     sy.add_argument("--tracking-uri", help="another store, e.g. http://127.0.0.1:5000")
@@ -359,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"assets": cmd_assets, "run": cmd_run, "sweep": cmd_sweep, "demo": cmd_demo, "eval": cmd_eval,
             "budget": cmd_budget, "sync": cmd_sync, "ui": cmd_ui, "analyze": cmd_analyze, "report": cmd_report,
-            "rewind": cmd_rewind}
+            "rewind": cmd_rewind, "doctor": cmd_doctor}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -243,9 +243,17 @@ def config_hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _field_path(loc: tuple) -> str:
+    """`search.lr.LogRange.low` -> `search.lr.low`: union branches show up as type names in pydantic locs."""
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p))]
+    return ".".join(parts) or "config"
+
+
 def _format_validation_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
+    errors = err.errors()
+    # Of a union's branch errors, our own validators' messages say most; then the first error.
+    first = next((e for e in errors if e["type"] == "value_error"), errors[0])
+    where = _field_path(first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         return f"{where}: unknown key; check the spelling against the documented config fields"

@@ -12,11 +12,23 @@ from typing import Any
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a kill leaves no half-written file behind
+        raise
+
+
+def safe_join(root: Path, *parts: str) -> Path:
+    """root/parts, refusing anything that would land outside root (names from configs and ids)."""
+    target = root.joinpath(*parts).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise ValueError(f"path {'/'.join(parts)!r} escapes {root}")
+    return target
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -5,6 +5,7 @@ of the trial's run."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from evals import suites
 from methods import interpolate, registry
 from orchestrator import trial
 from orchestrator.config import ConfigError, SweepConfig
-from orchestrator.files import atomic_write_json
+from orchestrator.files import atomic_write_json, safe_join
 
 REWIND_FILE = "rewind.json"
 
@@ -75,7 +76,7 @@ def rewind_trial(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alp
 def save_rewound(trial_dir: Path, chosen: dict) -> Path:
     """The chosen point as a checkpoint: the source adapter files plus `rewind.json` with the scales
     (alpha, path, per-layer factors) that turn it into the chosen model (`trial.load_for_eval`)."""
-    target = trial_dir / "rewound" / chosen["label"].replace(" ", "_").replace("=", "")
+    target = safe_join(trial_dir, "rewound", re.sub(r"[^A-Za-z0-9._-]+", "_", chosen["label"]))
     spec = chosen["spec"]
     if spec.get("checkpoint"):
         source = Path(spec["checkpoint"])

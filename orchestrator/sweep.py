@@ -21,7 +21,7 @@ from methods import budget as budgets
 from methods import registry
 from orchestrator import trial
 from orchestrator.config import OBJECTIVES, ConfigError, SweepConfig, config_hash
-from orchestrator.files import atomic_write_json
+from orchestrator.files import atomic_write_json, safe_join
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_SNAPSHOT = "sweep_config.json"
@@ -192,15 +192,43 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     cfg = SweepConfig.model_validate(sweep)
     plan = make_plan(cfg)
     method, setting, trial_cfg, budget_label = decode(params, plan, cfg)
-    trial_dir = cfg.sweep_dir() / "trials" / tune.get_context().get_trial_id()
+    trial_dir = safe_join(cfg.sweep_dir(), "trials", tune.get_context().get_trial_id())
     where = {"node_id": ray.get_runtime_context().get_node_id(), "budget": budget_label}
-    result = trial.run(trial_cfg, method, setting, trial_dir, context=where)
+    result = reuse_duplicate(cfg, trial_cfg, method, setting, trial_dir) or \
+        trial.run(trial_cfg, method, setting, trial_dir, context=where)
     if result["status"] != "completed":  # Tune retries up to failure.max_failures, then records the error
         raise RuntimeError(f"trial {trial_dir.name} failed: {result.get('failure_reason')}")
     report = {name: value for name, value in objective_values(result).items() if value is not None}
     report.update(trial_dir=str(trial_dir), method=method, setting=json.dumps(setting, sort_keys=True),
                   budget=budget_label or 0.0, node_id=where["node_id"], hostname=os.uname().nodename)
     tune.report(report)
+
+
+def probe(address: str, timeout: float = 3.0) -> None:
+    """Refuse an address where nothing listens at once: ray.init would wait minutes for it."""
+    import socket
+
+    host, port = address.removeprefix("ray://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return
+    except OSError as err:
+        raise ConfigError(f"ray.address = {address!r}: nothing answers there ({err.strerror or err}); "
+                          "start the cluster first (clusters/), or use local") from None
+
+
+def reuse_duplicate(cfg: SweepConfig, trial_cfg: SweepConfig, method: str, setting: dict[str, Any],
+                    trial_dir: Path) -> dict[str, Any] | None:
+    """Samplers can propose a configuration the sweep already finished (NSGA-II's random first
+    generation often does). Training is deterministic given the config, so the finished result is
+    reused, recorded under this trial's id with `duplicate_of`, instead of spending the compute again."""
+    digest = config_hash(trial.trial_config(trial_cfg, method, setting))
+    for other in collect(cfg):
+        if other["status"] == "completed" and other["config_hash"] == digest and other["trial_id"] != trial_dir.name:
+            copy = {**other, "trial_id": trial_dir.name, "trial_dir": str(trial_dir), "duplicate_of": other["trial_id"]}
+            atomic_write_json(trial_dir / trial.RESULT_FILE, copy)
+            return copy
+    return None
 
 
 def connect(address: str, num_cpus: int | None) -> None:
@@ -211,9 +239,9 @@ def connect(address: str, num_cpus: int | None) -> None:
         return
     env = {"env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
     try:
-        if address == "local":
+        if address == "local":  # a private cluster: its servers listen on loopback only
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="error",
-                     runtime_env=env)
+                     runtime_env=env, _node_ip_address="127.0.0.1")
         else:  # remote workers import the project from the shipped working dir
             ray.init(address=address, log_to_driver=False, logging_level="error",
                      runtime_env={**env, "working_dir": str(PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES})
@@ -221,9 +249,9 @@ def connect(address: str, num_cpus: int | None) -> None:
         raise ConfigError(f"ray.address = {address!r}: cannot connect ({str(err).splitlines()[0]})") from None
 
 
-def check_sweep_dir(cfg: SweepConfig, resume: bool) -> Path:
+def check_sweep_dir(cfg: SweepConfig, resume: bool, write: bool = True) -> Path:
     """A sweep dir belongs to one config: resuming it with another is refused, and so is silently
-    starting over in a dir that already holds a sweep."""
+    starting over in a dir that already holds a sweep. `write=False` only checks."""
     directory = cfg.sweep_dir()
     snapshot = directory / CONFIG_SNAPSHOT
     digest = config_hash(cfg.model_dump())
@@ -237,7 +265,7 @@ def check_sweep_dir(cfg: SweepConfig, resume: bool) -> Path:
                               f"this one {digest}); allowed: the config it was started with")
     elif resume:
         raise ConfigError(f"--resume: {directory} holds no sweep to resume")
-    else:
+    elif write:
         atomic_write_json(snapshot, {"name": cfg.name, "hash": digest, "config": cfg.model_dump()})
     return directory
 
@@ -302,14 +330,18 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     from orchestrator.callbacks import TrackingSync
 
     plan = make_plan(cfg)
-    check_sweep_dir(cfg, resume)
+    address = address or cfg.ray.address
+    check_sweep_dir(cfg, resume, write=False)  # every check before anything is written
+    if address not in ("local", "auto"):
+        probe(address)
     tracker = None
     if cfg.tracking.enabled:
         from orchestrator.tracking import Tracker
 
         tracker = Tracker(cfg)
         callbacks = [*(callbacks or []), TrackingSync(cfg.model_dump())]
-    connect(address or cfg.ray.address, cfg.ray.num_cpus)
+    check_sweep_dir(cfg, resume)
+    connect(address, cfg.ray.num_cpus)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state on disk every few seconds
     tuner = build_tuner(cfg, plan, resume, callbacks or [])
     tuner.fit()

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from evals import suites
+from evals import sources, suites
 from evals.sources import cache_dir
 from methods import registry
 from orchestrator import models, trainer
@@ -113,6 +113,8 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Path,
         _execute(cfg, spec, trial_dir, result, on_step, phase)
     except ConfigError:
         raise
+    except (suites.TaskError, sources.SourceError) as err:  # bad task data is the user's to fix
+        raise ConfigError(str(err)) from None
     except Exception as err:  # noqa: BLE001 - a crashed trial is a recorded outcome, not a crashed sweep
         result["status"] = "failed"
         result["failure_reason"] = f"{type(err).__name__}: {err}"

@@ -3,9 +3,7 @@ runs with per-step metrics, downloadable checkpoints that rebuild the trained mo
 `peft-arena sync`, and the UI itself in headless Chromium."""
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ import yaml
 
 from orchestrator import tracking, trial
 from tests.conftest import tiny_config
+from tests.sweeps import start_mlflow, stop_mlflow
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "runs" / "test-artifacts"  # screenshots a person can look at after `make test`
@@ -26,19 +25,9 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture()
 def mlflow_server(tmp_path):
     port = tracking.free_port()
-    store = tmp_path / "server"
-    store.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts"),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        tracking.wait_healthy(url, timeout=180)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+    proc = start_mlflow(tmp_path / "server", port)
+    yield f"http://127.0.0.1:{port}"
+    stop_mlflow(proc)
 
 
 def _sweep_config(tmp_path: Path, model_dir: Path, uri: str, samples: int = 2) -> Path:

@@ -1,0 +1,227 @@
+"""Every input mistake a user can make ends the command with exit code 2 and one line that names the
+field (or option) and what is allowed - and nothing is written. Each case is a real command line."""
+from __future__ import annotations
+
+import copy
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = yaml.safe_load((ROOT / "configs" / "quick.yaml").read_text())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def patched(**sections) -> dict:
+    data = copy.deepcopy(QUICK)
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+# (id, config dict or raw YAML text, extra argv, text the single error line must contain)
+CONFIG_CASES = [
+    ("malformed-yaml", "name: x\ntrain: [1, 2\n", [], "not valid YAML at line"),
+    ("yaml-list", "- a\n- b\n", [], "must be a mapping"),
+    ("python-tag", "name: !!python/object/apply:os.system ['echo hi']\n", [], "not valid YAML"),
+    ("unknown-section", patched(optimiser={"lr": 1}), [], "optimiser: unknown key"),
+    ("unknown-nested-key", patched(train={"stpes": 3}), [], "train.stpes: unknown key"),
+    ("steps-wrong-type", patched(train={"steps": "ten"}), [], "train.steps"),
+    ("steps-negative", patched(train={"steps": -5}), [], "train.steps"),
+    ("steps-zero", patched(train={"steps": 0}), [], "train.steps"),
+    ("batch-zero", patched(train={"batch_size": 0}), [], "train.batch_size"),
+    ("lr-zero", patched(train={"lr": 0}), [], "train.lr"),
+    ("lr-too-big", patched(train={"lr": 3.0}), [], "train.lr"),
+    ("warmup-too-big", patched(train={"warmup_ratio": 1.5}), [], "train.warmup_ratio"),
+    ("zero-stage", patched(train={"zero_stage": 4}), [], "train.zero_stage"),
+    ("checkpoint-every-zero", patched(train={"checkpoint_every": 0}), [], "train.checkpoint_every"),
+    ("dtype", patched(model={"dtype": "float8"}), [], "model.dtype"),
+    ("unknown-task", patched(train={"task": "poetry"}), [], "train.task"),
+    ("unknown-retention-suite", patched(eval={"retention_suite": "everything"}), [], "retention_suite"),
+    ("empty-suite-list", patched(eval={"retention_suite": []}), [], "empty list of tasks"),
+    ("eval-split", patched(eval={"split": "train"}), [], "eval.split"),
+    ("unknown-method", patched(methods=[{"name": "lorax"}]), [], "unknown method 'lorax'"),
+    ("empty-methods", patched(methods=[]), [], "methods"),
+    ("unknown-setting-key", patched(methods=[{"name": "lora", "settings": [{"rank": 8}]}]), [], "unknown key 'rank'"),
+    ("setting-wrong-type", patched(methods=[{"name": "lora", "settings": [{"r": "big"}]}]), [], "setting.r"),
+    ("setting-negative", patched(methods=[{"name": "oft", "settings": [{"block_size": -4}]}]), [], "setting.block_size"),
+    ("budget-negative", patched(search={"budgets": [-1e6]}), [], "search.budgets"),
+    ("budget-zero", patched(search={"budgets": [0]}), [], "search.budgets"),
+    ("budget-unreachable", patched(search={"budgets": [1e12]}), [], "out of reach"),
+    ("objective-direction", patched(search={"objectives": [{"name": "target_gain", "mode": "up"}]}), [], "mode"),
+    ("objective-unknown", patched(search={"objectives": [{"name": "beauty", "mode": "max"}]}), [], "name"),
+    ("objective-twice", patched(search={"objectives": [{"name": "forgetting", "mode": "min"}] * 2}), [], "twice"),
+    ("objectives-empty", patched(search={"objectives": []}), [], "objectives"),
+    ("sampler", patched(search={"sampler": "bayes"}), [], "search.sampler"),
+    ("num-samples-zero", patched(search={"num_samples": 0}), [], "search.num_samples"),
+    ("concurrency-zero", patched(search={"max_concurrent_trials": 0}), [], "max_concurrent_trials"),
+    ("lr-range-reversed", patched(search={"lr": {"low": 1e-2, "high": 1e-4}}), [], "above high"),
+    ("grid-with-range", patched(search={"sampler": "grid", "lr": {"low": 1e-4, "high": 1e-2}}), [], "cannot be enumerated"),
+    ("knob-unknown-method", patched(search={"knobs": {"loraa": {"r": [4]}}}), [], "unknown method"),
+    ("knob-method-not-searched", patched(search={"knobs": {"dora": {"r": [4]}}}), [], "not in methods"),
+    ("knob-empty-choices", patched(search={"knobs": {"lora": {"lora_alpha": []}}}), [], "empty list"),
+    ("ray-address", patched(ray={"address": "my cluster"}), [], "ray.address"),
+    ("tracking-file-store", patched(tracking={"uri": "file:///tmp/mlruns"}), [], "tracking.uri"),
+    ("cpus-zero", patched(resources={"cpus_per_trial": 0}), [], "resources.cpus_per_trial"),
+    ("max-failures-negative", patched(failure={"max_failures": -1}), [], "failure.max_failures"),
+    ("name-with-spaces", patched(name="my sweep"), [], "name"),
+    ("override-without-equals", patched(), ["--set", "train.steps"], "--set"),
+    ("override-into-a-value", patched(), ["--set", "train.steps.x=3"], "is not a section"),
+]
+
+
+@pytest.mark.parametrize("case_id,config,extra,expected", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_config_mistakes(tmp_path, capsys, case_id, config, extra, expected):
+    path = tmp_path / "config.yaml"
+    path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+    argv = ["sweep", str(path), "--dry-run", "--set", f"output_dir={tmp_path}/out", *extra]
+    assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+def _task_yaml(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "task.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+TASK_CASES = [
+    ("task-missing-scorer", "name: t\nsource: {kind: jsonl, path: x.jsonl}\nmetric: acc\n", "missing field 'scorer'"),
+    ("task-unknown-scorer", "name: t\nsource: {kind: jsonl, path: x.jsonl}\nscorer: bleu\nmetric: acc\n", "unknown scorer"),
+    ("task-metric-mismatch", "name: t\nsource: {kind: jsonl, path: x.jsonl}\nscorer: text_nll\nmetric: acc\n", "not produced by"),
+    ("task-unknown-source", "name: t\nsource: {kind: s3, path: x}\nscorer: text_nll\nmetric: token_prob\n", "source.kind"),
+    ("task-bad-yaml", "name: [t\n", "not valid YAML"),
+    ("task-unknown-field", "name: t\nsource: {kind: jsonl, path: x.jsonl}\nscorer: text_nll\nmetric: token_prob\ncode: x\n", "unknown field"),
+]
+
+
+@pytest.mark.parametrize("case_id,text,expected", TASK_CASES, ids=[c[0] for c in TASK_CASES])
+def test_task_file_mistakes(tmp_path, capsys, case_id, text, expected):
+    task = _task_yaml(tmp_path, text)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(patched(eval={"retention_suite": [task]})))
+    assert cli.main(["sweep", str(config), "--dry-run", "--set", f"output_dir={tmp_path}/out"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_broken_data_rows_are_refused_with_their_line(tmp_path, capsys, tiny_model_dir):
+    (tmp_path / "data.jsonl").write_text('{"text": "fine"}\n{"text": broken\n')
+    task = _task_yaml(tmp_path, "name: t\nsource: {kind: jsonl, path: data.jsonl}\nscorer: text_nll\nmetric: token_prob\n")
+    assert cli.main(["eval", "--model", str(tiny_model_dir), "--suite", task]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: source.path") and "data.jsonl:2" in line
+
+
+MODEL_CASES = [
+    ("missing-model-path", lambda d: str(d / "nowhere"), "no such dir"),
+    ("model-is-a-file", lambda d: str(_touch(d / "weights.bin")), "is a file"),
+    ("model-dir-without-config", lambda d: str(_mkdir(d / "empty")), "no config.json"),
+    ("model-dir-without-weights", lambda d: str(_with_config(d / "noweights")), "has no weights"),
+    ("model-dir-pickle-only", lambda d: str(_with_config(d / "pickled", "pytorch_model.bin")), "trust_pickle"),
+]
+
+
+def _touch(path: Path) -> Path:
+    path.write_bytes(b"\0")
+    return path
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _with_config(path: Path, weights: str | None = None) -> Path:
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    if weights:
+        (path / weights).write_bytes(b"\0")
+    return path
+
+
+@pytest.mark.parametrize("case_id,make,expected", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_model_path_mistakes(tmp_path, capsys, case_id, make, expected):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(patched()))
+    model = make(tmp_path)
+    argv = ["run", str(config), "--method", "lora", "--set", f"model.name={model}", "--set", f"output_dir={tmp_path}/out"]
+    assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: model.name") and expected in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_ray_address_fails_fast_and_records_nothing(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(patched(tracking={"enabled": False})))
+    argv = ["sweep", str(config), "--address", f"127.0.0.1:{_free_port()}", "--set", f"output_dir={tmp_path}/out"]
+    assert cli.main(argv) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: ray.address") and "nothing answers" in line
+    assert not (tmp_path / "out" / "sweep_config.json").exists()  # a retry is not told to --resume
+
+
+def test_unreachable_mlflow_uri_fails_before_anything_starts(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(patched(tracking={"uri": f"http://127.0.0.1:{_free_port()}"})))
+    assert cli.main(["sweep", str(config), "--set", f"output_dir={tmp_path}/out"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: tracking.uri")
+
+
+OTHER_CASES = [
+    ("resume-nothing", ["sweep", "{config}", "--resume"], "holds no sweep to resume"),
+    ("analyze-without-target", ["analyze"], "give a SWEEP_DIR or --published"),
+    ("analyze-not-a-sweep", ["analyze", "{tmp}"], "holds no sweep_config.json"),
+    ("published-unknown-column", ["analyze", "--published", "gpt2/poetry"], "is not in the table"),
+    ("budget-negative", ["budget", "--budget", "-5"], "--budget"),
+    ("budget-unknown-model", ["budget", "--model", "nope", "--budget", "1e6"], "--model"),
+    ("budget-unknown-method", ["budget", "--budget", "1e6", "--method", "lorax"], "unknown method"),
+    ("run-unknown-method", ["run", "{config}", "--method", "nonexistent"], "unknown method"),
+    ("run-bad-setting", ["run", "{config}", "--method", "lora", "--setting", "r"], "--setting"),
+    ("rewind-not-a-sweep", ["rewind", "{tmp}"], "holds no sweep_config.json"),
+    ("missing-config-file", ["sweep", "{tmp}/nope.yaml"], "does not exist"),
+    ("eval-unknown-suite", ["eval", "--model", "{model}", "--suite", "nope"], "unknown suite"),
+]
+
+
+@pytest.mark.parametrize("case_id,argv,expected", OTHER_CASES, ids=[c[0] for c in OTHER_CASES])
+def test_command_line_mistakes(tmp_path, capsys, tiny_model_dir, case_id, argv, expected):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(patched(output_dir=str(tmp_path / "out"))))
+    argv = [a.format(config=config, tmp=tmp_path, model=tiny_model_dir) for a in argv]
+    assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_resuming_a_sweep_dir_of_another_config_is_refused(tmp_path, capsys):
+    from orchestrator import config as config_module
+    from orchestrator import sweep
+
+    first = config_module.validate(patched(output_dir=str(tmp_path / "out")))
+    sweep.check_sweep_dir(first, resume=False)
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(patched(output_dir=str(tmp_path / "out"), train={"lr": 5e-4})))
+    assert cli.main(["sweep", str(other), "--resume"]) == 2
+    assert "belongs to another config" in capsys.readouterr().err
+
+
+def test_there_are_at_least_forty_bad_inputs():
+    total = len(CONFIG_CASES) + len(TASK_CASES) + len(MODEL_CASES) + len(OTHER_CASES) + 4
+    assert total >= 40, total
