@@ -28,6 +28,8 @@ TAG_SWEEP = "peft_arena.sweep"
 TAG_KIND = "peft_arena.kind"  # sweep | trial | base
 TAG_TRIAL = "peft_arena.trial_id"
 TAG_DIGEST = "peft_arena.result_sha256"
+# MLflow 3's UI opens GenAI views unless an experiment says it is model training: ours always is.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT = "mlflow.parentRunId"
 RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED"}
 
@@ -67,7 +69,8 @@ class Tracker:
             if found is not None:
                 return found.experiment_id
             local = self.uri.startswith("sqlite:")  # a server chooses (and proxies) its own artifact store
-            return self.client.create_experiment(name, artifact_location=artifact_root(self.cfg).as_uri() if local else None)
+            return self.client.create_experiment(name, tags=EXPERIMENT_KIND,
+                                                 artifact_location=artifact_root(self.cfg).as_uri() if local else None)
         except Exception as err:  # noqa: BLE001 - any failure to reach the store is the same user problem
             raise ConfigError(f"tracking.uri = {self.uri!r}: MLflow is not reachable ({str(err).splitlines()[0][:200]})") from None
 

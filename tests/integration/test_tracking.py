@@ -3,6 +3,7 @@ runs with per-step metrics, downloadable checkpoints that rebuild the trained mo
 `peft-arena sync`, and the UI itself in headless Chromium."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -94,25 +95,30 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     assert sorted(r.info.run_id for r in _runs(client, experiment.experiment_id)) == before
 
     if shutil.which("chromium"):
-        _check_ui_in_chromium(mlflow_server, experiment.experiment_id, run.info.run_name, tmp_path)
+        _check_ui_in_chromium(mlflow_server, experiment.experiment_id, run, tmp_path)
     else:
         pytest.skip("chromium is not installed (make test installs Debian's chromium); UI check skipped")
 
 
-def _check_ui_in_chromium(url: str, experiment_id: str, run_name: str, tmp_path: Path) -> None:
-    """The UI page of the experiment, rendered by a real browser: its DOM names the sweep's experiment
-    and a trial run; a screenshot is kept in runs/test-artifacts/."""
+def _check_ui_in_chromium(url: str, experiment_id: str, run, tmp_path: Path) -> None:
+    """The MLflow UI, rendered by a real browser: the experiment's run table lists the sweep's parent run
+    (trials nest under it), and a trial's own page shows it; screenshots are kept in runs/test-artifacts/."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = f"{url}/#/experiments/{experiment_id}"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000", "--window-size=1400,900"]
-    dom = subprocess.run(["chromium", *flags, "--dump-dom", page], capture_output=True, text=True, timeout=180)
-    subprocess.run(["chromium", *flags, f"--screenshot={ARTIFACTS / 'mlflow-ui.png'}", page],
-                   capture_output=True, timeout=180)
-    assert "tiny" in dom.stdout, dom.stderr[-1000:]
-    assert run_name in dom.stdout
-    assert (ARTIFACTS / "mlflow-ui.png").stat().st_size > 10_000
+
+    def render(page: str, shot: str) -> str:
+        dom = subprocess.run(["chromium", *flags, "--dump-dom", page], capture_output=True, text=True, timeout=180)
+        subprocess.run(["chromium", *flags, f"--screenshot={ARTIFACTS / shot}", page], capture_output=True, timeout=180)
+        assert (ARTIFACTS / shot).stat().st_size > 10_000
+        return dom.stdout
+
+    runs_page = render(f"{url}/#/experiments/{experiment_id}/runs", "mlflow-ui.png")
+    assert "Training runs" in runs_page and "sweep tiny" in runs_page
+    assert re.search(r">4</strong> matching runs", runs_page)  # the parent, its base-model run and 2 trials
+    trial_page = render(f"{url}/#/experiments/{experiment_id}/runs/{run.info.run_id}", "mlflow-ui-trial.png")
+    assert run.info.run_name in trial_page
 
 
 def test_unreachable_tracking_server_is_a_config_error(tmp_path, tiny_model_dir):
