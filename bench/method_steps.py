@@ -1,14 +1,23 @@
 """Step time of every registered method relative to LoRA, at a budget matched to LoRA r8, on the default
 model, through the same DeepSpeed trainer a trial uses. Goal: every method <= 1.5x LoRA.
 
-    python -m bench.method_steps [--batch 2] [--length 256] [--steps 4] [--method oft ...]
+Each method runs in its own process, watched: one that grows past --max-rss-gb is stopped and reported
+as missed for memory (peft's HRA needed more than this 24 GiB machine has at LoRA r8's budget).
+
+    python -m bench.method_steps [--batch 2] [--length 256] [--steps 3] [--method oft ...]
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
+
+import psutil
 
 import torch
 
@@ -37,23 +46,55 @@ def step_seconds(method: str, setting: dict, batch: int, length: int, steps: int
     return median([r["step_s"] for r in result.log[1:]]), count
 
 
+def measure_in_child(method: str, setting: dict, args: argparse.Namespace) -> dict:
+    """Run one method in a child process; stop it if its memory passes the cap."""
+    command = [sys.executable, "-m", "bench.method_steps", "--child", method, "--setting", json.dumps(setting),
+               "--batch", str(args.batch), "--length", str(args.length), "--steps", str(args.steps)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak = 0.0
+    while child.poll() is None:
+        try:
+            process = psutil.Process(child.pid)
+            peak = max(peak, sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**30)
+        except psutil.NoSuchProcess:
+            break
+        if peak > args.max_rss_gb:
+            child.kill()
+            child.wait()
+            return {"error": f"stopped at {peak:.1f} GiB RSS (cap {args.max_rss_gb} GiB)", "peak_rss_gb": peak}
+        time.sleep(0.2)
+    out = child.stdout.read().strip().splitlines()
+    if child.returncode != 0 or not out:
+        return {"error": f"exit code {child.returncode}", "peak_rss_gb": peak}
+    return {**json.loads(out[-1]), "peak_rss_gb": peak}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--method", action="append")
+    parser.add_argument("--max-rss-gb", type=float, default=18.0)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--setting", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:  # one method, in this process; the parent reads the last line
+        seconds, count = step_seconds(args.child, json.loads(args.setting), args.batch, args.length, args.steps)
+        print(json.dumps({"seconds": seconds, "trainable": count, "threads": torch.get_num_threads()}))
+        return
     config = budget.load_model_config("smollm2-135m")
     lora_budget = budget.count_trainable(config, "lora", {"r": 8})
-    lora_s, _ = step_seconds("lora", {"r": 8}, args.batch, args.length, args.steps)
+    lora = measure_in_child("lora", {"r": 8}, args)
     for method in args.method or [m for m in registry.names() if m != "lora"]:
         solution = budget.solve(config, method, lora_budget, tolerance=float("inf"))
-        seconds, count = step_seconds(method, solution.setting, args.batch, args.length, args.steps)
-        record(f"method_step_time_{method}", "seconds per optimizer step (lower is better)", seconds, lora_s,
-               f"<= {GOAL}x LoRA r8", seconds <= GOAL * lora_s, method=method, setting=solution.setting,
-               trainable=count, lora_trainable=lora_budget, batch=args.batch, length=args.length,
-               threads=torch.get_num_threads(), dtype="float32")
+        got = measure_in_child(method, solution.setting, args)
+        seconds = got.get("seconds", float("inf"))
+        record(f"method_step_time_{method}", "seconds per optimizer step (lower is better)", seconds, lora["seconds"],
+               f"<= {GOAL}x LoRA r8", seconds <= GOAL * lora["seconds"], method=method, setting=solution.setting,
+               trainable=got.get("trainable"), lora_trainable=lora_budget, batch=args.batch, length=args.length,
+               threads=got.get("threads"), dtype="float32", peak_rss_gb=round(got["peak_rss_gb"], 2),
+               lora_peak_rss_gb=round(lora["peak_rss_gb"], 2), error=got.get("error"))
 
 
 if __name__ == "__main__":

@@ -134,8 +134,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         cfg = sweep.load_sweep_dir(args.sweep_dir)
         result, _ = analyze.analyze_sweep(cfg, args.budget_factor)
         out = cfg.sweep_dir() / analyze.ANALYSIS_DIR / "pareto.json"
-        analyze.log_outputs(cfg, [out])
-        print(f"wrote {out}")
+        written = [out]
+        if args.geometry:
+            from orchestrator import geometry
+
+            geo = geometry.analyze(cfg, args.all_checkpoints, args.layer_stride)
+            written += [out.with_name("geometry.json"), out.with_name("geometry.html")]
+            best = geo["best_predictor_of_forgetting"]
+            print("geometry: " + (f"best predictor of forgetting: {best['metric']} (Spearman {best['spearman']:+.3f}, "
+                                  f"n={len(geo['rows'])})" if best else "too few points to correlate"))
+            print(f"spectral analysis per checkpoint: {', '.join(f'{s:.1f} s' for s in geo['spectral_seconds'])}")
+        analyze.log_outputs(cfg, written)
+        print(f"wrote {', '.join(str(p) for p in written)}")
     for line in analyze.summary_lines(result):
         print(line)
     if args.json:
@@ -331,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--budget-factor", type=float, default=1.5, help="budgets within this factor are matched")
     an.add_argument("--output", help="where --published writes its JSON (default: .)")
     an.add_argument("--json", action="store_true")
+    an.add_argument("--geometry", action="store_true", help="also weight spectra, activation distortion, correlations")
+    an.add_argument("--all-checkpoints", action="store_true", help="geometry of every checkpoint, not only the final")
+    an.add_argument("--layer-stride", type=int, default=5, help="activation metrics on every k-th layer")
     rp = sub.add_parser("report", help="one self-contained HTML report of a sweep")
     rp.add_argument("sweep_dir")
     rp.add_argument("--published", metavar="MODEL/DOMAIN", help="add the paper's points for comparison")

@@ -43,11 +43,19 @@ def test_analyze_and_report_of_a_sweep(tmp_path, tiny_model_dir, isolated_cache)
     assert set(pareto_json["methods"]) == {"lora", "oft"} and len(pareto_json["progress"]) == 3
     assert "global hypervolume" in analyzed.stdout
 
+    geometry = _cli("analyze", str(tmp_path / "sweep"), "--geometry", "--all-checkpoints", "--layer-stride", "1")
+    assert geometry.returncode == 0, geometry.stderr[-2000:]
+    geo = json.loads((tmp_path / "sweep" / "analysis" / "geometry.json").read_text())
+    assert len(geo["rows"]) == 6  # 3 trials x 2 checkpoints
+    assert {"stable_rank", "intruders", "procrustes_residual", "linear_cka", "csd_rel"} <= set(geo["correlations"])
+    assert "best predictor of forgetting" in geometry.stdout
+
     reported = _cli("report", str(tmp_path / "sweep"), "--published", "qwen2.5-7b/math")
     assert reported.returncode == 0, reported.stderr[-2000:]
     page = (tmp_path / "sweep" / "report.html").read_text()
     assert not re.search(r"<script[^>]+src=", page), "the report must not load scripts from anywhere"
-    assert "Leaderboard" in page and "not run yet" in page  # geometry / rewinding sections await their analyses
+    assert "Leaderboard" in page and "Spearman vs forgetting" in page  # the geometry section is in
+    assert "not run yet" in page  # rewinding has not been run on this sweep
 
     if not shutil.which("chromium"):
         pytest.skip("chromium is not installed (make test installs Debian's chromium); render check skipped")
@@ -58,7 +66,7 @@ def test_analyze_and_report_of_a_sweep(tmp_path, tiny_model_dir, isolated_cache)
     url = (tmp_path / "sweep" / "report.html").as_uri()
     dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
     figures = page.count('class="plotly-graph-div"')
-    assert figures >= 6
+    assert figures >= 9  # frontier plots + published overlay + geometry plots
     assert dom.count('class="main-svg"') >= figures, "plotly did not render every figure"
     subprocess.run(["chromium", *flags, f"--screenshot={ARTIFACTS / 'report.png'}", url], capture_output=True, timeout=180)
     assert (ARTIFACTS / "report.png").stat().st_size > 20_000

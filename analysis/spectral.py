@@ -1,0 +1,108 @@
+"""Weight-space geometry of an update (paper-notes §3, §10.4), per 2-D weight, in fp32.
+
+For W0 = U S V^T and W_ft = W0 + dW:
+- retention profile   r_i = |u_i^T W_ft v_i - s_i|   (how far each pretrained direction's gain moved)
+- adaptation profile  a_i = ||dW v_i||               (how much the update acts along each input direction)
+- stable rank of dW   ||dW||_F^2 / ||dW||_2^2, and its top singular values
+- fluctuation of a profile p: mean |p - MA_5(p)| (5-point moving average, reflect padding)
+- intruder dimensions (Shuttleworth et al.): top singular vectors of W_ft whose largest |cos| with every
+  pretrained left singular vector is below eps.
+Base SVDs are computed once per base model and reused by every trial (a cache keyed by the caller).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class BaseSVD:
+    u: torch.Tensor   # out x k
+    s: torch.Tensor   # k
+    vh: torch.Tensor  # k x in
+
+
+def base_svd(weight: torch.Tensor) -> BaseSVD:
+    u, s, vh = torch.linalg.svd(weight.detach().float(), full_matrices=False)
+    return BaseSVD(u, s, vh)
+
+
+def moving_average_5(profile: torch.Tensor) -> torch.Tensor:
+    padded = F.pad(profile[None, None, :], (2, 2), mode="reflect")[0, 0]
+    return padded.unfold(0, 5, 1).mean(dim=1)
+
+
+def fluctuation(profile: torch.Tensor) -> float:
+    """mean |p - MA_5(p)|: how jagged a profile is across the spectrum."""
+    if profile.numel() < 5:
+        return 0.0
+    return float((profile - moving_average_5(profile)).abs().mean())
+
+
+def retention_profile(svd: BaseSVD, finetuned: torch.Tensor) -> torch.Tensor:
+    """|u_i^T W_ft v_i - s_i| for every pretrained singular triple."""
+    diag = ((svd.u.T @ finetuned.float()) * svd.vh).sum(dim=1)  # row i: u_i^T W_ft v_i
+    return (diag - svd.s).abs()
+
+
+def adaptation_profile(svd: BaseSVD, delta: torch.Tensor) -> torch.Tensor:
+    """||dW v_i|| for every pretrained right singular vector."""
+    return (delta.float() @ svd.vh.T).norm(dim=0)
+
+
+def stable_rank(delta: torch.Tensor) -> float:
+    singular = torch.linalg.svdvals(delta.float())
+    top = float(singular[0]) if singular.numel() else 0.0
+    return float((singular ** 2).sum()) / top ** 2 if top > 0 else 0.0
+
+
+def intruder_dimensions(svd: BaseSVD, finetuned: torch.Tensor, top_k: int = 10, eps: float = 0.5) -> int:
+    """How many of W_ft's top-k left singular vectors have max |cos| < eps with all of W0's."""
+    u_ft = torch.linalg.svd(finetuned.float(), full_matrices=False)[0][:, :top_k]
+    similarity = (u_ft.T @ svd.u).abs().max(dim=1).values  # unit vectors: dot products are cosines
+    return int((similarity < eps).sum())
+
+
+def module_metrics(svd: BaseSVD, delta: torch.Tensor, top_singular: int = 8, intruder_k: int = 10,
+                   intruder_eps: float = 0.5) -> dict[str, Any]:
+    finetuned = svd.u @ torch.diag(svd.s) @ svd.vh + delta.float()
+    retention, adaptation = retention_profile(svd, finetuned), adaptation_profile(svd, delta)
+    delta_norm = float(delta.float().norm())
+    return {
+        "retention_mean": float(retention.mean()), "retention_rel": float(retention.sum() / svd.s.sum()),
+        "adaptation_mean": float(adaptation.mean()),
+        "retention_fluctuation": fluctuation(retention), "adaptation_fluctuation": fluctuation(adaptation),
+        "stable_rank": stable_rank(delta) if delta_norm > 0 else 0.0,
+        "delta_norm": delta_norm, "delta_rel": delta_norm / float(svd.s.norm()),
+        "top_singular": torch.linalg.svdvals(delta.float())[:top_singular].tolist(),
+        "intruders": intruder_dimensions(svd, finetuned, intruder_k, intruder_eps),
+        "retention_profile": retention.tolist(), "adaptation_profile": adaptation.tolist(),
+    }
+
+
+def deltas(model: torch.nn.Module, base_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """dW per adapted 2-D weight, keyed as in the base model. Additive adapters give it analytically
+    (peft's `get_delta_weight`: scale * B A for LoRA, and so on); other methods (OFT, BOFT, HRA, IA3, DoRA)
+    and full finetuning by difference of merged weights."""
+    out: dict[str, torch.Tensor] = {}
+    analytic = True
+    for name, module in model.named_modules():
+        if not (hasattr(module, "get_delta_weight") and hasattr(module, "lora_A")) or "default" not in module.lora_A:
+            continue
+        if getattr(module, "use_dora", {}).get("default", False):
+            analytic = False  # DoRA's magnitude rescales W0 too: not a pure B A update
+            break
+        key = name.split("base_model.model.", 1)[-1] + ".weight"
+        if key in base_state and module.get_base_layer().weight.shape == base_state[key].shape:
+            residual = module.get_base_layer().weight.detach().float() - base_state[key].float()  # PiSSA/MiLoRA
+            out[key] = module.get_delta_weight("default").detach().float() + residual
+    if out and analytic:
+        return out
+    from methods.interpolate import merged_state
+
+    merged = merged_state(model)
+    return {k: (merged[k].float() - w0.float()) for k, w0 in base_state.items()
+            if w0.dim() == 2 and k in merged and not torch.equal(merged[k], w0) and "embed" not in k and "lm_head" not in k}

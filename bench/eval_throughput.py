@@ -1,0 +1,78 @@
+"""Evaluation throughput. (1) Items/s of our multiple-choice scorer vs lm-evaluation-harness (HFLM,
+zero-shot) on the same items and model, accuracies required identical; goal >= 2x. (2) Ray Data pool
+overhead: a pool of one actor vs a direct in-process call on the same suite; goal <= 1.1x.
+
+    python -m bench.eval_throughput [--items 40]
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import record
+from evals import lm_eval_bridge, runner, suites
+from orchestrator import models, trial
+from orchestrator.config import ModelConfig
+
+TASKS = ("general_knowledge", "goal_inference", "physics")
+
+
+def scorer_vs_lm_eval(items: int) -> None:
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    model, tokenizer = models.load(ModelConfig())
+    tasks = [suites.load_task(name) for name in TASKS]
+    with tempfile.TemporaryDirectory() as tmp:
+        names = [lm_eval_bridge.write_task(task, tokenizer, Path(tmp), max_items=items) for task in tasks]
+        began = time.perf_counter()
+        theirs = lm_eval_bridge.evaluate(model, tokenizer, names, Path(tmp))
+        lm_eval_s = time.perf_counter() - began
+    began = time.perf_counter()
+    ours = {task.name: suites.score_task(model, tokenizer, task, max_items=items) for task in tasks}
+    ours_s = time.perf_counter() - began
+    count = sum(r["n"] for r in ours.values())
+    identical = all(ours[t.name]["acc"] == theirs[n]["acc"] and ours[t.name]["acc_norm"] == theirs[n]["acc_norm"]
+                    for t, n in zip(tasks, names))
+    record("eval_throughput_vs_lm_eval", "multiple-choice items/s (higher is better)", count / ours_s,
+           count / lm_eval_s, ">= 2x lm-eval HFLM, identical accuracies", identical and count / ours_s >= 2 * count / lm_eval_s,
+           items=count, tasks=list(TASKS), identical_accuracies=identical,
+           ours={t: {"acc": r["acc"], "acc_norm": r["acc_norm"]} for t, r in ours.items()},
+           lm_eval={n: theirs[n] for n in names}, ours_s=ours_s, lm_eval_s=lm_eval_s)
+
+
+def pool_overhead(items: int) -> None:
+    import ray
+
+    # one logical CPU more than the actor takes: Ray Data's read task needs one, or the pool waits forever
+    ray.init(num_cpus=os.cpu_count() + 1, include_dashboard=False, log_to_driver=False, logging_level="error",
+             _node_ip_address="127.0.0.1")
+    spec = {"model": ModelConfig().model_dump()}
+    tokenizer = models.load(ModelConfig())[1]
+    began = time.perf_counter()
+    model, _ = trial.load_for_eval(spec)
+    direct = suites.evaluate_suite(model, tokenizer, "retention", "quick", max_items=items)
+    direct_s = time.perf_counter() - began
+    del model
+    began = time.perf_counter()
+    pooled = runner.evaluate(functools.partial(trial.load_for_eval, spec), tokenizer, {"retention": "quick"},
+                             max_items=items, pool_size=1, cpus_per_actor=float(os.cpu_count()))["retention"]
+    pool_s = time.perf_counter() - began
+    ray.shutdown()
+    record("eval_pool_overhead", "seconds for the quick retention suite, model load included (lower is better)",
+           pool_s, direct_s, "<= 1.1x a direct call", pool_s <= 1.1 * direct_s, identical_scores=pooled == direct,
+           items=items)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=40)
+    args = parser.parse_args()
+    scorer_vs_lm_eval(args.items)
+    pool_overhead(args.items)
+
+
+if __name__ == "__main__":
+    main()
