@@ -23,7 +23,7 @@ import torch
 
 from bench.common import median, record
 from methods import budget, registry
-from orchestrator import models, trainer
+from orchestrator import models, regimes, trainer
 from orchestrator.config import ModelConfig, TrainConfig
 
 GOAL = 1.5
@@ -39,7 +39,7 @@ def step_seconds(method: str, setting: dict, batch: int, length: int, steps: int
     cfg = TrainConfig(steps=steps + 1, batch_size=batch, max_length=length, lr=1e-5, checkpoint_every=10**6)
     with tempfile.TemporaryDirectory() as tmp:
         # checkpoint_every beyond the run: only the final checkpoint is written, after the timed steps
-        result = trainer.train(wrapped, tokenizer.pad_token_id, pairs, cfg, Path(tmp), {"method": method})
+        result = trainer.train(wrapped, regimes.SFT(pairs, cfg, tokenizer.pad_token_id), cfg, Path(tmp), {"method": method})
     count = registry.count_trainable(wrapped)
     del model, wrapped
     gc.collect()

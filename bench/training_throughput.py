@@ -15,7 +15,7 @@ import torch
 
 from bench.common import median, record
 from methods import registry
-from orchestrator import models, trainer
+from orchestrator import models, regimes, trainer
 from orchestrator.config import ModelConfig, TrainConfig
 
 GOAL = 0.95
@@ -33,7 +33,8 @@ def ours(method: str, setting: dict, batch: int, length: int, steps: int) -> tup
     wrapped = registry.wrap(model, method, setting, "all-linear")
     cfg = TrainConfig(steps=steps + 1, batch_size=batch, max_length=length, lr=1e-5, checkpoint_every=10**6)
     with tempfile.TemporaryDirectory() as tmp:
-        result = trainer.train(wrapped, tokenizer.pad_token_id, data(len(tokenizer), length), cfg, Path(tmp), {})
+        sft = regimes.SFT(data(len(tokenizer), length), cfg, tokenizer.pad_token_id)
+        result = trainer.train(wrapped, sft, cfg, Path(tmp), {})
     return median([r["step_s"] for r in result.log[1:]]), sum(p.numel() for p in wrapped.parameters()), \
         registry.count_trainable(wrapped)
 

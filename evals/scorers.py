@@ -238,10 +238,27 @@ def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_t
     return out
 
 
+def normalise_text(text: str) -> str:
+    """SQuAD/NQ-style answer normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = re.sub(r"[^\w\s]", " ", text.lower())
+    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
+
+
+def reply_matches(reply: str, reference: str) -> bool:
+    """Numeric references: the reply's final number equals it. Text references: the reply's first line,
+    normalised, equals the normalised reference."""
+    try:
+        float(reference.replace(",", ""))
+    except ValueError:
+        first_line = reply.strip().splitlines()[0] if reply.strip() else ""
+        return normalise_text(first_line) == normalise_text(reference)
+    return answers_match(extract_answer(reply), reference)
+
+
 def generate_exact_match_items(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, str]],
                                max_new_tokens: int = 16, batch_size: int = 16) -> list[dict[str, Any]]:
     replies = generate(model, tokenizer, [it["prompt"] for it in items], max_new_tokens, batch_size)
-    return [{"hit": int(answers_match(extract_answer(r), it["answer"])), "reply": r} for r, it in zip(replies, items)]
+    return [{"hit": int(reply_matches(r, it["answer"])), "reply": r} for r, it in zip(replies, items)]
 
 
 def aggregate_exact_match(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

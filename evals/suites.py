@@ -184,6 +184,16 @@ def training_pairs(task: Task, tokenizer: Any, n_items: int) -> list[tuple[list[
             for it in items]
 
 
+def rl_prompts(task: Task, tokenizer: Any, n_items: int) -> list[tuple[list[int], str]]:
+    """(prompt ids, reference answer) from the task's *train* split: what RL with verifiable rewards
+    samples completions for and scores against."""
+    items = select_items(task, "train", n_items)
+    if not items:
+        raise TaskError(f"task {task.name}: the train split is empty")
+    return [(tokenizer(_prompt(task, tokenizer, it), add_special_tokens=False)["input_ids"], task.render(task.answer, it))
+            for it in items]
+
+
 # ------------------------------------------------------------------------------------------- scoring
 
 # A task's requests are scored in fixed chunks of this many items. Local and sharded (Ray Data) runs use

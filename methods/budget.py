@@ -19,6 +19,9 @@ from methods import registry
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
 MAX_RANK = 1024
+# Hub ids whose configs are bundled, so budgets of paper-scale models resolve offline.
+BUNDLED = {"Qwen/Qwen2.5-7B": "qwen2.5-7b", "meta-llama/Llama-3.2-3B-Instruct": "llama-3.2-3b",
+           "meta-llama/Llama-3.2-3B": "llama-3.2-3b", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m"}
 
 
 class BudgetError(ValueError):
@@ -49,7 +52,7 @@ def load_model_config(ref: str) -> Any:
     or a hub id (needs network)."""
     from transformers import AutoConfig
 
-    bundled = CONFIG_DIR / f"{ref}.json"
+    bundled = CONFIG_DIR / f"{BUNDLED.get(ref, ref)}.json"
     path = bundled if bundled.is_file() else Path(ref).expanduser()
     if path.is_file():
         data = json.loads(path.read_text())

@@ -34,8 +34,19 @@ class ModelConfig(_Strict):
     trust_pickle: bool = False
 
 
+class GRPOConfig(_Strict):
+    group_size: int = Field(4, ge=2, description="completions sampled per prompt (G)")
+    prompts_per_step: int = Field(2, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(8, gt=0)
+    clip_eps: float = Field(0.2, gt=0, lt=1)
+    kl_coef: float = Field(0.0, ge=0, description="0: no KL term (the paper's setting)")
+
+
 class TrainConfig(_Strict):
-    task: str = Field("arithmetic", description="target task whose train split is the SFT data")
+    regime: Literal["sft", "grpo"] = "sft"
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    task: str = Field("arithmetic", description="target task whose train split is the training data")
     train_items: int = Field(512, gt=0)
     steps: int = Field(40, gt=0)
     batch_size: int = Field(8, gt=0)
@@ -138,6 +149,7 @@ class SearchConfig(_Strict):
     steps: list[int] | None = Field(None, min_length=1)
     seeds: list[int] | None = Field(None, min_length=1)
     knobs: dict[str, dict[str, list[Any]]] = Field(default_factory=dict, description="per-method setting choices")
+    regimes: list[Literal["sft", "grpo"]] | None = Field(None, min_length=1, description="training regimes to compare")
 
     @field_validator("budgets", "lr")
     @classmethod

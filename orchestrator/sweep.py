@@ -47,6 +47,7 @@ class Plan:
     lr_range: tuple[float, float, bool] | None
     steps: list[int] | None
     seeds: list[int] | None
+    regimes: list[str] | None = None
     grid_size: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -82,9 +83,9 @@ def make_plan(cfg: SweepConfig) -> Plan:
     knobs = {registry.get(m).name: k for m, k in search.knobs.items()}
     lrs = search.lr if isinstance(search.lr, list) else None
     lr_range = (search.lr.low, search.lr.high, search.lr.log) if search.lr is not None and lrs is None else None
-    plan = Plan(list(settings), settings, labels, knobs, lrs, lr_range, search.steps, search.seeds)
+    plan = Plan(list(settings), settings, labels, knobs, lrs, lr_range, search.steps, search.seeds, search.regimes)
     per_method = [len(settings[m]) * math.prod(len(c) for c in knobs.get(m, {}).values()) for m in settings]
-    plan.grid_size = sum(per_method) * len(lrs or [0]) * len(search.steps or [0]) * len(search.seeds or [0])
+    plan.grid_size = sum(per_method) * math.prod(len(v or [0]) for v in (lrs, search.steps, search.seeds, search.regimes))
     return plan
 
 
@@ -119,6 +120,8 @@ class DefineByRun:
             ot.suggest_categorical("steps", plan.steps)
         if plan.seeds:
             ot.suggest_categorical("seed", plan.seeds)
+        if plan.regimes:
+            ot.suggest_categorical("regime", plan.regimes)
 
 
 def decode(params: dict[str, Any], plan: Plan, cfg: SweepConfig) -> tuple[str, dict[str, Any], SweepConfig, float | None]:
@@ -127,8 +130,7 @@ def decode(params: dict[str, Any], plan: Plan, cfg: SweepConfig) -> tuple[str, d
     index = params.get(f"{method}.setting", 0)
     setting = {**plan.settings[method][index]}
     setting.update({k: params[f"{method}.{k}"] for k in plan.knobs.get(method, {})})
-    train = cfg.train.model_copy(update={k: params[p] for k, p in (("lr", "lr"), ("steps", "steps"), ("seed", "seed"))
-                                         if p in params})
+    train = cfg.train.model_copy(update={k: params[k] for k in ("lr", "steps", "seed", "regime") if k in params})
     return method, setting, cfg.model_copy(update={"train": train}), plan.budget_labels[method][index]
 
 
@@ -177,7 +179,8 @@ def describe(cfg: SweepConfig, plan: Plan) -> list[str]:
         for key, choices in plan.knobs.get(method, {}).items():
             lines.append(f"  {method:9s} knob {key}: {choices}")
     lr = plan.lrs or (f"log-uniform [{plan.lr_range[0]:g}, {plan.lr_range[1]:g}]" if plan.lr_range else cfg.train.lr)
-    lines.append(f"  lr {lr}; steps {plan.steps or cfg.train.steps}; seeds {plan.seeds or [cfg.train.seed]}")
+    lines.append(f"  lr {lr}; steps {plan.steps or cfg.train.steps}; seeds {plan.seeds or [cfg.train.seed]}; "
+                 f"regimes {plan.regimes or [cfg.train.regime]}")
     if cfg.search.sampler == "grid":
         lines.append(f"  grid size {plan.grid_size}")
     return lines

@@ -191,14 +191,14 @@ def _grad_norm(engine: Any, params: list[nn.Parameter]) -> float:
     return float(norm)
 
 
-def train(model: nn.Module, pad_id: int, pairs: list[tuple[list[int], list[int]]], cfg: TrainConfig,
-          checkpoint_root: Path, meta: dict[str, Any],
+def train(model: nn.Module, regime: Any, cfg: TrainConfig, checkpoint_root: Path, meta: dict[str, Any],
           on_checkpoint: Callable[[int, Path], None] | None = None,
           on_step: Callable[[int, dict[str, float]], None] | None = None, start_step: int = 0) -> TrainResult:
-    """Train `model` in place up to `cfg.steps` optimizer steps. A non-finite loss stops the run as failed,
-    with the step in the reason; checkpoints already written stay valid. `start_step` > 0 continues a run
-    whose weights were restored from that step's checkpoint: the LR schedule and the data order pick up
-    where they were (AdamW's moments restart from zero: checkpoints hold weights, not optimizer state)."""
+    """Train `model` in place up to `cfg.steps` optimizer steps; `regime` (orchestrator.regimes: SFT or
+    GRPO) turns each micro-batch into a loss. A non-finite loss stops the run as failed, with the step in
+    the reason; checkpoints already written stay valid. `start_step` > 0 continues a run whose weights
+    were restored from that step's checkpoint: the LR schedule and the data order pick up where they were
+    (AdamW's moments restart from zero: checkpoints hold weights, not optimizer state)."""
     import deepspeed
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
@@ -214,19 +214,16 @@ def train(model: nn.Module, pad_id: int, pairs: list[tuple[list[int], list[int]]
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s + start_step)))
     device = engine.device
     result = TrainResult(steps=start_step)
-    stream = batches(pairs, cfg.batch_size, cfg.seed)
-    for _ in range(start_step * cfg.grad_accum):  # the batches the restored steps already consumed
-        next(stream)
+    regime.skip(start_step * cfg.grad_accum)  # the batches the restored steps already consumed
     start = time.perf_counter()
     outside = 0.0  # seconds spent in the checkpoint callback
     model.train()
     try:
         for step in range(start_step + 1, cfg.steps + 1):
             step_began = time.perf_counter()
-            losses = []
+            losses, extras = [], []
             for _ in range(cfg.grad_accum):
-                batch = {k: v.to(device) for k, v in collate(next(stream), cfg.max_length, pad_id).items()}
-                loss = engine(**batch).loss
+                loss, extra = regime.loss(engine, device)
                 if not torch.isfinite(loss):
                     result.status, result.failure_reason = "failed", f"non-finite loss ({loss.item()}) at step {step}"
                     return result
@@ -234,9 +231,11 @@ def train(model: nn.Module, pad_id: int, pairs: list[tuple[list[int], list[int]]
                 grad_norm = _grad_norm(engine, params) if engine.is_gradient_accumulation_boundary() else 0.0
                 engine.step()
                 losses.append(loss.item())
-                result.tokens += int(batch["attention_mask"].sum())
+                extras.append(extra)
+                result.tokens += int(extra.get("tokens", 0))
             record = {"step": step, "loss": sum(losses) / len(losses), "lr": engine.get_lr()[0],
-                      "grad_norm": grad_norm, "step_s": time.perf_counter() - step_began}
+                      "grad_norm": grad_norm, "step_s": time.perf_counter() - step_began,
+                      **{k: sum(e[k] for e in extras) / len(extras) for k in extras[0] if k != "tokens"}}
             result.log.append(record)
             result.steps = step
             if on_step:

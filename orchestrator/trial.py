@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 from torch import nn
 
-from evals import sources, suites
+from evals import scorers, sources, suites
 from evals.sources import cache_dir
 from methods import registry
-from orchestrator import models, trainer
+from orchestrator import models, regimes, trainer
 from orchestrator.config import ConfigError, EvalConfig, ModelConfig, SweepConfig, config_hash
 from orchestrator.files import atomic_write_json
 
@@ -192,7 +192,7 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: Path, result: di
             on_step(step, record)
 
     phase("training")
-    outcome = trainer.train(wrapped, tokenizer.pad_token_id, pairs, cfg.train, trial_dir / "checkpoints",
+    outcome = trainer.train(wrapped, make_regime(cfg, tokenizer, pairs), cfg.train, trial_dir / "checkpoints",
                             meta, on_checkpoint, log_step, start_step=start_step)
     timings["train_s"], timings["eval_s"] = outcome.seconds, eval_seconds
     result.update(status=outcome.status, failure_reason=outcome.failure_reason, steps=outcome.steps,
@@ -202,6 +202,20 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: Path, result: di
         last = result["checkpoints"][-1]
         result["final"] = {k: last[k] for k in ("step", "gain", "forgetting")} | {
             "target": last["target"]["score"], "retention": last["retention"]["score"]}
+
+
+def verifiable_reward(completion: str, answer: str) -> float:
+    """1 when the completion's answer equals the reference (the target task's own exact-match rule)."""
+    return float(scorers.reply_matches(completion, answer))
+
+
+def make_regime(cfg: SweepConfig, tokenizer: Any, pairs: list) -> Any:
+    if cfg.train.regime == "sft":
+        return regimes.SFT(pairs, cfg.train, tokenizer.pad_token_id)
+    task = suites.load_task(cfg.train.task)
+    return regimes.GRPO(suites.rl_prompts(task, tokenizer, cfg.train.train_items), cfg.train, tokenizer.pad_token_id,
+                        tokenizer.eos_token_id, lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+                        verifiable_reward)
 
 
 def load_trained(checkpoint_dir: Path) -> tuple[nn.Module, Any, dict[str, Any]]:

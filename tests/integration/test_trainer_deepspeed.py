@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from methods import registry
-from orchestrator import trainer
+from orchestrator import regimes, trainer
 from orchestrator.config import TrainConfig
 from tests.conftest import build_tiny_model
 
@@ -38,7 +38,8 @@ def test_deepspeed_engine_trains_and_checkpoints_reload_exactly(tmp_path, tiny_t
     deepspeed.initialize = spy
     try:
         model = registry.wrap(build_tiny_model(len(tiny_tokenizer)), "lora", {"r": 4}, "all-linear", seed=1)
-        result = trainer.train(model, tiny_tokenizer.pad_token_id, _pairs(tiny_tokenizer), _cfg(zero_stage=zero_stage),
+        cfg = _cfg(zero_stage=zero_stage)
+        result = trainer.train(model, regimes.SFT(_pairs(tiny_tokenizer), cfg, tiny_tokenizer.pad_token_id), cfg,
                                tmp_path / "ckpt", {"method": "lora"})
     finally:
         deepspeed.initialize = original
@@ -70,7 +71,8 @@ def test_non_finite_loss_stops_the_trial_with_a_reason(tmp_path, tiny_tokenizer)
     model = registry.wrap(build_tiny_model(len(tiny_tokenizer)), "lora", {"r": 2}, "all-linear")
     with torch.no_grad():  # poison a frozen weight: the forward pass turns into NaN at once
         model.base_model.model.model.layers[0].mlp.down_proj.base_layer.weight.fill_(float("nan"))
-    result = trainer.train(model, tiny_tokenizer.pad_token_id, _pairs(tiny_tokenizer), _cfg(), tmp_path, {})
+    cfg = _cfg()
+    result = trainer.train(model, regimes.SFT(_pairs(tiny_tokenizer), cfg, tiny_tokenizer.pad_token_id), cfg, tmp_path, {})
     assert result.status == "failed" and "non-finite loss" in result.failure_reason and "step 1" in result.failure_reason
     assert result.checkpoints == []
 
@@ -109,7 +111,8 @@ def test_every_method_trains_on_the_deepspeed_engine(tmp_path, tiny_tokenizer, m
     model = registry.wrap(build_tiny_model(len(tiny_tokenizer)), method, TINY_SETTINGS[method], "all-linear",
                           init_batch=first)
     before = registry.trainable_state(model)
-    result = trainer.train(model, tiny_tokenizer.pad_token_id, pairs, _cfg(steps=3, checkpoint_every=3), tmp_path,
+    cfg = _cfg(steps=3, checkpoint_every=3)
+    result = trainer.train(model, regimes.SFT(pairs, cfg, tiny_tokenizer.pad_token_id), cfg, tmp_path,
                            {"method": method})
     assert result.status == "completed" and len(result.log) == 3
     assert all(r["step_s"] > 0 for r in result.log)

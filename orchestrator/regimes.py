@@ -1,0 +1,136 @@
+"""How a batch becomes a loss: supervised finetuning, or RL with verifiable rewards (GRPO).
+
+The trainer keeps one loop (forward, backward, step, checkpoints); a regime supplies the loss of each
+micro-batch. GRPO follows paper-notes §2.4: for each prompt, sample G completions from the current policy
+(KV-cached generation), score them with the task's verifiable scorer, normalise rewards within the group,
+and minimise the clipped policy-gradient loss over completion tokens. No KL term by default; with
+`kl_coef` > 0 the reference is the base model, which for PEFT is the same model with adapters disabled
+(no second copy in memory).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from orchestrator.config import TrainConfig
+
+Reward = Callable[[str, str], float]  # (completion text, reference answer) -> reward
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(r - mean) / (std + eps) within each group (rows of [groups, G]); a group whose rewards are all
+    equal gets zero advantages, hence no gradient."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True, unbiased=False)
+    return (rewards - mean) / (std + eps)
+
+
+def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                clip_eps: float, ref_logp: torch.Tensor | None = None, kl_coef: float = 0.0) -> torch.Tensor:
+    """Clipped surrogate over completion tokens (PPO/GRPO), per-token mean over each sequence then over
+    the batch. Shapes: [sequences, tokens] for log-probs and mask, [sequences] for advantages."""
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages[:, None]
+    per_token = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv)
+    if ref_logp is not None and kl_coef > 0:  # k3 estimator of KL(policy || reference)
+        log_ratio = ref_logp - logp
+        per_token = per_token + kl_coef * (torch.exp(log_ratio) - log_ratio - 1)
+    per_sequence = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    return per_sequence.mean()
+
+
+def token_logprobs(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of tokens ids[:, start:] and the policy's mean token entropy over them."""
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, start - 1:-1].float()
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(2, ids[:, start:, None])[..., 0]
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+class SFT:
+    """Next-token loss on answer tokens (labels are -100 elsewhere)."""
+
+    def __init__(self, pairs: Sequence[tuple[list[int], list[int]]], cfg: TrainConfig, pad_id: int) -> None:
+        from orchestrator import trainer
+
+        self.stream = trainer.batches(list(pairs), cfg.batch_size, cfg.seed)
+        self.cfg, self.pad_id = cfg, pad_id
+
+    def skip(self, batches: int) -> None:
+        for _ in range(batches):
+            next(self.stream)
+
+    def loss(self, engine: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        from orchestrator import trainer
+
+        batch = {k: v.to(device) for k, v in trainer.collate(next(self.stream), self.cfg.max_length, self.pad_id).items()}
+        return engine(**batch).loss, {"tokens": float(batch["attention_mask"].sum())}
+
+
+@dataclass
+class GRPO:
+    """Group-relative policy optimisation on prompts with verifiable answers."""
+    prompts: Sequence[tuple[list[int], str]]  # (prompt ids, reference answer)
+    cfg: TrainConfig
+    pad_id: int
+    eos_id: int | None
+    decode: Callable[[list[int]], str]
+    reward: Reward
+
+    def __post_init__(self) -> None:
+        from orchestrator import trainer
+
+        self.stream: Iterator[list] = trainer.batches(list(self.prompts), self.cfg.grpo.prompts_per_step, self.cfg.seed)
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+
+    def skip(self, batches: int) -> None:
+        for _ in range(batches):
+            next(self.stream)
+
+    def loss(self, engine: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        g = self.cfg.grpo
+        model = engine.module
+        batch = next(self.stream)
+        sequences, masks, starts, rewards, lengths = [], [], [], [], []
+        for prompt, answer in batch:  # one generate call per prompt: G samples share the prompt's cache
+            ids = torch.tensor([prompt], device=device)
+            with torch.no_grad():
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                     temperature=g.temperature, top_k=0, top_p=1.0, max_new_tokens=g.max_new_tokens,
+                                     num_return_sequences=g.group_size, pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+            completions = out[:, len(prompt):]
+            alive = torch.ones_like(completions)
+            if self.eos_id is not None:  # tokens after the first EOS are padding
+                ended = (completions == self.eos_id).long().cumsum(1)
+                alive = ((ended - (completions == self.eos_id).long()) == 0).long()
+            for row in range(g.group_size):
+                kept = completions[row][alive[row].bool()].tolist()
+                rewards.append(self.reward(self.decode(kept), answer))
+                lengths.append(len(kept))
+            sequences.append(out)
+            masks.append(alive)
+            starts.append(len(prompt))
+        reward_t = torch.tensor(rewards, dtype=torch.float32).view(len(batch), g.group_size)
+        advantages = group_advantages(reward_t).view(-1).to(device)
+        losses, entropies = [], []
+        for i, (seq, alive, start) in enumerate(zip(sequences, masks, starts)):
+            attention = torch.cat([torch.ones(seq.shape[0], start, dtype=torch.long, device=device), alive], dim=1)
+            logp, entropy = token_logprobs(model, seq, attention, start)
+            ref = None
+            if g.kl_coef > 0 and hasattr(model, "disable_adapter"):
+                with torch.no_grad(), model.disable_adapter():
+                    ref = token_logprobs(model, seq, attention, start)[0]
+            adv = advantages[i * g.group_size:(i + 1) * g.group_size]
+            losses.append(policy_loss(logp, logp.detach(), adv, alive.float(), g.clip_eps, ref, g.kl_coef))
+            entropies.append(float((entropy * alive).sum() / alive.sum().clamp(min=1)))
+        stds = reward_t.std(dim=1, unbiased=False)
+        metrics = {"reward_mean": float(reward_t.mean()), "reward_std_in_group": float(stds.mean()),
+                   "zero_variance_groups": float((stds == 0).float().mean()),
+                   "completion_length": sum(lengths) / len(lengths), "entropy": sum(entropies) / len(entropies),
+                   "tokens": float(sum(lengths))}
+        return torch.stack(losses).mean(), metrics
