@@ -30,6 +30,19 @@ def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def pad_batch(seqs: Sequence[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists as one [batch, longest] id tensor and its attention mask; right padding for scoring
+    and training, left padding where generation or a shared KV cache continues from the last token."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
 def _pad_id(tokenizer: Any) -> int:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return int(pad if pad is not None else 0)
@@ -50,13 +63,7 @@ def continuation_logprobs(model: nn.Module, tokenizer: Any, pairs: Sequence[tupl
     pad = _pad_id(tokenizer)
     device = next(model.parameters()).device
     for batch in _length_sorted_batches([len(s) for s, _ in seqs], batch_size):
-        width = max(len(seqs[i][0]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            seq = seqs[i][0]
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
+        ids, mask = pad_batch([seqs[i][0] for i in batch], pad)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         for row, i in enumerate(batch):
             seq, n_cont = seqs[i]
@@ -87,13 +94,7 @@ def choice_loglikelihoods(model: nn.Module, tokenizer: Any, items: Sequence[dict
         encoded.append((ctx, [cont for _, cont in pairs]))
     out: list[list[float]] = [[] for _ in items]
     for batch in _length_sorted_batches([len(c) for c, _ in encoded], batch_size):
-        ctx_width = max(len(encoded[i][0]) for i in batch)
-        ctx_ids = torch.full((len(batch), ctx_width), pad, dtype=torch.long)
-        ctx_mask = torch.zeros((len(batch), ctx_width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ctx = encoded[i][0]
-            ctx_ids[row, ctx_width - len(ctx):] = torch.tensor(ctx)
-            ctx_mask[row, ctx_width - len(ctx):] = 1
+        ctx_ids, ctx_mask = pad_batch([encoded[i][0] for i in batch], pad, left=True)
         positions = (ctx_mask.cumsum(1) - 1).clamp(min=0)
         first = model(input_ids=ctx_ids.to(device), attention_mask=ctx_mask.to(device),
                       position_ids=positions.to(device), use_cache=True, logits_to_keep=1)
@@ -102,12 +103,8 @@ def choice_loglikelihoods(model: nn.Module, tokenizer: Any, items: Sequence[dict
         conts = [cont for i in batch for cont in encoded[i][1]]
         cache = first.past_key_values
         cache.reorder_cache(torch.tensor(owners, device=device))  # one cache row per choice
-        width = max(len(c) for c in conts)
-        cont_ids = torch.full((len(conts), width), pad, dtype=torch.long)
-        cont_mask = torch.zeros((len(conts), width), dtype=torch.long)
-        for row, cont in enumerate(conts):
-            cont_ids[row, :len(cont)] = torch.tensor(cont)
-            cont_mask[row, :len(cont)] = 1
+        cont_ids, cont_mask = pad_batch(conts, pad)
+        width = cont_ids.shape[1]
         lengths = ctx_mask.sum(1)[owners]
         cont_positions = lengths[:, None] + torch.arange(width)[None, :]
         logits = model(input_ids=cont_ids.to(device), attention_mask=torch.cat([ctx_mask[owners], cont_mask], 1).to(device),
@@ -224,12 +221,8 @@ def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_t
     pad = _pad_id(tokenizer)
     device = next(model.parameters()).device
     for batch in _length_sorted_batches([len(e) for e in encoded], batch_size):
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]):] = 1
+        ids, mask = pad_batch([encoded[i] for i in batch], pad, left=True)
+        width = ids.shape[1]
         generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                    max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
                                    eos_token_id=tokenizer.eos_token_id)

@@ -14,7 +14,7 @@ import plotly.io as pio
 import torch
 
 from analysis import activations, correlate, spectral
-from evals import suites
+from evals import scorers, suites
 from orchestrator import models, sweep, trial
 from orchestrator.config import ConfigError, ModelConfig, SweepConfig
 from orchestrator.files import atomic_write_bytes, atomic_write_json
@@ -45,11 +45,7 @@ def prompt_batches(cfg: SweepConfig, tokenizer: Any, max_tokens: int) -> list[di
                 break
             ids.append(encoded[: max_tokens - used])
             used += len(ids[-1])
-        width = max(len(i) for i in ids)
-        input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for row, seq in enumerate(ids):
-            input_ids[row, :len(seq)], mask[row, :len(seq)] = torch.tensor(seq), 1
+        input_ids, mask = scorers.pad_batch(ids, tokenizer.pad_token_id)
         batches.append({"input_ids": input_ids, "attention_mask": mask})
     return batches
 

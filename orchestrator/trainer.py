@@ -106,20 +106,16 @@ def warmup_cosine(total: int, warmup_ratio: float) -> Callable[[int], float]:
 def collate(pairs: list[tuple[list[int], list[int]]], max_length: int, pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch; labels are -100 on prompt and padding so the loss covers answer tokens only.
     Over-long examples lose prompt tokens from the left, never answer tokens."""
+    from evals.scorers import pad_batch
+
     rows = []
     for prompt, answer in pairs:
         answer = answer[:max_length]
         keep = max_length - len(answer)
         prompt = prompt[-keep:] if keep > 0 else []
         rows.append((prompt + answer, [-100] * len(prompt) + answer))
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (ids, lab) in enumerate(rows):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        labels[i, :len(lab)] = torch.tensor(lab)
-        mask[i, :len(ids)] = 1
+    input_ids, mask = pad_batch([ids for ids, _ in rows], pad_id)
+    labels, _ = pad_batch([lab for _, lab in rows], -100)
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 

@@ -25,3 +25,12 @@ def test_paper_budgets_resolve_offline(tmp_path, capsys):
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert '"r": 8' in out and '"block_size": 32' in out  # the paper's OFT-b32 vs LoRA-r8 pairing at 20M
+
+
+def test_cluster_examples_are_valid_yaml():
+    import yaml
+
+    clusters = Path(__file__).resolve().parents[2] / "clusters"
+    for path in clusters.glob("*.yaml"):
+        data = yaml.safe_load(path.read_text())
+        assert isinstance(data, dict) and data, path
