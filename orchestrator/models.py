@@ -109,7 +109,10 @@ def fingerprint(cfg: ModelConfig) -> str:
 def load(cfg: ModelConfig) -> tuple[Any, Any]:
     """(model, tokenizer); the tokenizer always has a pad token (the EOS when the model defines none)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1":  # read by transformers only at its import
+        hf_logging.disable_progress_bar()
     source = resolve(cfg)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
