@@ -103,6 +103,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     front = sweep.front(cfg, results)
     summary = reporting.write_summary(cfg, results, front)
     reporting.print_table(cfg, results, front)
+    if cfg.rewind.enabled and front:
+        from analysis.rewind import parse_alphas
+        from orchestrator import rewinding
+
+        r = cfg.rewind
+        rewound = rewinding.rewind_sweep(cfg, None, r.paths, parse_alphas(r.alphas), r.select, r.tau, r.delta)
+        _print_rewind(rewound)
     if cfg.tracking.enabled:
         from orchestrator.tracking import tracking_uri
 
@@ -175,7 +182,11 @@ def cmd_rewind(args: argparse.Namespace) -> int:
         alphas = rewind.parse_alphas(args.alphas)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    summary = rewinding.rewind_sweep(cfg, args.trial, args.path, alphas, args.select, args.tau, args.delta)
+    _print_rewind(rewinding.rewind_sweep(cfg, args.trial, args.path, alphas, args.select, args.tau, args.delta))
+    return 0
+
+
+def _print_rewind(summary: dict) -> None:
     for record in summary["trials"]:
         print(f"{record['trial_id']} ({record['method']}): final target {record['final']['target']:.4f} "
               f"retention {record['final']['retention']:.4f} -> {record['chosen']['label']}: target "
@@ -184,7 +195,6 @@ def cmd_rewind(args: argparse.Namespace) -> int:
     hv = summary["hypervolume"]
     print(f"frontier hypervolume (validation, reference {hv['reference']}): before {hv['before']:.5g}, "
           f"after {hv['after']:.5g}")
-    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -205,6 +205,24 @@ class FailurePolicy(_Strict):
     max_failures: int = Field(1, ge=0, description="retries of a crashed trial, from its last checkpoint")
 
 
+class RewindConfig(_Strict):
+    enabled: bool = False
+    paths: list[Literal["trajectory", "interp", "layerwise"]] = Field(default_factory=lambda: ["trajectory", "interp"],
+                                                                       min_length=1)
+    alphas: str = Field("0:1:0.25", description="START:STOP:STEP or a comma list, in [0, 1]")
+    select: Literal["max_target", "max_retention", "knee", "dominate_final"] = "dominate_final"
+    tau: float = Field(0.0, ge=0)
+    delta: float = Field(0.02, ge=0)
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas(cls, value: str) -> str:
+        from analysis.rewind import parse_alphas
+
+        parse_alphas(value)  # raises with the allowed form
+        return value
+
+
 class TrackingConfig(_Strict):
     enabled: bool = True
     uri: str | None = Field(None, description="default: sqlite:///<sweep dir>/mlflow.db; or http(s)://server")
@@ -232,6 +250,7 @@ class SweepConfig(_Strict):
     ray: RayConfig = Field(default_factory=RayConfig)
     failure: FailurePolicy = Field(default_factory=FailurePolicy)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    rewind: RewindConfig = Field(default_factory=RewindConfig)
 
     @model_validator(mode="after")
     def _absolute_output_dir(self) -> "SweepConfig":

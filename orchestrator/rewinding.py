@@ -15,7 +15,7 @@ from evals import suites
 from methods import interpolate, registry
 from orchestrator import trial
 from orchestrator.config import ConfigError, SweepConfig
-from orchestrator.files import atomic_write_json, safe_join
+from orchestrator.files import atomic_write_bytes, atomic_write_json, safe_join
 
 REWIND_FILE = "rewind.json"
 
@@ -103,7 +103,39 @@ def rewind_sweep(cfg: SweepConfig, trial_ids: list[str] | None, kinds: list[str]
     records = [rewind_trial(cfg, r, kinds, alphas, rule, tau, delta) for r in results]
     summary = {"trials": records, "hypervolume": rewind.hypervolume_before_after(records, records[0]["base"])}
     atomic_write_json(cfg.sweep_dir() / analyze.ANALYSIS_DIR / "rewind.json", summary)
+    atomic_write_bytes(cfg.sweep_dir() / analyze.ANALYSIS_DIR / "rewind.html", section_html(summary).encode())
     return summary
+
+
+def section_html(summary: dict[str, Any]) -> str:
+    """Per trial: target vs retention along the training trajectory and the interpolation path(s), with
+    the chosen and final points (the paper's "training vs interpolation" figure); then the numbers."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    parts = []
+    for record in summary["trials"]:
+        fig = go.Figure()
+        for kind in sorted({p["kind"] for p in record["points"]} - {"base", "final"}):
+            line = [p for p in record["points"] if p["kind"] == kind]
+            fig.add_trace(go.Scatter(x=[p["retention"] for p in line], y=[p["target"] for p in line],
+                                     mode="lines+markers", name=kind, text=[p["label"] for p in line]))
+        for name, point, symbol in (("final", record["final"], "x"), ("chosen", record["chosen"], "star")):
+            fig.add_trace(go.Scatter(x=[point["retention"]], y=[point["target"]], mode="markers", name=name,
+                                     marker={"symbol": symbol, "size": 14}))
+        fig.update_layout(title=f"{record['trial_id']} ({record['method']}): training vs interpolation (validation)",
+                          xaxis_title="retention", yaxis_title="target", template="plotly_white", height=420)
+        parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False))
+    hv = summary["hypervolume"]
+    rows = "".join(f"<tr><td>{r['trial_id']}</td><td>{r['method']}</td><td>{r['final']['target']:.4f} / "
+                   f"{r['final']['retention']:.4f}</td><td>{r['chosen']['label']}</td><td>{r['chosen']['target']:.4f} / "
+                   f"{r['chosen']['retention']:.4f}</td><td>{r['chosen_test']['target']:.4f} / "
+                   f"{r['chosen_test']['retention']:.4f}</td></tr>" for r in summary["trials"])
+    head = ("<p>Frontier hypervolume on validation scores: before rewinding <b>{:.5g}</b>, after <b>{:.5g}</b> "
+            "(reference {}).</p>").format(hv["before"], hv["after"], hv["reference"])
+    table = ("<table><thead><tr><th>trial</th><th>method</th><th>final target / retention</th><th>chosen point</th>"
+             "<th>chosen (validation)</th><th>chosen (test, scored once)</th></tr></thead><tbody>" + rows + "</tbody></table>")
+    return head + table + "".join(parts)
 
 
 def load_rewind(path: Path) -> dict[str, Any]:

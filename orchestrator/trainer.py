@@ -56,15 +56,16 @@ def _free_port() -> int:
 
 
 def init_distributed() -> None:
-    """Join (or, alone, create) the process group. Launchers (torchrun, Ray Train) set RANK and friends;
-    a plain `python` run gets a world of one on 127.0.0.1."""
+    """Join (or, alone, create) the process group. Launchers (torchrun, Ray Train) set RANK and friends
+    for a world of several processes; a world of one gets its own rendezvous on a fresh loopback port,
+    never one inherited from a parent process (whose own group may still hold that port)."""
     import deepspeed
 
     if torch.distributed.is_initialized():
         return
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(_free_port()))
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
 
 

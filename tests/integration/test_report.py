@@ -31,10 +31,14 @@ def test_analyze_and_report_of_a_sweep(tmp_path, tiny_model_dir, isolated_cache)
     cfg["resources"] = {"cpus_per_trial": 1}
     cfg["ray"] = {"address": "local", "num_cpus": 2}
     cfg["tracking"] = {"enabled": False}
+    cfg["rewind"] = {"enabled": True, "alphas": "0,0.5,1"}  # runs on the front trials when the sweep ends
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(cfg))
     done = _cli("sweep", str(config))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rewound = json.loads((tmp_path / "sweep" / "analysis" / "rewind.json").read_text())
+    assert rewound["trials"] and rewound["hypervolume"]["after"] >= rewound["hypervolume"]["before"]
+    assert "frontier hypervolume" in done.stdout
 
     analyzed = _cli("analyze", str(tmp_path / "sweep"))
     assert analyzed.returncode == 0, analyzed.stderr[-2000:]
@@ -55,7 +59,7 @@ def test_analyze_and_report_of_a_sweep(tmp_path, tiny_model_dir, isolated_cache)
     page = (tmp_path / "sweep" / "report.html").read_text()
     assert not re.search(r"<script[^>]+src=", page), "the report must not load scripts from anywhere"
     assert "Leaderboard" in page and "Spearman vs forgetting" in page  # the geometry section is in
-    assert "not run yet" in page  # rewinding has not been run on this sweep
+    assert "training vs interpolation" in page and "not run yet" not in page  # and the rewinding one
 
     if not shutil.which("chromium"):
         pytest.skip("chromium is not installed (make test installs Debian's chromium); render check skipped")
@@ -66,7 +70,7 @@ def test_analyze_and_report_of_a_sweep(tmp_path, tiny_model_dir, isolated_cache)
     url = (tmp_path / "sweep" / "report.html").as_uri()
     dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
     figures = page.count('class="plotly-graph-div"')
-    assert figures >= 9  # frontier plots + published overlay + geometry plots
+    assert figures >= 10  # frontier plots + published overlay + geometry + rewinding plots
     assert dom.count('class="main-svg"') >= figures, "plotly did not render every figure"
     subprocess.run(["chromium", *flags, f"--screenshot={ARTIFACTS / 'report.png'}", url], capture_output=True, timeout=180)
     assert (ARTIFACTS / "report.png").stat().st_size > 20_000
