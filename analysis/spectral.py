@@ -53,15 +53,18 @@ def adaptation_profile(svd: BaseSVD, delta: torch.Tensor) -> torch.Tensor:
     return (delta.float() @ svd.vh.T).norm(dim=0)
 
 
-def stable_rank(delta: torch.Tensor) -> float:
-    singular = torch.linalg.svdvals(delta.float())
+def stable_rank(delta: torch.Tensor, singular: torch.Tensor | None = None) -> float:
+    singular = torch.linalg.svdvals(delta.float()) if singular is None else singular
     top = float(singular[0]) if singular.numel() else 0.0
     return float((singular ** 2).sum()) / top ** 2 if top > 0 else 0.0
 
 
 def intruder_dimensions(svd: BaseSVD, finetuned: torch.Tensor, top_k: int = 10, eps: float = 0.5) -> int:
-    """How many of W_ft's top-k left singular vectors have max |cos| < eps with all of W0's."""
-    u_ft = torch.linalg.svd(finetuned.float(), full_matrices=False)[0][:, :top_k]
+    """How many of W_ft's top-k left singular vectors have max |cos| < eps with all of W0's. The top-k
+    vectors come from a randomized SVD with oversampling and power iterations (torch.svd_lowrank): the
+    full SVD of every finetuned weight would cost as much as the (cached) base SVDs themselves."""
+    q = min(top_k + 10, *finetuned.shape)
+    u_ft = torch.svd_lowrank(finetuned.float(), q=q, niter=6)[0][:, :top_k]
     similarity = (u_ft.T @ svd.u).abs().max(dim=1).values  # unit vectors: dot products are cosines
     return int((similarity < eps).sum())
 
@@ -71,13 +74,14 @@ def module_metrics(svd: BaseSVD, delta: torch.Tensor, top_singular: int = 8, int
     finetuned = svd.u @ torch.diag(svd.s) @ svd.vh + delta.float()
     retention, adaptation = retention_profile(svd, finetuned), adaptation_profile(svd, delta)
     delta_norm = float(delta.float().norm())
+    singular = torch.linalg.svdvals(delta.float())
     return {
         "retention_mean": float(retention.mean()), "retention_rel": float(retention.sum() / svd.s.sum()),
         "adaptation_mean": float(adaptation.mean()),
         "retention_fluctuation": fluctuation(retention), "adaptation_fluctuation": fluctuation(adaptation),
-        "stable_rank": stable_rank(delta) if delta_norm > 0 else 0.0,
+        "stable_rank": stable_rank(delta, singular) if delta_norm > 0 else 0.0,
         "delta_norm": delta_norm, "delta_rel": delta_norm / float(svd.s.norm()),
-        "top_singular": torch.linalg.svdvals(delta.float())[:top_singular].tolist(),
+        "top_singular": singular[:top_singular].tolist(),
         "intruders": intruder_dimensions(svd, finetuned, intruder_k, intruder_eps),
         "retention_profile": retention.tolist(), "adaptation_profile": adaptation.tolist(),
     }
