@@ -12,6 +12,7 @@ scored once on the test split. The selection never sees a test score.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Callable, Literal, Sequence
 
@@ -67,9 +68,12 @@ def layerwise_points(final_checkpoint: str, strength: dict[int, float]) -> list[
 def score_points(points: list[dict], evaluate: Callable[[dict, str], dict[str, Any]], split: str = "validation") -> list[dict]:
     """Each point with its target and retention scores on `split` (`evaluate(spec, split)` returns the
     {"target": suite result, "retention": suite result} of the model the spec describes)."""
-    scored = []
+    scored, seen = [], {}
     for point in points:
-        scores = evaluate(point["spec"], split)
+        key = json.dumps(point["spec"], sort_keys=True)  # e.g. trajectory step 0 is the base model itself
+        if key not in seen:
+            seen[key] = evaluate(point["spec"], split)
+        scores = seen[key]
         scored.append({**point, "target": scores["target"]["score"], "retention": scores["retention"]["score"],
                        "scores": scores})
     return scored

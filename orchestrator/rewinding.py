@@ -95,9 +95,13 @@ def rewind_sweep(cfg: SweepConfig, trial_ids: list[str] | None, kinds: list[str]
     results = [r for r in sweep.collect(cfg) if r["status"] == "completed" and r.get("checkpoints")]
     if trial_ids:
         results = [r for r in results if r["trial_id"] in trial_ids]
-    else:  # by default: the trials on the sweep's front
+    else:  # by default: the trials on the sweep's front, each distinct configuration once
         front = set(sweep.front(cfg, results))
-        results = [r for r in results if r["trial_id"] in front]
+        distinct: dict[str, dict] = {}
+        for r in results:
+            if r["trial_id"] in front and not r.get("duplicate_of"):
+                distinct.setdefault(r["config_hash"], r)
+        results = list(distinct.values())
     if not results:
         raise ConfigError("rewind: no completed trial with checkpoints matches")
     records = [rewind_trial(cfg, r, kinds, alphas, rule, tau, delta) for r in results]
