@@ -73,6 +73,19 @@ def rewind_trial(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alp
     return record
 
 
+def log_to_mlflow(cfg: SweepConfig, records: list[dict[str, Any]]) -> None:
+    if not cfg.tracking.enabled:
+        return
+    from orchestrator.tracking import Tracker
+
+    try:
+        tracker = Tracker(cfg)
+        for record in records:
+            tracker.log_rewind(record)
+    except Exception as err:  # noqa: BLE001 - the rewound checkpoints and records stay on disk
+        print(f"warning: could not log rewinding to MLflow ({str(err).splitlines()[0][:160]})")
+
+
 def save_rewound(trial_dir: Path, chosen: dict) -> Path:
     """The chosen point as a checkpoint: the source adapter files plus `rewind.json` with the scales
     (alpha, path, per-layer factors) that turn it into the chosen model (`trial.load_for_eval`)."""
@@ -105,6 +118,7 @@ def rewind_sweep(cfg: SweepConfig, trial_ids: list[str] | None, kinds: list[str]
     if not results:
         raise ConfigError("rewind: no completed trial with checkpoints matches")
     records = [rewind_trial(cfg, r, kinds, alphas, rule, tau, delta) for r in results]
+    log_to_mlflow(cfg, records)
     summary = {"trials": records, "hypervolume": rewind.hypervolume_before_after(records, records[0]["base"])}
     atomic_write_json(cfg.sweep_dir() / analyze.ANALYSIS_DIR / "rewind.json", summary)
     atomic_write_bytes(cfg.sweep_dir() / analyze.ANALYSIS_DIR / "rewind.html", section_html(summary).encode())

@@ -181,6 +181,28 @@ class Tracker:
                 self.sync_trial(result)
         return len(results)
 
+    def log_rewind(self, record: dict[str, Any]) -> str | None:
+        """A rewound operating point as a child of its trial's run: its validation and test scores, the
+        final point's, and the rewind record."""
+        from mlflow.entities import Metric, Param
+
+        trial_run = self._find("trial", f" and tags.`{TAG_TRIAL}` = '{record['trial_id']}'")
+        if trial_run is None:
+            return None
+        run = self.client.create_run(self.experiment_id, run_name=f"rewound {record['chosen']['label']}",
+                                     tags={TAG_SWEEP: self.cfg.name, TAG_KIND: "rewind", PARENT: trial_run.info.run_id,
+                                           TAG_TRIAL: record["trial_id"]})
+        now = int(time.time() * 1000)
+        values = {"validation.target": record["chosen"]["target"], "validation.retention": record["chosen"]["retention"],
+                  "test.target": record["chosen_test"]["target"], "test.retention": record["chosen_test"]["retention"],
+                  "final.target": record["final"]["target"], "final.retention": record["final"]["retention"]}
+        params = {"point": record["chosen"]["label"], "rule": record["rule"], "checkpoint": record["checkpoint"]}
+        self.client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
+                              params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.log_dict(run.info.run_id, record, "rewind.json")
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
     def log_sweep_files(self, paths: list[Path], artifact_path: str = "analysis") -> None:
         for path in paths:
             if path.is_file():

@@ -87,6 +87,13 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     with torch.no_grad():
         torch.testing.assert_close(from_mlflow(input_ids=ids).logits, from_trial(input_ids=ids).logits, atol=0, rtol=0)
 
+    # a rewound point becomes a child of its trial's run
+    rewound = _cli("rewind", str(tmp_path / "sweep"), "--trial", run.data.tags[tracking.TAG_TRIAL], "--alphas", "0,1")
+    assert rewound.returncode == 0, rewound.stderr[-2000:]
+    children = [r for r in _runs(client, experiment.experiment_id) if r.data.tags.get(tracking.TAG_KIND) == "rewind"]
+    assert len(children) == 1 and children[0].data.tags[tracking.PARENT] == run.info.run_id
+    assert {"validation.target", "test.target", "final.retention"} <= set(children[0].data.metrics)
+
     # sync, twice: the runs are already there, so nothing is added or replaced
     before = sorted(r.info.run_id for r in _runs(client, experiment.experiment_id))
     for _ in range(2):
@@ -116,7 +123,7 @@ def _check_ui_in_chromium(url: str, experiment_id: str, run, tmp_path: Path) -> 
 
     runs_page = render(f"{url}/#/experiments/{experiment_id}/runs", "mlflow-ui.png")
     assert "Training runs" in runs_page and "sweep tiny" in runs_page
-    assert re.search(r">4</strong> matching runs", runs_page)  # the parent, its base-model run and 2 trials
+    assert re.search(r">5</strong> matching runs", runs_page)  # the parent, the base-model run, 2 trials, 1 rewound
     trial_page = render(f"{url}/#/experiments/{experiment_id}/runs/{run.info.run_id}", "mlflow-ui-trial.png")
     assert run.info.run_name in trial_page
 
