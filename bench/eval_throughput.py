@@ -39,8 +39,8 @@ def scorer_vs_lm_eval(items: int) -> None:
     record("eval_throughput_vs_lm_eval", "multiple-choice items/s (higher is better)", count / ours_s,
            count / lm_eval_s, ">= 2x lm-eval HFLM, identical accuracies", identical and count / ours_s >= 2 * count / lm_eval_s,
            items=count, tasks=list(TASKS), identical_accuracies=identical,
-           ours={t: {"acc": r["acc"], "acc_norm": r["acc_norm"]} for t, r in ours.items()},
-           lm_eval={n: theirs[n] for n in names}, ours_s=ours_s, lm_eval_s=lm_eval_s)
+           ours_accuracies={t: {"acc": r["acc"], "acc_norm": r["acc_norm"]} for t, r in ours.items()},
+           lm_eval_accuracies={n: theirs[n] for n in names}, ours_s=ours_s, lm_eval_s=lm_eval_s)
 
 
 def pool_overhead(items: int) -> None:
