@@ -4,7 +4,6 @@ operating point by a rule, score that point once on the test split, and keep it 
 of the trial's run."""
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -155,6 +154,3 @@ def section_html(summary: dict[str, Any]) -> str:
              "<th>chosen (validation)</th><th>chosen (test, scored once)</th></tr></thead><tbody>" + rows + "</tbody></table>")
     return head + table + "".join(parts)
 
-
-def load_rewind(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
