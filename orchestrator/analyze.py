@@ -96,7 +96,8 @@ def log_outputs(cfg: SweepConfig, paths: list[Path]) -> None:
     try:
         Tracker(cfg).log_sweep_files(paths)
     except Exception as err:  # noqa: BLE001 - the files stay in the sweep dir
-        print(f"warning: could not log the analysis to MLflow ({str(err).splitlines()[0][:160]})")
+        print(f"warning: could not log {', '.join(p.name for p in paths)} to MLflow "
+              f"({str(err).splitlines()[0][:160]})")
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:

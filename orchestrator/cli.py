@@ -113,19 +113,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if cfg.tracking.enabled:
         from orchestrator.tracking import tracking_uri
 
-        _log_to_parent(cfg, [summary])
+        from orchestrator.analyze import log_outputs
+
+        log_outputs(cfg, [summary])
         reporting.console.print(f"MLflow: {tracking_uri(cfg)} (browse: peft-arena ui {cfg.sweep_dir()})",
                                 soft_wrap=True, highlight=False)
     return 0 if any(r["status"] == "completed" for r in results) else 1
-
-
-def _log_to_parent(cfg: Any, paths: list[Path]) -> None:
-    from orchestrator.tracking import Tracker
-
-    try:
-        Tracker(cfg).log_sweep_files(paths)
-    except Exception as err:  # noqa: BLE001 - files stay in the sweep dir
-        print(f"warning: could not log {', '.join(p.name for p in paths)} to MLflow ({str(err)[:160]})")
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

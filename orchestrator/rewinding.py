@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from analysis import rewind
-from evals import suites
 from methods import interpolate, registry
 from orchestrator import trial
 from orchestrator.config import ConfigError, SweepConfig
@@ -23,9 +22,7 @@ def make_evaluator(cfg: SweepConfig) -> Any:
     """evaluate(spec, split) -> {"target": .., "retention": ..}, in this process, on the sweep's suites."""
     def evaluate(spec: dict[str, Any], split: str) -> dict[str, Any]:
         model, tokenizer = trial.load_for_eval(spec)
-        return {kind: suites.evaluate_suite(model, tokenizer, kind, getattr(cfg.eval, f"{kind}_suite"), split,
-                                            cfg.eval.max_items, cfg.eval.batch_size)
-                for kind in suites.SUITE_KINDS}
+        return trial.evaluate(model, tokenizer, cfg.eval, split)
     return evaluate
 
 

@@ -44,8 +44,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def evaluate(model: nn.Module, tokenizer: Any, cfg: EvalConfig) -> dict[str, Any]:
-    return {kind: suites.evaluate_suite(model, tokenizer, kind, getattr(cfg, f"{kind}_suite"), cfg.split,
+def evaluate(model: nn.Module, tokenizer: Any, cfg: EvalConfig, split: str | None = None) -> dict[str, Any]:
+    """Target and retention suites on `split` (default: the config's)."""
+    return {kind: suites.evaluate_suite(model, tokenizer, kind, getattr(cfg, f"{kind}_suite"), split or cfg.split,
                                         cfg.max_items, cfg.batch_size)
             for kind in suites.SUITE_KINDS}
 

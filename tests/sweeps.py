@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,11 @@ import optuna
 import pytest
 import yaml
 
+from orchestrator.tracking import free_port  # noqa: F401 - the sweep and fault tests use it from here
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "clusters" / "local-multinode.sh"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def remove_worker(address: str) -> None:

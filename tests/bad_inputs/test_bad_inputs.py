@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
 from orchestrator import cli
+from orchestrator.tracking import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = yaml.safe_load((ROOT / "configs" / "quick.yaml").read_text())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def patched(**sections) -> dict:
@@ -170,7 +164,7 @@ def test_model_path_mistakes(tmp_path, capsys, case_id, make, expected):
 def test_unreachable_ray_address_fails_fast_and_records_nothing(tmp_path, capsys):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(patched(tracking={"enabled": False})))
-    argv = ["sweep", str(config), "--address", f"127.0.0.1:{_free_port()}", "--set", f"output_dir={tmp_path}/out"]
+    argv = ["sweep", str(config), "--address", f"127.0.0.1:{free_port()}", "--set", f"output_dir={tmp_path}/out"]
     assert cli.main(argv) == 2
     line = capsys.readouterr().err.strip()
     assert line.startswith("error: ray.address") and "nothing answers" in line
@@ -179,7 +173,7 @@ def test_unreachable_ray_address_fails_fast_and_records_nothing(tmp_path, capsys
 
 def test_unreachable_mlflow_uri_fails_before_anything_starts(tmp_path, capsys):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(patched(tracking={"uri": f"http://127.0.0.1:{_free_port()}"})))
+    config.write_text(yaml.safe_dump(patched(tracking={"uri": f"http://127.0.0.1:{free_port()}"})))
     assert cli.main(["sweep", str(config), "--set", f"output_dir={tmp_path}/out"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: tracking.uri")
 
