@@ -95,7 +95,7 @@ def analytic_count(linears: list[Linear], method: str, setting: dict[str, Any] |
     """Closed-form trainable count of `method` over the adapted linears (in -> out each)."""
     spec = registry.get(method)
     s = spec.resolve_setting(setting)
-    name = spec.name
+    name = spec.family
     if name == "full":
         if full_count is None:
             raise ValueError("full finetuning needs the model's block parameter count")
@@ -137,7 +137,7 @@ def count_trainable(model_config: Any, method: str, setting: dict[str, Any] | No
     peft itself. BOFT's peft init cannot run on meta tensors; its count is the closed form (held equal to
     peft's on real weights by the tests)."""
     model = meta_model(model_config)
-    if registry.get(method).name == "boft":
+    if registry.get(method).family == "boft":
         return analytic_count(target_linears(model, target_modules), method, setting)
     with torch.device("meta"):
         wrapped = registry.wrap(model, method, setting, target_modules)
@@ -154,28 +154,28 @@ def candidates(method: str, linears: list[Linear], base: dict[str, Any]) -> list
     knob = spec.budget_knob
     if knob is None:
         return [dict(base)]
-    if spec.name in ("oft", "boft"):
+    if spec.family in ("oft", "boft"):
         common = set(_divisors(linears[0].in_features))
         for lin in linears[1:]:
             common &= set(_divisors(lin.in_features))
         values = sorted(common)
-        if spec.name == "boft":
+        if spec.family == "boft":
             factor = spec.resolve_setting(base)["butterfly_factor"]
             values = [b for b in values
                       if all(lin.in_features % (b * 2 ** (factor - 1)) == 0 for lin in linears)]
-    elif spec.name == "miss":
+    elif spec.family == "miss":
         values = [r for r in range(1, MAX_RANK + 1) if all(lin.out_features % r == 0 for lin in linears)]
     else:
         limit = min(MAX_RANK, min(min(lin.in_features, lin.out_features) for lin in linears))
         values = list(range(1, limit + 1))
-        if spec.name == "vera":  # VeRA's shared projections make far larger ranks useful
+        if spec.family == "vera":  # VeRA's shared projections make far larger ranks useful
             values = [r for r in range(1, 4097)]
     settings = []
     for value in values:
         setting = {**base, knob: value}
         if "lora_alpha" in spec.defaults and "lora_alpha" not in base:
             setting.pop("lora_alpha", None)
-        if spec.name == "adalora":  # the target (final average) rank may not exceed the initial rank
+        if spec.family == "adalora":  # the target (final average) rank may not exceed the initial rank
             setting["r"] = min(spec.resolve_setting(base)["r"], value)
         settings.append(setting)
     return settings

@@ -45,9 +45,9 @@ def uses_generator(method: str, path: Path = "auto") -> bool:
     spec = registry.get(method)
     if path == "dense":
         return False
-    if path == "generator" and spec.name not in GENERATORS:
+    if path == "generator" and spec.family not in GENERATORS:
         raise ValueError(f"path: {spec.name} has no generator to scale; allowed: dense")
-    return spec.name in GENERATORS
+    return spec.family in GENERATORS
 
 
 def _layer_factor(name: str, layer_factors: dict[int, float] | None) -> float:
@@ -65,7 +65,7 @@ def interpolate(trained: nn.Module, base_state: dict[str, torch.Tensor], method:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: {alpha} must be in [0, 1]")
     if uses_generator(method, path):
-        return _generator_path(trained, registry.get(method).name, alpha, layer_factors)
+        return _generator_path(trained, registry.get(method).family, alpha, layer_factors)
     return _dense_path(trained, base_state, alpha, layer_factors)
 
 
@@ -100,7 +100,7 @@ def _dense_path(trained: nn.Module, base_state: dict[str, torch.Tensor], alpha: 
 def rotation_strength(model: nn.Module, method: str) -> dict[int, float]:
     """rho_l = ||Q_l||_F over all generator tensors of transformer layer l (paper-notes §6.4, §10.7)."""
     spec = registry.get(method)
-    parts = GENERATORS.get(spec.name)
+    parts = GENERATORS.get(spec.family)
     if parts is None:
         raise ValueError(f"method: {spec.name} has no rotation generator; allowed: {', '.join(GENERATORS)}")
     squares: dict[int, float] = {}

@@ -43,6 +43,14 @@ class MethodSpec:
     # rebuilds the model (`restore` puts them back instead of re-running the init)
     init_state: tuple[str, ...] = ()
     restore: Callable[[nn.Module, dict[str, torch.Tensor]], None] | None = None
+    # a variant that computes exactly what this registered method computes, only faster: its settings,
+    # parameter counts and interpolation path are the original's (see `family`)
+    variant_of: str | None = None
+
+    @property
+    def family(self) -> str:
+        """The method whose parameters this one trains: its own name, or the original a variant speeds up."""
+        return self.variant_of or self.name
 
     def resolve_setting(self, setting: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with the user's setting; unknown keys are a user error naming the allowed ones."""
@@ -128,6 +136,12 @@ def _miss(s: dict[str, Any], targets: list[str]) -> Any:
     from peft import MissConfig
 
     return MissConfig(r=s["r"], target_modules=targets)
+
+
+def _fast_layers(model: nn.Module, batch: dict[str, torch.Tensor] | None = None) -> None:
+    from methods.fast_layers import use_fast_layers  # imports peft: kept out of the registry's import
+
+    use_fast_layers(model, batch)
 
 
 def _lora_layers(model: nn.Module) -> list[nn.Module]:
@@ -243,7 +257,13 @@ REGISTRY: dict[str, MethodSpec] = {
                    "block-diagonal orthogonal rotation R = Cayley(Q) of the input space"),
         MethodSpec("boft", (), "orthogonal", {"block_size": 4, "butterfly_factor": 2}, "block_size", _boft,
                    "butterfly-factorised orthogonal rotation"),
+        MethodSpec("boft_fast", (), "orthogonal", {"block_size": 4, "butterfly_factor": 2}, "block_size", _boft,
+                   "BOFT with the rotation applied to activations (gathers + batched blocks); equals peft's",
+                   post_init=_fast_layers, variant_of="boft"),
         MethodSpec("hra", (), "orthogonal", {"r": 8}, "r", _hra, "product of Householder reflections"),
+        MethodSpec("hra_fast", (), "orthogonal", {"r": 8}, "r", _hra,
+                   "HRA with the reflections applied in compact WY form; equals peft's", post_init=_fast_layers,
+                   variant_of="hra"),
         MethodSpec("miss", ("bone",), "additive", {"r": 64}, "r", _miss, "shared-block additive update"),
     )
 }

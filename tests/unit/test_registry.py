@@ -14,6 +14,7 @@ TINY_SETTINGS = {
     "full": {}, "lora": {"r": 2}, "rslora": {"r": 2}, "dora": {"r": 2}, "pissa": {"r": 2}, "milora": {"r": 2}, "keeplora": {"r": 2},
     "adalora": {"r": 2, "init_r": 4}, "vera": {"r": 4}, "ia3": {}, "oft": {"block_size": 8},
     "boft": {"block_size": 4, "butterfly_factor": 2}, "hra": {"r": 2}, "miss": {"r": 4},
+    "boft_fast": {"block_size": 4, "butterfly_factor": 2}, "hra_fast": {"r": 2},
 }
 
 
