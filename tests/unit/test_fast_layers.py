@@ -77,6 +77,8 @@ def test_boft_fast_applies_every_butterfly_factor_like_peft_gpu_path():
     d, b, factors = layer.in_features, 4, 3
     perms = [layer.perm2mat(layer.block_butterfly_perm(d, d // b // 2**i, b // 2, factors - 1)) for i in range(factors)]
     layer.boft_P = torch.stack(perms)
+    layer.refresh_permutations()
+    assert all(p is not None for p in layer.boft_permutations[1:])  # real permutations, not the identity
     layer.boft_R["default"] = torch.nn.Parameter(0.3 * torch.randn(factors, d // b, b, b))
     blocks = layer.cayley_batch(layer.boft_R["default"].detach().view(-1, b, b)).view(factors, d // b, b, b)
     rotation = torch.eye(d)
