@@ -50,6 +50,14 @@ def prompt_batches(cfg: SweepConfig, tokenizer: Any, max_tokens: int) -> list[di
     return batches
 
 
+def weight_metrics(trained: torch.nn.Module, base_state: dict[str, torch.Tensor],
+                   fingerprint: str) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
+    """Spectral metrics of every adapted weight (base SVDs from the cross-trial cache), and the updates."""
+    dws = spectral.deltas(trained, base_state)
+    return {k: spectral.module_metrics(base_svd(fingerprint, k, base_state[k]), base_state[k], dw)
+            for k, dw in dws.items()}, dws
+
+
 def checkpoint_geometry(cfg: SweepConfig, checkpoint: str, layer_stride: int, max_tokens: int) -> dict[str, Any]:
     trained, tokenizer, meta = trial.load_trained(Path(checkpoint))
     model_cfg = ModelConfig(**meta["model"])
@@ -57,8 +65,7 @@ def checkpoint_geometry(cfg: SweepConfig, checkpoint: str, layer_stride: int, ma
     base_state = base.state_dict()
     fingerprint = models.fingerprint(model_cfg)
     began = time.perf_counter()
-    dws = spectral.deltas(trained, base_state)
-    modules = {k: spectral.module_metrics(base_svd(fingerprint, k, base_state[k]), dw) for k, dw in dws.items()}
+    modules, dws = weight_metrics(trained, base_state, fingerprint)
     spectral_s = time.perf_counter() - began
     chosen = [k for k in dws if (layer := _layer(k)) is not None and layer % layer_stride == 0]
     batches = prompt_batches(cfg, tokenizer, max_tokens)

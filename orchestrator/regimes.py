@@ -47,7 +47,8 @@ def token_logprobs(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, star
     logits = model(input_ids=ids, attention_mask=mask).logits[:, start - 1:-1].float()
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(2, ids[:, start:, None])[..., 0]
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    detached = logp_all.detach()  # entropy is a metric: no graph through a vocab-sized product
+    entropy = -(detached.exp() * detached).sum(-1)
     return logp, entropy
 
 

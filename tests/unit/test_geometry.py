@@ -36,6 +36,19 @@ def test_lora_rank_r_update_has_stable_rank_at_most_r():
         assert spectral.stable_rank(delta) <= r + 1e-6
 
 
+def test_singular_values_match_a_full_svd_where_the_metrics_look():
+    for shape in ((40, 24), (24, 40)):
+        delta = torch.tensor(RNG.normal(size=shape)).float()
+        expected = np.linalg.svd(delta.double().numpy(), compute_uv=False)
+        got = spectral.singular_values(delta)
+        assert got.shape == (24,)
+        np.testing.assert_allclose(got[:8].numpy(), expected[:8], rtol=1e-5)
+        assert spectral.stable_rank(delta) == pytest.approx(float((expected ** 2).sum() / expected[0] ** 2), rel=1e-5)
+    low_rank = torch.tensor(RNG.normal(size=(30, 3)) @ RNG.normal(size=(3, 20))).float()
+    got = spectral.singular_values(low_rank)
+    assert float(got[3:].max()) < 1e-3 * float(got[0])  # rank 3: the rest reads as (near) zero
+
+
 def test_adaptation_profile_and_fluctuation_match_numpy():
     w0 = RNG.normal(size=(10, 8))
     delta = RNG.normal(size=(10, 8)) * 0.1
