@@ -299,7 +299,9 @@ def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]
                             study_name=cfg.name, storage=storage, seed=cfg.search.seed)
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=samples,
+        # reuse_actors: a finished trial's worker process runs the next trial, so each trial does not pay
+        # again for starting Python and importing torch/transformers/peft/deepspeed (bench.orchestration_overhead)
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=samples, reuse_actors=True,
                                     max_concurrent_trials=cfg.search.max_concurrent_trials),
         run_config=tune.RunConfig(name=cfg.name, storage_path=str(cfg.sweep_dir() / "ray"), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),

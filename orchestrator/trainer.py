@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ if not torch.cuda.is_available():  # must precede the deepspeed import, or it pr
 from methods import registry  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402
 from orchestrator.files import atomic_write_bytes, atomic_write_json, sha256_file  # noqa: E402
+from orchestrator.tracking import free_port  # noqa: E402
 
 WEIGHTS_FILE = "adapter.safetensors"
 META_FILE = "checkpoint.json"
@@ -49,12 +49,6 @@ class TrainResult:
 # --------------------------------------------------------------------------------------- distributed
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def init_distributed() -> None:
     """Join (or, alone, create) the process group. Launchers (torchrun, Ray Train) set RANK and friends
     for a world of several processes; a world of one gets its own rendezvous on a fresh loopback port,
@@ -65,7 +59,7 @@ def init_distributed() -> None:
         return
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
+                          MASTER_PORT=str(free_port()))
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
 
 
