@@ -72,7 +72,7 @@ def deepspeed_config(cfg: TrainConfig, dtype: torch.dtype) -> dict[str, Any]:
         "gradient_accumulation_steps": cfg.grad_accum,
         "gradient_clipping": cfg.grad_clip,
         "zero_optimization": {"stage": cfg.zero_stage},
-        "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "betas": [0.9, 0.95], "eps": 1e-8,
+        "optimizer": {"type": "AdamW", "params": {"lr": cfg.effective_lr, "betas": [0.9, 0.95], "eps": 1e-8,
                                                   "weight_decay": cfg.weight_decay, "torch_adam": not on_gpu}},
         "bf16": {"enabled": dtype == torch.bfloat16},
         "fp16": {"enabled": dtype == torch.float16},

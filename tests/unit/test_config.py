@@ -102,3 +102,13 @@ def test_output_dir_is_absolute_once_loaded(tmp_path, monkeypatch):
     cfg = config.load(QUICK)
     assert cfg.output_dir == str(tmp_path / "runs" / "quick") and cfg.sweep_dir().is_absolute()
     assert config.validate(cfg.model_dump()).output_dir == cfg.output_dir  # stable when re-validated
+
+
+def test_grpo_trials_train_at_the_scaled_learning_rate_and_sft_trials_do_not():
+    from orchestrator import trainer
+    import torch
+
+    sft = config.TrainConfig(lr=2e-4, grpo={"lr_scale": 0.05})
+    grpo = sft.model_copy(update={"regime": "grpo"})
+    assert trainer.deepspeed_config(sft, torch.float32)["optimizer"]["params"]["lr"] == 2e-4
+    assert trainer.deepspeed_config(grpo, torch.float32)["optimizer"]["params"]["lr"] == pytest.approx(1e-5)
