@@ -113,6 +113,7 @@ class Tracker:
                 return existing.info.run_id  # already synced: nothing is logged twice
             self.client.delete_run(existing.info.run_id)  # an older (partial) sync of this trial
         run = self.client.create_run(self.experiment_id, run_name=f"{result['method']} {result['trial_id']}",
+                                     start_time=_millis(result.get("started_at")),
                                      tags={TAG_SWEEP: self.cfg.name, TAG_KIND: "trial", PARENT: self.parent_id,
                                            TAG_TRIAL: result["trial_id"], "peft_arena.status": result["status"],
                                            **({"peft_arena.failure_reason": str(result["failure_reason"])[:5000]}
@@ -120,7 +121,8 @@ class Tracker:
         run_id = run.info.run_id
         self._log_trial(run_id, result)
         self.client.set_tag(run_id, TAG_DIGEST, digest)  # last: a run without it is a partial sync
-        self.client.set_terminated(run_id, RUN_STATUS.get(result["status"], "KILLED"))
+        self.client.set_terminated(run_id, RUN_STATUS.get(result["status"], "KILLED"),
+                                   end_time=_millis(result.get("ended_at")))
         return run_id
 
     def _log_trial(self, run_id: str, result: dict[str, Any]) -> None:
@@ -222,6 +224,11 @@ def git_commit() -> str:
 
 
 # ----------------------------------------------------------------------------------------------- ui
+
+
+def _millis(epoch_s: float | None) -> int | None:
+    """MLflow's timestamps; None (results written before trials recorded wall-clock times) means "now"."""
+    return int(epoch_s * 1000) if epoch_s is not None else None
 
 
 def free_port() -> int:

@@ -105,7 +105,7 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Path,
                               "method": method, "setting": spec["setting"], "config": spec,
                               "config_hash": config_hash(spec), "checkpoints": [], "timings": {},
                               "versions": package_versions(), "host": platform.node(), "pid": os.getpid(),
-                              **(context or {})}
+                              "started_at": time.time(), **(context or {})}
     if previous is not None:
         result["checkpoints"] = previous.get("checkpoints", [])
         result["train_log"] = previous.get("train_log", [])
@@ -121,6 +121,7 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Path,
         result["failure_reason"] = f"{type(err).__name__}: {err}"
         result["traceback"] = traceback.format_exc(limit=8)
     result["timings"]["total_s"] = time.perf_counter() - began
+    result["ended_at"] = time.time()  # wall clock, with started_at: the MLflow run's start and end
     result["peak_rss_mb"] = peak_rss_mb()
     atomic_write_json(trial_dir / RESULT_FILE, result)
     return result

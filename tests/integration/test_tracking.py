@@ -3,6 +3,7 @@ runs with per-step metrics, downloadable checkpoints that rebuild the trained mo
 `peft-arena sync`, and the UI itself in headless Chromium."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -76,6 +77,11 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     assert [m.step for m in sorted(loss, key=lambda m: m.step)] == [1, 2, 3, 4]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "retention")] == [2, 4]
     assert {"gain", "forgetting", "target.arithmetic", "retention.mc_local", "final.gain"} <= set(run.data.metrics)
+    recorded = json.loads((tmp_path / "sweep" / "trials" / run.data.tags[tracking.TAG_TRIAL] / "result.json").read_text())
+    # the run spans the trial itself, not the moment it was synced
+    assert run.info.start_time == int(recorded["started_at"] * 1000)
+    assert run.info.end_time == int(recorded["ended_at"] * 1000)
+    assert (run.info.end_time - run.info.start_time) / 1000 == pytest.approx(recorded["timings"]["total_s"], abs=1.0)
 
     # The checkpoint artifact rebuilds the trial's final model, output for output.
     local_dir = tmp_path / "download"
