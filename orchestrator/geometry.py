@@ -24,6 +24,10 @@ SCALARS = ("retention_mean", "retention_rel", "adaptation_mean", "retention_fluc
            "stable_rank", "delta_rel", "intruders")
 
 
+def clear_svd_cache() -> None:
+    _SVD_CACHE.clear()
+
+
 def base_svd(fingerprint: str, key: str, weight: torch.Tensor) -> spectral.BaseSVD:
     if (fingerprint, key) not in _SVD_CACHE:
         _SVD_CACHE[(fingerprint, key)] = spectral.base_svd(weight)
