@@ -6,6 +6,7 @@ setting. Every method peft has is built by peft; full finetuning is the only one
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -228,6 +229,16 @@ def _keeplora_restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 _LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "dropout": 0.0}
+_BOFT = MethodSpec("boft", (), "orthogonal", {"block_size": 4, "butterfly_factor": 2}, "block_size", _boft,
+                   "butterfly-factorised orthogonal rotation")
+_HRA = MethodSpec("hra", (), "orthogonal", {"r": 8}, "r", _hra, "product of Householder reflections")
+
+
+def _fast_variant(spec: MethodSpec, doc: str) -> MethodSpec:
+    """`<name>_fast`: the same peft adapter with its layers swapped for the exact cheaper forwards."""
+    return dataclasses.replace(spec, name=f"{spec.name}_fast", aliases=(), doc=doc, post_init=_fast_layers,
+                               variant_of=spec.name)
+
 
 REGISTRY: dict[str, MethodSpec] = {
     spec.name: spec
@@ -255,15 +266,10 @@ REGISTRY: dict[str, MethodSpec] = {
         MethodSpec("oft", (), "orthogonal",
                    {"block_size": 32, "block_share": False, "cayley_neumann": True}, "block_size", _oft,
                    "block-diagonal orthogonal rotation R = Cayley(Q) of the input space"),
-        MethodSpec("boft", (), "orthogonal", {"block_size": 4, "butterfly_factor": 2}, "block_size", _boft,
-                   "butterfly-factorised orthogonal rotation"),
-        MethodSpec("boft_fast", (), "orthogonal", {"block_size": 4, "butterfly_factor": 2}, "block_size", _boft,
-                   "BOFT with the rotation applied to activations (gathers + batched blocks); equals peft's",
-                   post_init=_fast_layers, variant_of="boft"),
-        MethodSpec("hra", (), "orthogonal", {"r": 8}, "r", _hra, "product of Householder reflections"),
-        MethodSpec("hra_fast", (), "orthogonal", {"r": 8}, "r", _hra,
-                   "HRA with the reflections applied in compact WY form; equals peft's", post_init=_fast_layers,
-                   variant_of="hra"),
+        _BOFT,
+        _fast_variant(_BOFT, "BOFT with the rotation applied to activations (gathers + batched blocks); equals peft's"),
+        _HRA,
+        _fast_variant(_HRA, "HRA with the reflections applied in compact WY form; equals peft's"),
         MethodSpec("miss", ("bone",), "additive", {"r": 64}, "r", _miss, "shared-block additive update"),
     )
 }

@@ -38,7 +38,8 @@ class GRPOConfig(_Strict):
     group_size: int = Field(4, ge=2, description="completions sampled per prompt (G)")
     prompts_per_step: int = Field(2, gt=0)
     temperature: float = Field(1.0, gt=0)
-    max_new_tokens: int = Field(8, gt=0)
+    max_new_tokens: int | None = Field(None, gt=0, description="default: the training task's own "
+                                       "max_new_tokens, the length its answers are scored at")
     clip_eps: float = Field(0.2, gt=0, lt=1)
     kl_coef: float = Field(0.0, ge=0, description="0: no KL term (the paper's setting)")
     lr_scale: float = Field(1.0, gt=0, le=1, description="GRPO trials train at train.lr x lr_scale (also when lr "
@@ -62,6 +63,13 @@ class TrainConfig(_Strict):
     zero_stage: Literal[0, 1, 2, 3] = 0
     seed: int = 0
     threads: int | None = Field(None, gt=0, description="torch threads; default: all cores")
+
+    @model_validator(mode="after")
+    def _sample_as_the_task_is_scored(self) -> "TrainConfig":
+        """GRPO's reward is the task's scorer, so its samples are as long as the task's scored answers."""
+        if self.grpo.max_new_tokens is None:
+            self.grpo.max_new_tokens = suites.load_task(self.task).max_new_tokens
+        return self
 
     @property
     def effective_lr(self) -> float:

@@ -112,3 +112,11 @@ def test_grpo_trials_train_at_the_scaled_learning_rate_and_sft_trials_do_not():
     grpo = sft.model_copy(update={"regime": "grpo"})
     assert trainer.deepspeed_config(sft, torch.float32)["optimizer"]["params"]["lr"] == 2e-4
     assert trainer.deepspeed_config(grpo, torch.float32)["optimizer"]["params"]["lr"] == pytest.approx(1e-5)
+
+
+def test_grpo_samples_as_long_as_the_training_task_is_scored_unless_told():
+    from evals import suites
+
+    assert config.TrainConfig(task="arithmetic").grpo.max_new_tokens == suites.load_task("arithmetic").max_new_tokens == 16
+    assert config.TrainConfig(task="gsm_symbolic").grpo.max_new_tokens == suites.load_task("gsm_symbolic").max_new_tokens
+    assert config.TrainConfig(grpo={"max_new_tokens": 5}).grpo.max_new_tokens == 5
