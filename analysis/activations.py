@@ -1,5 +1,6 @@
-"""Activation-space distortion between a base and a finetuned model on the same tokens (paper-notes §4,
-§5, §10.5-10.6). Every metric is a small pure function of activation matrices X0 (base) and X1
+"""Activation-space distortion between a base and a finetuned model on the same tokens: PEFT-Arena's
+activation-geometry and capability-conditioned drift (CSD) metrics (Huang et al., arXiv 2605.28819,
+"Activation space" and "Capability-conditioned drift"). Every metric is a small pure function of activation matrices X0 (base) and X1
 (finetuned), one row per token; `collect` gathers them with forward hooks.
 """
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""One self-contained HTML report of a sweep: config, leaderboard, frontier plots, and sections that later
-analyses (geometry, rewinding) fill in. Plotly's JavaScript is inlined once, so the file opens offline."""
+"""Every piece of HTML the project writes: the one self-contained report of a sweep (config, leaderboard,
+frontier plots) and the sections that later analyses add to it (geometry, rewinding). Plotly's JavaScript
+is inlined once, so the file opens offline."""
 from __future__ import annotations
 
 import html
@@ -8,6 +9,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
+
+from methods.interpolate import layer_of
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
            "#7f7f7f", "#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173"]
@@ -134,3 +137,74 @@ def render(title: str, config: dict, leaderboard: list[dict], analysis: dict, fi
     parts.append("<h2>Sweep config</h2><pre>" + html.escape(json.dumps(config, indent=2, default=str)) + "</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------ sections of later analyses
+
+
+def geometry_section(out: dict, examples: dict[str, dict]) -> str:
+    """The geometry section: correlations with forgetting, then profiles vs the pretrained spectrum (log
+    axes), stable rank per layer, and the best metric against forgetting."""
+    figs = []
+    profiles = go.Figure()
+    for trial_id, geometry in examples.items():
+        key = next(k for k in geometry["modules"] if k.endswith("down_proj.weight"))
+        profile = geometry["modules"][key]["retention_profile"]
+        profiles.add_trace(go.Scatter(x=list(range(1, len(profile) + 1)), y=profile, mode="lines", name=f"{trial_id} {key}"))
+    profiles.update_layout(title="Retention profile |u_i^T W_ft v_i - s_i| by singular index (a down_proj)",
+                           xaxis_type="log", yaxis_type="log", xaxis_title="singular index i", template="plotly_white")
+    figs.append(profiles)
+    ranks = go.Figure()
+    for trial_id, geometry in examples.items():
+        per_layer: dict[int, list[float]] = {}
+        for key, metrics in geometry["modules"].items():
+            per_layer.setdefault(layer_of("." + key), []).append(metrics["stable_rank"])
+        layers = sorted(k for k in per_layer if k is not None)
+        ranks.add_trace(go.Scatter(x=layers, y=[sum(per_layer[l]) / len(per_layer[l]) for l in layers], name=trial_id))
+    ranks.update_layout(title="Stable rank of dW per layer (mean over modules)", xaxis_title="layer", template="plotly_white")
+    figs.append(ranks)
+    best = out.get("best_predictor_of_forgetting")
+    if best:
+        scatter = go.Figure(go.Scatter(x=[r[best["metric"]] for r in out["rows"]], y=[r["forgetting"] for r in out["rows"]],
+                                       mode="markers", text=[f"{r['trial_id']} step {r['step']}" for r in out["rows"]]))
+        scatter.update_layout(title=f"{best['metric']} vs forgetting (Spearman {best['spearman']:+.2f})",
+                              xaxis_title=best["metric"], yaxis_title="forgetting", template="plotly_white")
+        figs.append(scatter)
+    rows = "".join(f"<tr><td>{m}</td><td>{_signed(t['forgetting']['spearman'])}</td>"
+                   f"<td>{_signed(t['forgetting']['pearson'])}</td><td>{_signed(t['gain']['spearman'])}</td>"
+                   f"<td>{t['forgetting']['n']}</td></tr>" for m, t in out["correlations"].items())
+    table = ("<table><thead><tr><th>metric</th><th>Spearman vs forgetting</th><th>Pearson vs forgetting</th>"
+             f"<th>Spearman vs gain</th><th>n</th></tr></thead><tbody>{rows}</tbody></table>")
+    return table + "".join(pio.to_html(f, full_html=False, include_plotlyjs=False) for f in figs)
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
+def rewind_section(summary: dict[str, Any]) -> str:
+    """Per trial: target vs retention along the training trajectory and the interpolation path(s), with
+    the chosen and final points (the paper's "training vs interpolation" figure); then the numbers."""
+    parts = []
+    for record in summary["trials"]:
+        fig = go.Figure()
+        for kind in sorted({p["kind"] for p in record["points"]} - {"base", "final"}):
+            line = [p for p in record["points"] if p["kind"] == kind]
+            fig.add_trace(go.Scatter(x=[p["retention"] for p in line], y=[p["target"] for p in line],
+                                     mode="lines+markers", name=kind, text=[p["label"] for p in line]))
+        for name, point, symbol in (("final", record["final"], "x"), ("chosen", record["chosen"], "star")):
+            fig.add_trace(go.Scatter(x=[point["retention"]], y=[point["target"]], mode="markers", name=name,
+                                     marker={"symbol": symbol, "size": 14}))
+        fig.update_layout(title=f"{record['trial_id']} ({record['method']}): training vs interpolation (validation)",
+                          xaxis_title="retention", yaxis_title="target", template="plotly_white", height=420)
+        parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=False))
+    hv = summary["hypervolume"]
+    rows = "".join(f"<tr><td>{r['trial_id']}</td><td>{r['method']}</td><td>{r['final']['target']:.4f} / "
+                   f"{r['final']['retention']:.4f}</td><td>{r['chosen']['label']}</td><td>{r['chosen']['target']:.4f} / "
+                   f"{r['chosen']['retention']:.4f}</td><td>{r['chosen_test']['target']:.4f} / "
+                   f"{r['chosen_test']['retention']:.4f}</td></tr>" for r in summary["trials"])
+    head = ("<p>Frontier hypervolume on validation scores: before rewinding <b>{:.5g}</b>, after <b>{:.5g}</b> "
+            "(reference {}).</p>").format(hv["before"], hv["after"], hv["reference"])
+    table = ("<table><thead><tr><th>trial</th><th>method</th><th>final target / retention</th><th>chosen point</th>"
+             "<th>chosen (validation)</th><th>chosen (test, scored once)</th></tr></thead><tbody>" + rows + "</tbody></table>")
+    return head + table + "".join(parts)

@@ -1,8 +1,9 @@
-"""Path-wise rewinding (paper-notes §6): final SFT checkpoints overshoot; moving back along a
-parameterisation-aware path recovers retention at little or no target cost.
+"""Path-wise rewinding (PEFT-Arena, Huang et al., arXiv 2605.28819, "Interpolation" and "Path-wise
+rewinding"): final SFT checkpoints overshoot; moving back along a parameterisation-aware path recovers
+retention at little or no target cost.
 
-Three kinds of path from a trial, each point a plain spec that `orchestrator.trial.load_for_eval` turns
-into a model:
+Three kinds of path from a trial, each point a plain spec that `orchestrator.checkpoints.load_for_eval`
+turns into a model:
 - trajectory: the saved checkpoints (step 0 = the base model ... the final step);
 - interp: base <-> final, W0 + a dW (additive) or Cayley(sqrt(a) Q) (OFT/BOFT), plus the dense-delta path
   for orthogonal methods, for comparison;

@@ -1,4 +1,5 @@
-"""Weight-space geometry of an update (paper-notes §3, §10.4), per 2-D weight, in fp32.
+"""Weight-space geometry of an update, per 2-D weight, in fp32: PEFT-Arena's retention and adaptation
+profiles (Huang et al., arXiv 2605.28819, "Spectral analysis").
 
 For W0 = U S V^T and W_ft = W0 + dW:
 - retention profile   r_i = |u_i^T W_ft v_i - s_i|   (how far each pretrained direction's gain moved)

@@ -12,14 +12,17 @@ import time
 from pathlib import Path
 
 from bench.common import record
-from orchestrator import geometry, models, sweep, trial
+from orchestrator import checkpoints as checkpoint_files
+from orchestrator import models
+from orchestrator import sweep_geometry as geometry
+from orchestrator.sweep_dir import SweepDir
 from orchestrator.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def spectral_seconds(checkpoint: str) -> tuple[float, int]:
-    trained, _, meta = trial.load_trained(Path(checkpoint))
+    trained, _, meta = checkpoint_files.load_trained(Path(checkpoint))
     model_cfg = ModelConfig(**meta["model"])
     base_state = models.load(model_cfg)[0].state_dict()
     fingerprint = models.fingerprint(model_cfg)
@@ -28,9 +31,9 @@ def spectral_seconds(checkpoint: str) -> tuple[float, int]:
     return time.perf_counter() - began, len(modules)
 
 
-def first_checkpoint_per_method(cfg: object) -> dict[str, str]:
+def first_checkpoint_per_method(where: SweepDir) -> dict[str, str]:
     found: dict[str, str] = {}
-    for result in sweep.collect(cfg):
+    for result in where.collect():
         if result["status"] == "completed" and result["method"] not in found:
             found[result["method"]] = result["checkpoints"][-1]["path"]
     return found
@@ -40,8 +43,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sweep-dir", default=str(ROOT / "runs" / "quick"))
     args = parser.parse_args()
-    cfg = sweep.load_sweep_dir(args.sweep_dir)
-    checkpoints = first_checkpoint_per_method(cfg)
+    where = SweepDir.open(args.sweep_dir)
+    cfg = where.load_config()
+    checkpoints = first_checkpoint_per_method(where)
     # each method's checkpoint twice, cold cache then warm: identical per-trial work, so each ratio is the
     # cache's alone; their sums are a sweep whose later trials all find the base SVDs cached
     cold, warm, modules = {}, {}, 0

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from bench.common import record
-from evals import lm_eval_bridge, runner, suites
-from orchestrator import models, trial
+from bench import lm_eval_bridge
+from evals import runner, suites
+from orchestrator import checkpoints, models
 from orchestrator.config import ModelConfig
 
 TASKS = ("general_knowledge", "goal_inference", "physics")
@@ -55,12 +56,12 @@ def pool_overhead(suite: str, items: int) -> None:
     spec = {"model": ModelConfig().model_dump()}
     tokenizer = models.load(ModelConfig())[1]
     began = time.perf_counter()
-    model, _ = trial.load_for_eval(spec)
+    model, _ = checkpoints.load_for_eval(spec)
     direct = suites.evaluate_suite(model, tokenizer, "retention", suite, max_items=items)
     direct_s = time.perf_counter() - began
     del model
     began = time.perf_counter()
-    pooled = runner.evaluate(functools.partial(trial.load_for_eval, spec), tokenizer, {"retention": suite},
+    pooled = runner.evaluate(functools.partial(checkpoints.load_for_eval, spec), tokenizer, {"retention": suite},
                              max_items=items, pool_size=1, cpus_per_actor=float(os.cpu_count()))["retention"]
     pool_s = time.perf_counter() - began
     ray.shutdown()

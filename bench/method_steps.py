@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import psutil
 
@@ -25,6 +24,7 @@ from bench.common import median, record
 from methods import budget, registry
 from orchestrator import models, regimes, trainer
 from orchestrator.config import ModelConfig, TrainConfig
+from orchestrator.sweep_dir import TrialDir
 
 GOAL = 1.5
 
@@ -34,12 +34,13 @@ def step_seconds(method: str, setting: dict, batch: int, length: int, steps: int
     model, tokenizer = models.load(ModelConfig())
     generator = torch.Generator().manual_seed(0)
     pairs = [([], torch.randint(3, len(tokenizer), (length,), generator=generator).tolist()) for _ in range(64)]
-    first = trainer.collate(pairs[:batch], length, tokenizer.pad_token_id)
+    first = regimes.collate(pairs[:batch], length, tokenizer.pad_token_id)
     wrapped = registry.wrap(model, method, setting, "all-linear", init_batch=first)
     cfg = TrainConfig(steps=steps + 1, batch_size=batch, max_length=length, lr=1e-5, checkpoint_every=10**6)
     with tempfile.TemporaryDirectory() as tmp:
         # checkpoint_every beyond the run: only the final checkpoint is written, after the timed steps
-        result = trainer.train(wrapped, regimes.SFT(pairs, cfg, tokenizer.pad_token_id), cfg, Path(tmp), {"method": method})
+        result = trainer.train(wrapped, regimes.SFT(pairs, cfg, tokenizer.pad_token_id), cfg, TrialDir(tmp),
+                               {"method": method})
     count = registry.count_trainable(wrapped)
     del model, wrapped
     gc.collect()

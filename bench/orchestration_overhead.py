@@ -9,22 +9,23 @@ first runs a 2-trial version of the quick sweep into bench/.sweep.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.common import record
+from orchestrator.sweep_dir import SweepDir
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 0.10
 
 
 def measure(sweep_dir: Path) -> tuple[float, float, int]:
-    fits = [json.loads(p.read_text()) for p in sorted((sweep_dir / "timing").glob("fit-*.json"))]
+    where = SweepDir(sweep_dir)
+    fits = where.timings()
     if len(fits) != 1 or fits[0]["resumed"]:
         raise SystemExit(f"{sweep_dir}: needs exactly one uninterrupted fit, found {len(fits)}")
-    trials = [json.loads(p.read_text()) for p in (sweep_dir / "trials").glob("*/result.json")]
+    trials = where.collect()
     compute = sum(t["timings"].get("total_s", 0.0) for t in trials if not t.get("duplicate_of"))
     return fits[0]["ended"] - fits[0]["started"], compute, len(trials)
 
@@ -35,10 +36,10 @@ def main() -> None:
     parser.add_argument("--run", action="store_true", help="run a 2-trial quick sweep first")
     args = parser.parse_args()
     sweep_dir = Path(args.sweep_dir)
-    if args.run or not (sweep_dir / "timing").is_dir():
+    if args.run or not SweepDir(sweep_dir).timings():
         sweep_dir = ROOT / "bench" / ".sweep"
         subprocess.run(["rm", "-rf", str(sweep_dir)], check=True)
-        subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", str(ROOT / "configs" / "quick.yaml"),
+        subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", "quick",
                         "--set", "search.num_samples=2", "--set", f"output_dir={sweep_dir}"], check=True)
     wall, compute, count = measure(sweep_dir)
     overhead = (wall - compute) / compute

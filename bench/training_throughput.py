@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -17,6 +16,7 @@ from bench.common import median, record
 from methods import registry
 from orchestrator import models, regimes, trainer
 from orchestrator.config import ModelConfig, TrainConfig
+from orchestrator.sweep_dir import TrialDir
 
 GOAL = 0.95
 METHODS = {"lora": {"r": 8}, "oft": {"block_size": 32}}
@@ -34,7 +34,7 @@ def ours(method: str, setting: dict, batch: int, length: int, steps: int) -> tup
     cfg = TrainConfig(steps=steps + 1, batch_size=batch, max_length=length, lr=1e-5, checkpoint_every=10**6)
     with tempfile.TemporaryDirectory() as tmp:
         sft = regimes.SFT(data(len(tokenizer), length), cfg, tokenizer.pad_token_id)
-        result = trainer.train(wrapped, sft, cfg, Path(tmp), {})
+        result = trainer.train(wrapped, sft, cfg, TrialDir(tmp), {})
     return median([r["step_s"] for r in result.log[1:]]), sum(p.numel() for p in wrapped.parameters()), \
         registry.count_trainable(wrapped)
 
@@ -44,12 +44,12 @@ def bare(method: str, setting: dict, batch: int, length: int, steps: int) -> flo
     model, tokenizer = models.load(ModelConfig())
     wrapped = registry.wrap(model, method, setting, "all-linear")
     optimizer = torch.optim.AdamW([p for p in wrapped.parameters() if p.requires_grad], lr=1e-5)
-    stream = trainer.batches(data(len(tokenizer), length), batch, 0)
+    stream = regimes.batches(data(len(tokenizer), length), batch, 0)
     wrapped.train()
     times = []
     for _ in range(steps + 1):
         began = time.perf_counter()
-        out = wrapped(**trainer.collate(next(stream), length, tokenizer.pad_token_id))
+        out = wrapped(**regimes.collate(next(stream), length, tokenizer.pad_token_id))
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in wrapped.parameters() if p.requires_grad], 1.0)
         optimizer.step()

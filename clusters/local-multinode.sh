@@ -5,7 +5,7 @@
 #   clusters/local-multinode.sh start [PORT] [CPUS_PER_NODE]   -> prints the address to pass as --address
 #   clusters/local-multinode.sh remove-worker PORT              -> the worker node dies (SIGKILL of its raylet)
 #   clusters/local-multinode.sh stop PORT
-#   peft-arena sweep configs/quick.yaml --address 127.0.0.1:PORT
+#   peft-arena sweep quick --address 127.0.0.1:PORT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RAY=${RAY:-.venv/bin/ray}

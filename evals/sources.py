@@ -1,22 +1,18 @@
 """Where task data comes from, offline first.
 
-Sources: reasoning-gym generators (seeded), BIG-bench task.json files read straight out of the `bigbench`
-sdist (never pip-installed: it pulls TensorFlow), SQuAD-shifts Wikipedia paragraphs from the same sdist,
-and local JSONL files. Every source returns plain dicts; splits are deterministic and disjoint.
+Sources: reasoning-gym generators (seeded), BIG-bench task.json files and SQuAD-shifts Wikipedia
+paragraphs extracted from the `bigbench` sdist into the cache (by `peft-arena assets`, or before a run
+starts: orchestrator.assets; the sdist is never pip-installed, it pulls TensorFlow), local JSONL files, and
+Hugging Face `datasets`. Every source returns plain dicts; splits are deterministic and disjoint.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-BIGBENCH_PIN = "bigbench==1.0.0"
-BIGBENCH_SDIST = "bigbench-1.0.0.tar.gz"
 SPLITS = ("train", "validation", "test", "all")
 # Ten hash buckets: 0-1 test, 2-3 validation, the rest train. Disjoint by construction and stable across
 # machines and library versions (unlike seeds, which overlap in reasoning-gym).
@@ -145,49 +141,23 @@ def load_items(spec: dict[str, Any], split: str) -> list[dict[str, Any]]:
     return SOURCES[kind](spec, split)
 
 
-# ----------------------------------------------------------------------------------- bigbench sdist
+# ----------------------------------------------------------------------------------- bigbench files
 
 
-def bigbench_sdist(download: bool = True) -> Path:
-    """The BIG-bench sdist in the cache, downloaded from PyPI with pip on first use (358 MB)."""
-    target = cache_dir() / "pkgs"
-    path = target / BIGBENCH_SDIST
-    if path.is_file():
-        return path
-    if not download:
-        raise SourceError(f"bigbench: {path} is missing; run `peft-arena assets` to fetch it")
-    target.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                    BIGBENCH_PIN, "-d", str(target)], check=True)
-    return path
+def bigbench_files(spec: dict[str, Any]) -> list[str]:
+    """The files (paths inside the sdist's benchmark_tasks/) a source reads, for the asset fetcher."""
+    if spec.get("kind") not in ("bigbench_mc", "squad_paragraphs"):
+        return []
+    return [spec[k] for k in ("task", "file") if k in spec]
 
 
-def _extract_path(rel: str) -> Path:
+def bigbench_path(rel: str) -> Path:
     return cache_dir() / "bigbench" / rel
 
 
-def extract_bigbench(rels: Iterable[str]) -> None:
-    """Stream the few task files we need out of the 1.9 GB sdist in one pass (about 10 s), into the cache.
-    Written via a temp file and rename, so a killed extraction never leaves a truncated JSON behind."""
-    wanted = {rel for rel in rels if not _extract_path(rel).is_file()}
-    if not wanted:
-        return
-    with tarfile.open(bigbench_sdist(), "r:gz") as archive:
-        for member in archive:
-            rel = member.name.split("benchmark_tasks/", 1)[-1]
-            if rel in wanted and member.isfile():
-                out = _extract_path(rel)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = out.with_suffix(".tmp")
-                tmp.write_bytes(archive.extractfile(member).read())
-                os.replace(tmp, out)
-                wanted.discard(rel)
-    if wanted:
-        raise SourceError(f"source.task: {sorted(wanted)[0]!r} is not in {BIGBENCH_SDIST}")
-
-
 def bigbench_task(rel: str) -> dict[str, Any]:
-    path = _extract_path(rel)
+    path = bigbench_path(rel)
     if not path.is_file():
-        extract_bigbench([rel])
+        raise SourceError(f"source: BIG-bench file {rel!r} is not in the cache ({path.parent}); "
+                          "run `peft-arena assets` to fetch it")
     return json.loads(path.read_text(encoding="utf-8"))

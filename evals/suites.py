@@ -23,7 +23,7 @@ TASK_DIR = Path(__file__).parent / "tasks"
 SUITES_FILE = Path(__file__).parent / "suites.yaml"
 SUITE_KINDS = ("target", "retention")
 
-# scorer name -> (metrics it produces that can be a task's primary score, extra task fields it reads)
+# scorer name -> the metrics it produces that can be a task's primary score
 SCORER_METRICS: dict[str, tuple[str, ...]] = {
     "generate_exact_match": ("exact_match",),
     "answer_nll": ("answer_token_prob",),

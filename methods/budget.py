@@ -2,7 +2,12 @@
 
 `count_trainable` wraps a model built on the meta device (no weights, any size: a 7B model costs seconds
 and no memory) with the real peft method and counts its trainable tensors. `analytic_count` is the closed
-form of the same number per method (the paper's formulas, paper-notes §1.3); tests hold the two equal.
+form of the same number per method (the formulas behind PEFT-Arena's trainable-parameter table, Huang et
+al., arXiv 2605.28819); tests hold the two equal.
+
+`model_configs/*.json` beside this file are the architecture configs (transformers `config.json`, no
+weights) of the default model and the paper's models, so their budgets resolve offline; any other model is
+read from its own config.json, model dir or hub id.
 `solve` picks the setting of a method's budget knob (LoRA rank, OFT block size, ...) whose count is
 closest to a budget, searching the closed form over every feasible knob value.
 """
@@ -17,7 +22,7 @@ import torch
 
 from methods import registry
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "models"
+CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 MAX_RANK = 1024
 # Hub ids whose configs are bundled, so budgets of paper-scale models resolve offline.
 BUNDLED = {"Qwen/Qwen2.5-7B": "qwen2.5-7b", "meta-llama/Llama-3.2-3B-Instruct": "llama-3.2-3b",
@@ -48,7 +53,7 @@ class Solution:
 
 
 def load_model_config(ref: str) -> Any:
-    """A transformers config from a bundled name (configs/models/<ref>.json), a JSON file, a model dir,
+    """A transformers config from a bundled name (model_configs/<ref>.json), a JSON file, a model dir,
     or a hub id (needs network)."""
     from transformers import AutoConfig
 
@@ -197,3 +202,12 @@ def solve(model_config: Any, method: str, budget: float, base: dict[str, Any] | 
         raise BudgetError(f"budget: {budget:g} is out of reach for {spec.name}: the nearest setting "
                           f"{setting or '(none)'} trains {count:,} parameters (allowed within x{tolerance:g})")
     return Solution(spec.name, spec.resolve_setting(setting), count, budget)
+
+
+def nearest(model_config: Any, method: str, budget: float) -> dict[str, Any]:
+    """A method's setting nearest to `budget` whatever the distance, as a table row (`peft-arena budget`)."""
+    spec = registry.get(method)
+    solution = solve(model_config, spec.name, budget, tolerance=float("inf"))
+    knob = spec.budget_knob
+    return {"method": spec.name, "knob": knob, "value": solution.setting.get(knob) if knob else None,
+            "setting": solution.setting, "trainable": solution.count, "ratio": solution.ratio}

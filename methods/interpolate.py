@@ -1,13 +1,13 @@
 """Parameterisation-aware paths between the base model (a = 0) and a trained one (a = 1).
 
-- Additive updates (full FT, LoRA family, VeRA, MiSS, IA3, HRA): W(a) = W0 + a * dW with dW = W1 - W0 on
-  the merged weights (the paper's "dense delta"; for IA3 this is exactly W0 * (1 + a (l - 1))).
-- Orthogonal updates with a generator (OFT, BOFT): R(a) = Cayley(sqrt(a) * Q). peft builds Q linearly
-  from its stored parameter vector, so scaling that vector by sqrt(a) gives peft's own R(sqrt(a) Q) —
-  exact Cayley or Cayley-Neumann, whichever the adapter uses — and the path stays a rotation.
-- Per-layer factors c_l rescale each transformer layer's update on top of a (SafeScale / MinScale).
-HRA is orthogonal but parameterised by Householder vectors with no generator to scale, so it takes the
-dense-delta path.
+Each method's path is stated once, in its registry entry (`MethodSpec.interpolation`):
+- the dense delta: W(a) = W0 + a * dW with dW = W1 - W0 on the merged weights (full FT, the LoRA family,
+  VeRA, MiSS; for IA3 this is exactly W0 * (1 + a (l - 1)); HRA, whose Householder vectors have no
+  generator to scale);
+- the generator path (OFT, BOFT): R(a) = Cayley(sqrt(a) * Q). peft builds Q linearly from its stored
+  parameter vector, so scaling that vector by sqrt(a) gives peft's own R(sqrt(a) Q) — exact Cayley or
+  Cayley-Neumann, whichever the adapter uses — and the path stays a rotation.
+Per-layer factors c_l rescale each transformer layer's update on top of a (SafeScale / MinScale).
 """
 from __future__ import annotations
 
@@ -20,9 +20,6 @@ from torch import nn
 
 from methods import registry
 
-# trainable tensors that are generators (scaled by sqrt(a) * c_l) and multiplicative scales (1 + a c_l (s - 1))
-GENERATORS = {"oft": ("oft_R",), "boft": ("boft_R",)}
-SCALES = {"boft": ("boft_s",)}
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 Path = Literal["auto", "generator", "dense"]
@@ -42,12 +39,12 @@ def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def uses_generator(method: str, path: Path = "auto") -> bool:
-    spec = registry.get(method)
+    rule = registry.get(method).interpolation
     if path == "dense":
         return False
-    if path == "generator" and spec.family not in GENERATORS:
-        raise ValueError(f"path: {spec.name} has no generator to scale; allowed: dense")
-    return spec.family in GENERATORS
+    if path == "generator" and not rule.generators:
+        raise ValueError(f"path: {method} has no generator to scale ({rule.why}); allowed: dense")
+    return bool(rule.generators)
 
 
 def _layer_factor(name: str, layer_factors: dict[int, float] | None) -> float:
@@ -65,21 +62,28 @@ def interpolate(trained: nn.Module, base_state: dict[str, torch.Tensor], method:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: {alpha} must be in [0, 1]")
     if uses_generator(method, path):
-        return _generator_path(trained, registry.get(method).family, alpha, layer_factors)
+        return scaled_adapter(trained, registry.get(method).interpolation, alpha, layer_factors)
     return _dense_path(trained, base_state, alpha, layer_factors)
 
 
-def _generator_path(trained: nn.Module, method: str, alpha: float,
-                    layer_factors: dict[int, float] | None) -> nn.Module:
-    model = copy.deepcopy(trained)
+def scaled_adapter(model: nn.Module, rule: registry.Interpolation, alpha: float,
+                   layer_factors: dict[int, float] | None = None) -> nn.Module:
+    """A copy of an adapter model at `alpha` on its path, as the same kind of adapter: generators scaled by
+    sqrt(a) c_l (rotation "energy" |Q|^2 is linear in a), linear tensors by a c_l, scales moved to
+    1 + a c_l (s - 1); c_l is the parameter's layer factor."""
+    if not rule.as_adapter:
+        raise ValueError(f"path: no adapter represents a point of this method ({rule.why}); allowed: merged")
+    moved = copy.deepcopy(model)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for name, param in moved.named_parameters():
             c = _layer_factor(name, layer_factors)
-            if any(part in name for part in GENERATORS[method]):
-                param.mul_(alpha ** 0.5 * c)  # Q -> sqrt(a) c Q: rotation "energy" |Q|^2 is linear in a
-            elif any(part in name for part in SCALES.get(method, ())):
+            if any(part in name for part in rule.generators):
+                param.mul_(alpha ** 0.5 * c)
+            elif any(part in name for part in rule.linear):
+                param.mul_(alpha * c)
+            elif any(part in name for part in rule.scales):
                 param.copy_(1.0 + alpha * c * (param - 1.0))
-    return model
+    return moved
 
 
 def _dense_path(trained: nn.Module, base_state: dict[str, torch.Tensor], alpha: float,
@@ -98,11 +102,12 @@ def _dense_path(trained: nn.Module, base_state: dict[str, torch.Tensor], alpha: 
 
 
 def rotation_strength(model: nn.Module, method: str) -> dict[int, float]:
-    """rho_l = ||Q_l||_F over all generator tensors of transformer layer l (paper-notes §6.4, §10.7)."""
-    spec = registry.get(method)
-    parts = GENERATORS.get(spec.family)
-    if parts is None:
-        raise ValueError(f"method: {spec.name} has no rotation generator; allowed: {', '.join(GENERATORS)}")
+    """rho_l = ||Q_l||_F over all generator tensors of transformer layer l: the per-layer rotation strength
+    that PEFT-Arena's layer-wise OFT rewinding equalises (arXiv 2605.28819, "Interpolation")."""
+    parts = registry.get(method).interpolation.generators
+    if not parts:
+        with_generators = [n for n, s in registry.REGISTRY.items() if s.interpolation.generators]
+        raise ValueError(f"method: {method} has no rotation generator; allowed: {', '.join(with_generators)}")
     squares: dict[int, float] = {}
     for name, param in model.named_parameters():
         layer = layer_of(name)

@@ -1,19 +1,18 @@
-"""One registry of finetuning methods: name -> MethodSpec.
+"""One registry of finetuning methods: name -> MethodSpec, the single source of truth about each method.
 
 A method is data plus a builder: which setting keys it accepts (with defaults), which key a parameter
-budget varies, how its update interpolates (additive or orthogonal), and how to wrap a base model for a
+budget varies, how its update is interpolated between the base and the trained model, which setting keys
+tables leave out, a setting small enough for a tiny test model, and how to wrap a base model for a
 setting. Every method peft has is built by peft; full finetuning is the only one with no adapter.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 from torch import nn
-
-UpdateRule = Literal["additive", "orthogonal", "multiplicative"]
 
 # Output projections of a transformer MLP across common architectures; IA3 scales their *inputs*
 # (peft's `feedforward_modules`), every other IA3 target scales its outputs.
@@ -29,15 +28,53 @@ class UnknownMethodError(KeyError):
         return str(self.args[0])
 
 
+@dataclass(frozen=True, kw_only=True)
+class Interpolation:
+    """How a method's update moves from the base model (a = 0) to the trained one (a = 1), the path that
+    path-wise rewinding walks (PEFT-Arena, Huang et al., arXiv 2605.28819, "Interpolation").
+
+    With `generators`: those trainable tensors parameterise a rotation R = Cayley(Q) linearly, so scaling
+    them by sqrt(a) (times a per-layer factor) gives R(sqrt(a) Q) and the path stays a rotation; `scales`
+    are multiplicative output scales moved as 1 + a (s - 1). Without: the dense delta W0 + a (W1 - W0) on
+    the merged weights. `linear` names tensors the update is linear in (LoRA's B: dW = s B A), so scaling
+    them by a is that dense point as an adapter of the same method; `scales` likewise for IA3's vectors.
+    A point of a method with neither can only be written as merged weights."""
+    generators: tuple[str, ...] = ()
+    scales: tuple[str, ...] = ()
+    linear: tuple[str, ...] = ()
+    why: str = "the update is additive in the merged weights"
+
+    @property
+    def path(self) -> str:
+        return "generator" if self.generators else "dense"
+
+    @property
+    def as_adapter(self) -> bool:
+        """Whether every point of the path is an adapter of the method itself (scaled tensors)."""
+        return bool(self.generators or self.linear or self.scales)
+
+
+DENSE = Interpolation()
+LORA_B = Interpolation(linear=("lora_B",), why="dW = s B A is linear in B")
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
     aliases: tuple[str, ...]
-    update_rule: UpdateRule
+    interpolation: Interpolation
     defaults: dict[str, Any]
     budget_knob: str | None
     build_config: Callable[[dict[str, Any], list[str]], Any] | None
-    doc: str = ""
+    doc: str
+    # a setting small enough for a model of hidden size 32 and MLP size 64 (the tests' tiny model, any
+    # quick smoke check): every method must be exercisable without real weights
+    tiny: dict[str, Any]
+    # setting keys that never change what a table reader compares (dropout, schedule lengths, numerics)
+    hidden: tuple[str, ...] = ()
+    # the init moves part of W0 into the adapter (PiSSA, MiLoRA, KeepLoRA): the frozen base is the residual
+    # W0 - s B0 A0, so a portable adapter is the plain LoRA s (B A - B0 A0) on W0 itself
+    residual_base: bool = False
     extra_keys: tuple[str, ...] = field(default=())
     post_init: Callable[[nn.Module, dict[str, torch.Tensor] | None], None] | None = None  # inits peft lacks
     # frozen tensors a data-dependent init creates; checkpoints store them so that a checkpoint alone
@@ -50,8 +87,21 @@ class MethodSpec:
 
     @property
     def family(self) -> str:
-        """The method whose parameters this one trains: its own name, or the original a variant speeds up."""
+        """The method whose parameters this one trains: its own name, or the one it is a variant of."""
         return self.variant_of or self.name
+
+    def display(self, setting: dict[str, Any] | None) -> str:
+        """A setting as tables show it: `r=8`, `block_size=32`; "-" when nothing is left to show. Hidden
+        keys are left out, and so is a derived key at its derived value (lora_alpha = 2r)."""
+        setting = dict(setting or {})
+        shown = {k: v for k, v in setting.items() if k not in self.hidden and not self._derived(setting, k)}
+        return " ".join(f"{k}={v}" for k, v in shown.items()) or "-"
+
+    def _derived(self, setting: dict[str, Any], key: str) -> bool:
+        if key != "lora_alpha":
+            return False
+        rest = {k: v for k, v in setting.items() if k != key and k in self.defaults}
+        return self.resolve_setting(rest)[key] == setting[key]
 
     def resolve_setting(self, setting: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with the user's setting; unknown keys are a user error naming the allowed ones."""
@@ -173,7 +223,7 @@ KEEPLORA_B0 = "keeplora_b0"
 
 
 def _keeplora_init(model: nn.Module, batch: dict[str, torch.Tensor] | None) -> None:
-    """KeepLoRA (Luo 2026; paper-notes §1.2), which peft does not have: take the first-step gradient G of
+    """KeepLoRA (Luo 2026, as PEFT-Arena re-implements it, arXiv 2605.28819), which peft does not have: take the first-step gradient G of
     each adapted W0 on a training batch, project out W0's top-(4r) right singular subspace (the directions
     that carry pretrained knowledge), and set B = U_r S_r, A = V_r^T from the rank-r SVD of what is left.
     A is frozen; only B trains. As for PiSSA, the base becomes W0 - scale * B A so step 0 is the identity."""
@@ -192,7 +242,7 @@ def _keeplora_init(model: nn.Module, batch: dict[str, torch.Tensor] | None) -> N
         grad = weight.grad.float()
         weight.grad = None
         weight.requires_grad_(False)
-        r, scale = module.r["default"], module.scaling["default"]
+        r = module.r["default"]
         vh = torch.linalg.svd(weight.data.float(), full_matrices=False)[2]
         top = vh[: 4 * r].T  # in x 4r: the protected right singular directions of W0
         residual = grad - (grad @ top) @ top.T
@@ -229,50 +279,69 @@ def _keeplora_restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 _LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "dropout": 0.0}
-_BOFT = MethodSpec("boft", (), "orthogonal", {"block_size": 4, "butterfly_factor": 2}, "block_size", _boft,
-                   "butterfly-factorised orthogonal rotation")
-_HRA = MethodSpec("hra", (), "orthogonal", {"r": 8}, "r", _hra, "product of Householder reflections")
+_LORA_HIDDEN = ("dropout",)
+_BOFT = MethodSpec("boft", ("boft_fast",), Interpolation(generators=("boft_R",), scales=("boft_s",),
+                                                             why="Cayley generators per block"),
+                   {"block_size": 4, "butterfly_factor": 2}, "block_size", _boft,
+                   "butterfly-factorised orthogonal rotation (exact activation-side forward)",
+                   {"block_size": 4, "butterfly_factor": 1}, post_init=_fast_layers)
+_HRA = MethodSpec("hra", ("hra_fast",),
+                  Interpolation(why="Householder vectors parameterise the rotation with no generator to scale"),
+                  {"r": 8}, "r", _hra, "product of Householder reflections (exact compact-WY forward)", {"r": 2},
+                  post_init=_fast_layers)
 
 
-def _fast_variant(spec: MethodSpec, doc: str) -> MethodSpec:
-    """`<name>_fast`: the same peft adapter with its layers swapped for the exact cheaper forwards."""
-    return dataclasses.replace(spec, name=f"{spec.name}_fast", aliases=(), doc=doc, post_init=_fast_layers,
-                               variant_of=spec.name)
+def _peft_forward(spec: MethodSpec) -> MethodSpec:
+    """`<name>_peft`: the same adapter with peft's own forward, which builds the in x in rotation on every
+    step (6x slower for BOFT, out of memory for HRA at real sizes): the reference the fast forward is held
+    equal to."""
+    return dataclasses.replace(spec, name=f"{spec.name}_peft", aliases=(), post_init=None, variant_of=spec.name,
+                               doc=f"{spec.name} with peft's own forward (reference; slow)")
 
 
 REGISTRY: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("full", ("full_ft", "fullft", "full_finetuning"), "additive", {}, None, None,
-                   "every weight of the transformer blocks; embeddings and LM head frozen"),
-        MethodSpec("lora", (), "additive", _LORA_DEFAULTS, "r", _lora(), "W0 + (alpha/r) B A"),
-        MethodSpec("rslora", ("rs_lora",), "additive", _LORA_DEFAULTS, "r", _lora(use_rslora=True),
-                   "LoRA scaled by alpha/sqrt(r)"),
-        MethodSpec("dora", (), "additive", _LORA_DEFAULTS, "r", _lora(use_dora=True),
-                   "LoRA with a learned per-output magnitude"),
-        MethodSpec("pissa", (), "additive", _LORA_DEFAULTS, "r", _lora(init_lora_weights="pissa"),
-                   "LoRA initialised from the principal singular components (residual kept frozen)"),
-        MethodSpec("milora", ("mi_lora",), "additive", _LORA_DEFAULTS, "r", _lora(),
-                   "LoRA initialised from the minor singular components (residual kept frozen)",
-                   post_init=_minor_components_init),
-        MethodSpec("keeplora", ("keep_lora",), "additive", _LORA_DEFAULTS, "r", _lora(),
-                   "gradient-based LoRA init off the top singular subspace of W0; A frozen, B trains",
-                   post_init=_keeplora_init, init_state=("lora_A", KEEPLORA_B0), restore=_keeplora_restore),
-        MethodSpec("adalora", (), "additive", {**_LORA_DEFAULTS, "init_r": 12, "total_step": 1000}, "init_r",
-                   _adalora, "LoRA with SVD-based rank reallocation (starts at init_r, ends near r)"),
-        MethodSpec("vera", (), "additive", {"r": 256, "dropout": 0.0}, "r", _vera,
-                   "shared frozen random projections, trained scaling vectors"),
-        MethodSpec("ia3", (), "multiplicative", {}, None, _ia3, "learned rescaling vectors"),
-        MethodSpec("oft", (), "orthogonal",
+        MethodSpec("full", ("full_ft", "fullft", "full_finetuning"), DENSE, {}, None, None,
+                   "every weight of the transformer blocks; embeddings and LM head frozen", {}),
+        MethodSpec("lora", (), LORA_B, _LORA_DEFAULTS, "r", _lora(), "W0 + (alpha/r) B A", {"r": 2},
+                   hidden=_LORA_HIDDEN),
+        MethodSpec("rslora", ("rs_lora",), LORA_B, _LORA_DEFAULTS, "r", _lora(use_rslora=True),
+                   "LoRA scaled by alpha/sqrt(r)", {"r": 3}, hidden=_LORA_HIDDEN),
+        MethodSpec("dora", (), Interpolation(why="the magnitude renormalises W0 + s B A: not linear in B"),
+                   _LORA_DEFAULTS, "r", _lora(use_dora=True),
+                   "LoRA with a learned per-output magnitude", {"r": 2}, hidden=_LORA_HIDDEN),
+        MethodSpec("pissa", (), LORA_B, _LORA_DEFAULTS, "r", _lora(init_lora_weights="pissa"),
+                   "LoRA initialised from the principal singular components (residual kept frozen)", {"r": 2},
+                   hidden=_LORA_HIDDEN, residual_base=True),
+        MethodSpec("milora", ("mi_lora",), LORA_B, _LORA_DEFAULTS, "r", _lora(),
+                   "LoRA initialised from the minor singular components (residual kept frozen)", {"r": 2},
+                   hidden=_LORA_HIDDEN, post_init=_minor_components_init, residual_base=True),
+        MethodSpec("keeplora", ("keep_lora",), LORA_B, _LORA_DEFAULTS, "r", _lora(),
+                   "gradient-based LoRA init off the top singular subspace of W0; A frozen, B trains", {"r": 2},
+                   hidden=_LORA_HIDDEN, post_init=_keeplora_init, init_state=("lora_A", KEEPLORA_B0),
+                   restore=_keeplora_restore, residual_base=True),
+        MethodSpec("adalora", (), Interpolation(linear=("lora_E",), why="dW = s B (E * A) is linear in E"),
+                   {**_LORA_DEFAULTS, "init_r": 12, "total_step": 1000}, "init_r",
+                   _adalora, "LoRA with SVD-based rank reallocation (starts at init_r, ends near r)",
+                   {"r": 2, "init_r": 5}, hidden=(*_LORA_HIDDEN, "total_step")),
+        MethodSpec("vera", (), Interpolation(linear=("vera_lambda_b",), why="dW = Lb B Ld A is linear in Lb"),
+                   {"r": 256, "dropout": 0.0}, "r", _vera,
+                   "shared frozen random projections, trained scaling vectors", {"r": 4}, hidden=("dropout",)),
+        MethodSpec("ia3", (), Interpolation(scales=("ia3_l",), why="W0 * (1 + a (l - 1)) is exactly the dense delta"),
+                   {}, None, _ia3, "learned rescaling vectors", {}),
+        MethodSpec("oft", (), Interpolation(generators=("oft_R",), why="Cayley generators per block"),
                    {"block_size": 32, "block_share": False, "cayley_neumann": True}, "block_size", _oft,
-                   "block-diagonal orthogonal rotation R = Cayley(Q) of the input space"),
+                   "block-diagonal orthogonal rotation R = Cayley(Q) of the input space", {"block_size": 8},
+                   hidden=("block_share", "cayley_neumann")),
         _BOFT,
-        _fast_variant(_BOFT, "BOFT with the rotation applied to activations (gathers + batched blocks); equals peft's"),
+        _peft_forward(_BOFT),
         _HRA,
-        _fast_variant(_HRA, "HRA with the reflections applied in compact WY form; equals peft's"),
-        MethodSpec("miss", ("bone",), "additive", {"r": 64}, "r", _miss, "shared-block additive update"),
+        _peft_forward(_HRA),
+        MethodSpec("miss", ("bone",), DENSE, {"r": 64}, "r", _miss, "shared-block additive update", {"r": 4}),
     )
 }
+
 
 def _normalise(name: str) -> str:
     return name.strip().lower().replace("-", "_")

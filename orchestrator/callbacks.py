@@ -4,8 +4,6 @@ Module-level classes on purpose: Tune pickles its callbacks with its experiment 
 defined inside a function would be pickled by value together with the console or client it uses."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -17,7 +15,7 @@ class SweepProgress(Callback):
         self.running = self.done = self.failed = 0
 
     def _line(self, text: str) -> None:
-        from orchestrator.reporting import console
+        from orchestrator.console import console
 
         console.print(f"[{self.done} done, {self.running} running, {self.failed} failed / {self.total}] {text}",
                       highlight=False, markup=False, soft_wrap=True)
@@ -50,22 +48,20 @@ class TrackingSync(Callback):
         return {"sweep": self.sweep, "_tracker": None}  # the MLflow client stays out of Tune's state
 
     def _sync(self, trial: Any) -> None:
+        from orchestrator import tracking
         from orchestrator.config import SweepConfig
-        from orchestrator.reporting import console
-        from orchestrator.tracking import Tracker
+        from orchestrator.sweep_dir import SweepDir
 
         cfg = SweepConfig.model_validate(self.sweep)
-        path = cfg.sweep_dir() / "trials" / trial.trial_id / "result.json"
-        try:
-            result = json.loads(Path(path).read_text())
-            self._tracker = self._tracker or Tracker(cfg)
-            self._tracker.sync_base(result)
-            self._tracker.sync_trial(result)
-        except Exception as err:  # noqa: BLE001 - never let tracking take the sweep down
-            self._tracker = None
-            console.print(f"warning: MLflow sync of {trial.trial_id} failed ({str(err).splitlines()[0][:160]}); "
-                          f"the result is kept in {path.parent}; run `peft-arena sync {cfg.sweep_dir()}` later",
-                          markup=False, soft_wrap=True)
+        result = SweepDir.of(cfg).trial(trial.trial_id).read_result()
+        if result is None:  # failed before it wrote anything: nothing to show
+            return
+
+        def sync(tracker: Any) -> None:
+            tracker.sync_base(result)
+            tracker.sync_trial(result)
+
+        self._tracker = tracking.best_effort(cfg, f"sync trial {trial.trial_id}", sync, self._tracker)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._sync(trial)

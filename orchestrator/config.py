@@ -3,6 +3,9 @@
 Every mistake a user can make here ends in one `ConfigError` line naming the field, the value and what is
 allowed; the CLI prints it and exits 2. Method names, settings and suite names are checked against the
 registries at load time, so a typo fails before any model is loaded.
+
+A config argument is a YAML path or the name of a config shipped with the package (`configs/` beside this
+file: `quick`, `quick-rl`, `paper-qwen2.5-7b-sft`, ...; `shipped_configs()` lists them).
 """
 from __future__ import annotations
 
@@ -108,6 +111,12 @@ class MethodEntry(_Strict):
     name: str
     settings: list[dict[str, Any]] = Field(default_factory=lambda: [{}], min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        """`methods: [lora, oft]` is shorthand for `[{name: lora}, {name: oft}]`."""
+        return {"name": value} if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _known_method(self) -> "MethodEntry":
         try:
@@ -150,8 +159,9 @@ class LogRange(_Strict):
 
 
 class SearchConfig(_Strict):
-    # TPE by default: bench/search_efficiency.py measured it the most sample-efficient here
-    sampler: Literal["nsga2", "tpe", "gp", "random", "grid"] = "tpe"
+    # auto: every configuration once (grid) when num_samples covers the whole space, else TPE, the most
+    # sample-efficient sampler measured here (bench/search_efficiency.py)
+    sampler: Literal["auto", "nsga2", "tpe", "gp", "random", "grid"] = "auto"
     num_samples: int | None = Field(None, gt=0, description="trials; grid: defaults to the grid size")
     max_concurrent_trials: int = Field(1, gt=0)
     seed: int = 0
@@ -267,6 +277,14 @@ class SweepConfig(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     rewind: RewindConfig = Field(default_factory=RewindConfig)
 
+    @field_validator("output_dir")
+    @classmethod
+    def _local_path(cls, value: str) -> str:
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+            raise ValueError("object storage URIs are not supported; allowed: a local path (on a cluster: a "
+                             "path every node and the driver share, e.g. NFS or a mounted bucket)")
+        return value
+
     @model_validator(mode="after")
     def _absolute_output_dir(self) -> "SweepConfig":
         """Resolved here, in the driver: trials run in workers whose working dir is Ray's, not the user's."""
@@ -281,13 +299,15 @@ class SweepConfig(_Strict):
                 raise ValueError(f"search.knobs.{method}: not in methods ({', '.join(sorted(searched))})")
         return self
 
-    def sweep_dir(self) -> Path:
-        """Absolute (see `_absolute_output_dir`): trials run in processes whose working dir differs."""
-        return Path(self.output_dir)
+
+def digest(data: Any) -> str:
+    """sha256 of data's canonical JSON: the same content gives the same digest on every machine."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def config_hash(data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """A config's short digest: names a trial's config and tags its checkpoints."""
+    return digest(data)[:12]
 
 
 def _field_path(loc: tuple) -> str:
@@ -311,13 +331,13 @@ def _format_validation_error(err: ValidationError) -> str:
     return f"{where}{shown}: {message}"
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_override(text: str, option: str = "--set", example: str = "train.steps=20") -> tuple[list[str], Any]:
     """`a.b=c` -> (['a', 'b'], c) with c parsed as YAML (numbers, bools, lists work as expected)."""
     if "=" not in text:
-        raise ConfigError(f"--set: {text!r} is not KEY=VALUE (e.g. train.steps=20)")
+        raise ConfigError(f"{option}: {text!r} is not KEY=VALUE (e.g. {example})")
     key, raw = text.split("=", 1)
     if not key.strip():
-        raise ConfigError(f"--set: {text!r} has an empty key")
+        raise ConfigError(f"{option}: {text!r} has an empty key")
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
@@ -337,12 +357,32 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config: {str(path)!r} does not exist; allowed: a YAML file path")
+SHIPPED_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The example configs that ship with the package, by name."""
+    return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.yaml"))}
+
+
+def config_path(ref: str | Path) -> Path:
+    """A config argument: an existing file, else the bare name of a shipped config (`quick`, `quick.yaml`)."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    shipped = shipped_configs().get(str(ref).removesuffix(".yaml"))
+    if shipped is not None:
+        return shipped
+    raise ConfigError(f"config: {str(ref)!r} does not exist; allowed: a YAML file path or a shipped config "
+                      f"({', '.join(shipped_configs())})")
+
+
+def read_yaml(ref: str | Path) -> dict[str, Any]:
+    path = config_path(ref)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config: {path} is not UTF-8 text (byte {err.start}); allowed: a YAML file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -359,5 +399,24 @@ def validate(data: dict[str, Any]) -> SweepConfig:
         raise ConfigError(_format_validation_error(err)) from None
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
-    return validate(apply_overrides(read_yaml(path), overrides or []))
+def load(ref: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    """A config from a YAML path or a shipped config's name, with `--set` overrides, validated."""
+    return validate(apply_overrides(read_yaml(ref), overrides or []))
+
+
+def init_config(name: str, source: str = "quick", force: bool = False) -> Path:
+    """Write a shipped config to NAME.yaml (or to the path NAME) for the user to edit: comments kept,
+    `name:` set to the new name. An existing file is kept unless `force`."""
+    target = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml").expanduser()
+    sweep_name = target.stem
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", sweep_name):
+        raise ConfigError(f"init: {name!r}; allowed: a name of letters, digits, '.', '_' and '-'")
+    if source not in shipped_configs():
+        raise ConfigError(f"init --from: {source!r} is not a shipped config; allowed: {', '.join(shipped_configs())}")
+    if target.exists() and not force:
+        raise ConfigError(f"init: {target} already exists; allowed: another name, or --force to replace it")
+    text = re.sub(r"^name:.*$", f"name: {sweep_name}", shipped_configs()[source].read_text(), count=1, flags=re.M)
+    validate(apply_overrides(yaml.safe_load(text), []))  # what we write always loads
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target

@@ -39,12 +39,10 @@ def _deepspeed() -> Check:
 
 
 def _assets() -> Check:
-    from evals.sources import BIGBENCH_SDIST, cache_dir
-    from orchestrator.models import ALIASES, packaged_dir
+    from evals.sources import cache_dir
+    from orchestrator import assets
 
-    missing = [alias for alias in ALIASES if not (packaged_dir(alias) / "model.safetensors").is_file()]
-    if not (cache_dir() / "pkgs" / BIGBENCH_SDIST).is_file():
-        missing.append("bigbench sdist")
+    missing = assets.missing()
     if missing:
         return "WARN", f"offline assets not prepared: {', '.join(missing)}", "run `peft-arena assets` (or `make assets`)"
     return "OK", f"offline assets in {cache_dir()}", ""

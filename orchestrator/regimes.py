@@ -1,11 +1,12 @@
 """How a batch becomes a loss: supervised finetuning, or RL with verifiable rewards (GRPO).
 
-The trainer keeps one loop (forward, backward, step, checkpoints); a regime supplies the loss of each
-micro-batch. GRPO follows paper-notes §2.4: for each prompt, sample G completions from the current policy
-(KV-cached generation), score them with the task's verifiable scorer, normalise rewards within the group,
-and minimise the clipped policy-gradient loss over completion tokens. No KL term by default; with
-`kl_coef` > 0 the reference is the base model, which for PEFT is the same model with adapters disabled
-(no second copy in memory).
+The trainer keeps one loop (forward, backward, step, checkpoints); a regime owns its data (the seeded
+order of examples or prompts) and supplies the loss of each micro-batch. GRPO follows the RLVR protocol of
+PEFT-Arena (Huang et al., arXiv 2605.28819, "Benchmark protocol"): for each prompt, sample G completions
+from the current policy (KV-cached generation), score them with the task's verifiable scorer, normalise
+rewards within the group, and minimise the clipped policy-gradient loss over completion tokens. No KL term
+by default; with `kl_coef` > 0 the reference is the base model, which for PEFT is the same model with
+adapters disabled (no second copy in memory).
 """
 from __future__ import annotations
 
@@ -15,9 +16,43 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from evals.scorers import pad_batch
 from orchestrator.config import TrainConfig
 
 Reward = Callable[[str, str], float]  # (completion text, reference answer) -> reward
+Pair = tuple[list[int], list[int]]  # (prompt ids, answer ids)
+
+
+def collate(pairs: Sequence[Pair], max_length: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are -100 on prompt and padding so the loss covers answer tokens only.
+    Over-long examples lose prompt tokens from the left, never answer tokens."""
+    rows = []
+    for prompt, answer in pairs:
+        answer = answer[:max_length]
+        keep = max_length - len(answer)
+        prompt = prompt[-keep:] if keep > 0 else []
+        rows.append((prompt + answer, [-100] * len(prompt) + answer))
+    input_ids, mask = pad_batch([ids for ids, _ in rows], pad_id)
+    labels, _ = pad_batch([lab for _, lab in rows], -100)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def batches(items: Sequence[Any], batch_size: int, seed: int) -> Iterator[list]:
+    """Endless epochs, each a fresh seeded shuffle: the same seed gives the same batches everywhere."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(items), generator=generator).tolist()
+        for i in range(0, max(len(order) - batch_size, 0) + 1, batch_size):
+            yield [items[j] for j in order[i:i + batch_size]]
+
+
+class _Stream:
+    """A regime's data: seeded batches that a resumed run fast-forwards past what earlier steps used."""
+    stream: Iterator[list]
+
+    def skip(self, count: int) -> None:
+        for _ in range(count):
+            next(self.stream)
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -52,28 +87,20 @@ def token_logprobs(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, star
     return logp, entropy
 
 
-class SFT:
+class SFT(_Stream):
     """Next-token loss on answer tokens (labels are -100 elsewhere)."""
 
-    def __init__(self, pairs: Sequence[tuple[list[int], list[int]]], cfg: TrainConfig, pad_id: int) -> None:
-        from orchestrator import trainer
-
-        self.stream = trainer.batches(list(pairs), cfg.batch_size, cfg.seed)
+    def __init__(self, pairs: Sequence[Pair], cfg: TrainConfig, pad_id: int) -> None:
+        self.stream = batches(list(pairs), cfg.batch_size, cfg.seed)
         self.cfg, self.pad_id = cfg, pad_id
 
-    def skip(self, batches: int) -> None:
-        for _ in range(batches):
-            next(self.stream)
-
     def loss(self, engine: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
-        from orchestrator import trainer
-
-        batch = {k: v.to(device) for k, v in trainer.collate(next(self.stream), self.cfg.max_length, self.pad_id).items()}
+        batch = {k: v.to(device) for k, v in collate(next(self.stream), self.cfg.max_length, self.pad_id).items()}
         return engine(**batch).loss, {"tokens": float(batch["attention_mask"].sum())}
 
 
 @dataclass
-class GRPO:
+class GRPO(_Stream):
     """Group-relative policy optimisation on prompts with verifiable answers."""
     prompts: Sequence[tuple[list[int], str]]  # (prompt ids, reference answer)
     cfg: TrainConfig
@@ -83,14 +110,8 @@ class GRPO:
     reward: Reward
 
     def __post_init__(self) -> None:
-        from orchestrator import trainer
-
-        self.stream: Iterator[list] = trainer.batches(list(self.prompts), self.cfg.grpo.prompts_per_step, self.cfg.seed)
+        self.stream = batches(list(self.prompts), self.cfg.grpo.prompts_per_step, self.cfg.seed)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
-
-    def skip(self, batches: int) -> None:
-        for _ in range(batches):
-            next(self.stream)
 
     def loss(self, engine: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         g = self.cfg.grpo

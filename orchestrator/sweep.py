@@ -3,9 +3,10 @@
 The driver resolves every (method, budget) to a concrete setting up front (`plan`, from the model config
 alone), then hands Ray Tune a define-by-run Optuna space: conditional knobs exist only for their method.
 Each Tune trial runs `trial.run` in its own worker and reports every objective in one final result
-(OptunaSearch reads only the last result in multi-objective mode). The Optuna study lives in a journal
-database in the sweep dir and Tune's experiment state under `ray/`, so `--resume` continues a killed sweep
-without repeating finished trials: a finished trial's dir already holds its completed result.
+(OptunaSearch reads only the last result in multi-objective mode). The Optuna study lives in a SQLite
+database (Optuna's RDBStorage) in the sweep dir and Tune's experiment state under `ray/`, so `--resume`
+continues a killed sweep without repeating finished trials: a finished trial's dir already holds its
+completed result.
 """
 from __future__ import annotations
 
@@ -14,26 +15,21 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from analysis import pareto
 from methods import budget as budgets
 from methods import registry
-from orchestrator import trial
-from orchestrator.config import OBJECTIVES, ConfigError, SweepConfig, config_hash
-from orchestrator.files import atomic_write_json, safe_join
+from orchestrator import sweep_analysis, trial
+from orchestrator.config import ConfigError, SweepConfig, config_hash
+from orchestrator.files import atomic_write_json
+from orchestrator.sweep_dir import SweepDir, TrialDir
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_SNAPSHOT = "sweep_config.json"
-# Only the driver touches the study (OptunaSearch runs there), so SQLite is safe even with many workers.
-# RDBStorage also survives Tune's pickling of the searcher (JournalStorage holds a lock and does not).
-OPTUNA_DB = "optuna.db"
-# Shipped to workers on remote clusters (runtime_env.working_dir); bulky or private paths stay home.
 # The driver's settings that trial workers must see (workers on `ray start` nodes do not inherit them).
 FORWARDED_ENV = ("PEFT_ARENA_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "MLFLOW_TRACKING_URI", "DISABLE_MLFLOW_INTEGRATION",
                  "TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY")
-WORKING_DIR_EXCLUDES = [".venv", ".git", "runs", "bench/results", "**/__pycache__", "*.safetensors", ".gl", ".whl"]
+# The project's four packages are shipped to remote workers (runtime_env py_modules), from a checkout or
+# an installed wheel alike; caches and weights that may sit beside them stay home.
+SHIPPED_EXCLUDES = ["**/__pycache__", "*.safetensors"]
 
 
 @dataclass
@@ -85,12 +81,24 @@ def make_plan(cfg: SweepConfig) -> Plan:
     lr_range = (search.lr.low, search.lr.high, search.lr.log) if search.lr is not None and lrs is None else None
     plan = Plan(list(settings), settings, labels, knobs, lrs, lr_range, search.steps, search.seeds, search.regimes)
     per_method = [len(settings[m]) * math.prod(len(c) for c in knobs.get(m, {}).values()) for m in settings]
-    plan.grid_size = sum(per_method) * math.prod(len(v or [0]) for v in (lrs, search.steps, search.seeds, search.regimes))
+    if lr_range is None:  # a continuous lr makes the space infinite: grid_size stays 0
+        plan.grid_size = sum(per_method) * math.prod(len(v or [0]) for v in (lrs, search.steps, search.seeds,
+                                                                              search.regimes))
     return plan
 
 
+def sampler_name(cfg: SweepConfig, plan: Plan) -> str:
+    """The sampler the sweep uses. `auto`: every configuration once (grid) when the trial budget covers
+    the whole space, else TPE, the most sample-efficient one measured (bench/search_efficiency.py)."""
+    chosen = cfg.search.sampler
+    if chosen != "auto":
+        return chosen
+    covered = plan.grid_size and (cfg.search.num_samples or plan.grid_size) >= plan.grid_size
+    return "grid" if covered else "tpe"
+
+
 def num_samples(cfg: SweepConfig, plan: Plan) -> int:
-    if cfg.search.sampler == "grid":
+    if sampler_name(cfg, plan) == "grid":  # more trials than configurations would only repeat some
         return min(cfg.search.num_samples or plan.grid_size, plan.grid_size)
     return cfg.search.num_samples or max(4, len(plan.methods) * 2)
 
@@ -134,10 +142,10 @@ def decode(params: dict[str, Any], plan: Plan, cfg: SweepConfig) -> tuple[str, d
     return method, setting, cfg.model_copy(update={"train": train}), plan.budget_labels[method][index]
 
 
-def make_sampler(cfg: SweepConfig, samples: int) -> Any:
+def make_sampler(name: str, seed: int, samples: int) -> Any:
+    """An Optuna sampler by name (`sampler_name` resolves `auto` first)."""
     import optuna
 
-    seed = cfg.search.seed
     return {
         # NSGA-II's first generation is random: small populations leave generations to evolve (on ZDT1,
         # 64 trials: a population of 8 reached random search's final hypervolume in 41 trials, of 32 in 51).
@@ -147,26 +155,18 @@ def make_sampler(cfg: SweepConfig, samples: int) -> Any:
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         # exhaustive over the define-by-run space, conditional knobs included: the method x budget table
         "grid": lambda: optuna.samplers.BruteForceSampler(seed=seed),
-    }[cfg.search.sampler]()
+    }[name]()
 
 
 # ------------------------------------------------------------------------------------------ reporting
 
 
-def _lookup(result: dict[str, Any], dotted: str) -> Any:
-    node: Any = result
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def objective_values(result: dict[str, Any]) -> dict[str, float | None]:
-    return {name: _lookup(result, path) for name, (path, _) in OBJECTIVES.items()}
-
-
 def describe(cfg: SweepConfig, plan: Plan) -> list[str]:
     """The planned space and resources, as lines (what --dry-run prints)."""
-    lines = [f"sweep {cfg.name}: sampler {cfg.search.sampler}, {num_samples(cfg, plan)} trials, "
+    sampler = sampler_name(cfg, plan)
+    picked = f" (auto: {'the whole space' if sampler == 'grid' else 'the space exceeds the trials'})" \
+        if cfg.search.sampler == "auto" else ""
+    lines = [f"sweep {cfg.name}: sampler {sampler}{picked}, {num_samples(cfg, plan)} trials, "
              f"at most {cfg.search.max_concurrent_trials} at once, {cfg.resources.cpus_per_trial:g} CPU / "
              f"{cfg.resources.gpus_per_trial:g} GPU per trial, Ray address {cfg.ray.address}",
              "objectives: " + ", ".join(f"{o.name} ({o.mode})" for o in cfg.search.objectives),
@@ -181,7 +181,7 @@ def describe(cfg: SweepConfig, plan: Plan) -> list[str]:
     lr = plan.lrs or (f"log-uniform [{plan.lr_range[0]:g}, {plan.lr_range[1]:g}]" if plan.lr_range else cfg.train.lr)
     lines.append(f"  lr {lr}; steps {plan.steps or cfg.train.steps}; seeds {plan.seeds or [cfg.train.seed]}; "
                  f"regimes {plan.regimes or [cfg.train.regime]}")
-    if cfg.search.sampler == "grid":
+    if sampler == "grid":
         lines.append(f"  grid size {plan.grid_size}")
     return lines
 
@@ -197,14 +197,14 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     cfg = SweepConfig.model_validate(sweep)
     plan = make_plan(cfg)
     method, setting, trial_cfg, budget_label = decode(params, plan, cfg)
-    trial_dir = safe_join(cfg.sweep_dir(), "trials", tune.get_context().get_trial_id())
+    trial_dir = SweepDir.of(cfg).trial(tune.get_context().get_trial_id())
     where = {"node_id": ray.get_runtime_context().get_node_id(), "budget": budget_label}
     result = reuse_duplicate(cfg, trial_cfg, method, setting, trial_dir) or \
         trial.run(trial_cfg, method, setting, trial_dir, context=where)
     if result["status"] != "completed":  # Tune retries up to failure.max_failures, then records the error
-        raise RuntimeError(f"trial {trial_dir.name} failed: {result.get('failure_reason')}")
-    report = {name: value for name, value in objective_values(result).items() if value is not None}
-    report.update(trial_dir=str(trial_dir), method=method, setting=json.dumps(setting, sort_keys=True),
+        raise RuntimeError(f"trial {trial_dir.trial_id} failed: {result.get('failure_reason')}")
+    report = {name: value for name, value in sweep_analysis.objective_values(result).items() if value is not None}
+    report.update(trial_dir=str(trial_dir.root), method=method, setting=json.dumps(setting, sort_keys=True),
                   budget=budget_label or 0.0, node_id=where["node_id"], hostname=os.uname().nodename)
     tune.report(report)
 
@@ -223,15 +223,17 @@ def probe(address: str, timeout: float = 3.0) -> None:
 
 
 def reuse_duplicate(cfg: SweepConfig, trial_cfg: SweepConfig, method: str, setting: dict[str, Any],
-                    trial_dir: Path) -> dict[str, Any] | None:
+                    trial_dir: TrialDir) -> dict[str, Any] | None:
     """Samplers can propose a configuration the sweep already finished (NSGA-II's random first
     generation often does). Training is deterministic given the config, so the finished result is
     reused, recorded under this trial's id with `duplicate_of`, instead of spending the compute again."""
     digest = config_hash(trial.trial_config(trial_cfg, method, setting))
-    for other in collect(cfg):
-        if other["status"] == "completed" and other["config_hash"] == digest and other["trial_id"] != trial_dir.name:
-            copy = {**other, "trial_id": trial_dir.name, "trial_dir": str(trial_dir), "duplicate_of": other["trial_id"]}
-            atomic_write_json(trial_dir / trial.RESULT_FILE, copy)
+    for other in SweepDir.of(cfg).collect():
+        if other["status"] == "completed" and other["config_hash"] == digest and other["trial_id"] != trial_dir.trial_id:
+            now = time.time()
+            copy = {**other, "trial_id": trial_dir.trial_id, "trial_dir": str(trial_dir.root),
+                    "duplicate_of": other["trial_id"], "started_at": now, "ended_at": now}
+            trial_dir.write_result(copy)
             return copy
     return None
 
@@ -247,36 +249,17 @@ def connect(address: str, num_cpus: int | None) -> None:
         if address == "local":  # a private cluster: its servers listen on loopback only
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="error",
                      runtime_env=env, _node_ip_address="127.0.0.1")
-        else:  # remote workers import the project from the shipped working dir
+        else:  # remote workers import the driver's own copy of the project's packages
+            import analysis
+            import evals
+            import methods
+            import orchestrator
+
             ray.init(address=address, log_to_driver=False, logging_level="error",
-                     runtime_env={**env, "working_dir": str(PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES})
+                     runtime_env={**env, "py_modules": [orchestrator, methods, evals, analysis],
+                                  "excludes": SHIPPED_EXCLUDES})
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise ConfigError(f"ray.address = {address!r}: cannot connect ({str(err).splitlines()[0]})") from None
-
-
-def check_sweep_dir(cfg: SweepConfig, resume: bool, write: bool = True) -> Path:
-    """A sweep dir belongs to one config: resuming it with another is refused, and so is silently
-    starting over in a dir that already holds a sweep. `write=False` only checks."""
-    directory = cfg.sweep_dir()
-    snapshot = directory / CONFIG_SNAPSHOT
-    digest = config_hash(cfg.model_dump())
-    if snapshot.is_file():
-        recorded = json.loads(snapshot.read_text())
-        if not resume:
-            raise ConfigError(f"output_dir: {directory} already holds sweep {recorded['name']!r}; "
-                              "pass --resume to continue it, or choose another name/output_dir")
-        if recorded["hash"] != digest:
-            raise ConfigError(f"--resume: {directory} belongs to another config (hash {recorded['hash']}, "
-                              f"this one {digest}); allowed: the config it was started with")
-    elif resume:
-        raise ConfigError(f"--resume: {directory} holds no sweep to resume")
-    elif write:
-        atomic_write_json(snapshot, {"name": cfg.name, "hash": digest, "config": cfg.model_dump()})
-    return directory
-
-
-def _experiment_path(cfg: SweepConfig) -> Path:
-    return cfg.sweep_dir() / "ray" / cfg.name
 
 
 def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]) -> Any:
@@ -285,17 +268,20 @@ def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
+    where = SweepDir.of(cfg)
     trainable = tune.with_resources(tune.with_parameters(_trainable, sweep=cfg.model_dump()),
                                     {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial})
     if resume:
-        tuner = tune.Tuner.restore(str(_experiment_path(cfg)), trainable, resume_unfinished=True,
-                                   resume_errored=True)
-        return tuner
+        return tune.Tuner.restore(str(where.ray_experiment(cfg.name)), trainable, resume_unfinished=True,
+                                  resume_errored=True)
     samples = num_samples(cfg, plan)
-    storage = RDBStorage(f"sqlite:///{cfg.sweep_dir() / OPTUNA_DB}")
+    # Only the driver touches the study (OptunaSearch runs there), so SQLite is safe with many workers; and
+    # RDBStorage survives Tune's pickling of the searcher (JournalStorage holds a lock and does not).
+    storage = RDBStorage(where.optuna_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = OptunaSearch(space=DefineByRun(plan), metric=[o.name for o in cfg.search.objectives],
-                            mode=[o.mode for o in cfg.search.objectives], sampler=make_sampler(cfg, samples),
+                            mode=[o.mode for o in cfg.search.objectives],
+                            sampler=make_sampler(sampler_name(cfg, plan), cfg.search.seed, samples),
                             study_name=cfg.name, storage=storage, seed=cfg.search.seed)
     return tune.Tuner(
         trainable,
@@ -303,30 +289,9 @@ def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]
         # again for starting Python and importing torch/transformers/peft/deepspeed (bench.orchestration_overhead)
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=samples, reuse_actors=True,
                                     max_concurrent_trials=cfg.search.max_concurrent_trials),
-        run_config=tune.RunConfig(name=cfg.name, storage_path=str(cfg.sweep_dir() / "ray"), verbose=0,
+        run_config=tune.RunConfig(name=cfg.name, storage_path=str(where.ray_storage), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
                                   callbacks=callbacks))
-
-
-def collect(cfg: SweepConfig) -> list[dict[str, Any]]:
-    """Every trial result in the sweep dir, in start order."""
-    results = []
-    for path in sorted((cfg.sweep_dir() / "trials").glob(f"*/{trial.RESULT_FILE}"), key=lambda p: p.stat().st_mtime):
-        try:
-            results.append(json.loads(path.read_text()))
-        except json.JSONDecodeError:
-            continue
-    return results
-
-
-def front(cfg: SweepConfig, results: list[dict[str, Any]]) -> list[str]:
-    """Trial ids on the Pareto front of the sweep's objectives (completed trials only)."""
-    done = [r for r in results if r["status"] == "completed"]
-    names = [o.name for o in cfg.search.objectives]
-    points = [[objective_values(r)[n] for n in names] for r in done]
-    keep = [i for i, p in enumerate(points) if None not in p]
-    indices = pareto.non_dominated([points[i] for i in keep], [o.mode for o in cfg.search.objectives])
-    return [done[keep[i]]["trial_id"] for i in indices]
 
 
 def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
@@ -336,42 +301,33 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     after the first trial."""
     from orchestrator.callbacks import TrackingSync
 
+    from orchestrator import tracking
+
     plan = make_plan(cfg)
     address = address or cfg.ray.address
-    check_sweep_dir(cfg, resume, write=False)  # every check before anything is written
+    where = SweepDir.of(cfg)
+    where.claim(cfg, resume, write=False)  # every check before anything is written
     if address not in ("local", "auto"):
         probe(address)
     tracker = None
     if cfg.tracking.enabled:
-        from orchestrator.tracking import Tracker
-
-        tracker = Tracker(cfg)
+        tracker = tracking.Tracker(cfg)  # an unreachable store is a config error here, before Ray starts
         callbacks = [*(callbacks or []), TrackingSync(cfg.model_dump())]
-    check_sweep_dir(cfg, resume)
+    where.claim(cfg, resume)
     connect(address, cfg.ray.num_cpus)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state on disk every few seconds
+    # results go to the trial dirs and MLflow: no CSV/JSON/TensorBoard loggers of Tune's own (nor its hint
+    # to start TensorBoard, which would point at files nobody needs)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     tuner = build_tuner(cfg, plan, resume, callbacks or [])
     began = time.time()
     tuner.fit()
-    timing = {"started": began, "ended": time.time(), "resumed": resume}
-    atomic_write_json(cfg.sweep_dir() / "timing" / f"fit-{int(began)}.json", timing)  # one per (re)start
+    atomic_write_json(where.timing(began), {"started": began, "ended": time.time(), "resumed": resume})
     fail_orphaned_trials(cfg)
-    results = collect(cfg)
-    if tracker is not None:
-        try:
-            tracker.sync_all(results)  # anything a callback missed (e.g. before a resume)
-        except Exception as err:  # noqa: BLE001 - the results are on disk either way
-            print(f"warning: MLflow sync failed ({str(err).splitlines()[0][:160]}); run `peft-arena sync "
-                  f"{cfg.sweep_dir()}` later")
+    results = where.collect()
+    # anything a callback missed (e.g. before a resume)
+    tracking.best_effort(cfg, "sync the sweep's trials", lambda t: t.sync_all(results), tracker)
     return results
-
-
-def load_sweep_dir(path: str | Path) -> SweepConfig:
-    """The config a sweep dir was started with (its snapshot), for sync, ui and analysis commands."""
-    snapshot = Path(path).expanduser() / CONFIG_SNAPSHOT
-    if not snapshot.is_file():
-        raise ConfigError(f"sweep dir: {path} holds no {CONFIG_SNAPSHOT}; allowed: a dir made by `peft-arena sweep`")
-    return SweepConfig.model_validate(json.loads(snapshot.read_text())["config"])
 
 
 def fail_orphaned_trials(cfg: SweepConfig) -> int:
@@ -380,7 +336,7 @@ def fail_orphaned_trials(cfg: SweepConfig) -> int:
     their result, so they are closed as FAIL rather than left to look in flight."""
     import optuna
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{cfg.sweep_dir() / OPTUNA_DB}")
+    storage = optuna.storages.RDBStorage(SweepDir.of(cfg).optuna_url)
     study = optuna.load_study(study_name=cfg.name, storage=storage)
     orphans = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
     for orphan in orphans:

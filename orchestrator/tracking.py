@@ -9,20 +9,17 @@ or on a tracking server (`tracking.uri: http://...`) for clusters.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.config import ConfigError, SweepConfig, digest
+from orchestrator.process import git_commit, is_loopback, package_versions
+from orchestrator.sweep_dir import SweepDir, TrialDir
 
 TAG_SWEEP = "peft_arena.sweep"
 TAG_KIND = "peft_arena.kind"  # sweep | trial | base
@@ -35,11 +32,7 @@ RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED"}
 
 
 def tracking_uri(cfg: SweepConfig) -> str:
-    return cfg.tracking.uri or f"sqlite:///{cfg.sweep_dir() / 'mlflow.db'}"
-
-
-def artifact_root(cfg: SweepConfig) -> Path:
-    return cfg.sweep_dir() / "mlartifacts"
+    return cfg.tracking.uri or SweepDir.of(cfg).mlflow_uri
 
 
 def _client(uri: str) -> Any:
@@ -70,7 +63,8 @@ class Tracker:
                 return found.experiment_id
             local = self.uri.startswith("sqlite:")  # a server chooses (and proxies) its own artifact store
             return self.client.create_experiment(name, tags=EXPERIMENT_KIND,
-                                                 artifact_location=artifact_root(self.cfg).as_uri() if local else None)
+                                                 artifact_location=SweepDir.of(self.cfg).mlflow_artifacts.as_uri()
+                                                 if local else None)
         except Exception as err:  # noqa: BLE001 - any failure to reach the store is the same user problem
             raise ConfigError(f"tracking.uri = {self.uri!r}: MLflow is not reachable ({str(err).splitlines()[0][:200]})") from None
 
@@ -89,10 +83,8 @@ class Tracker:
                                      tags={TAG_SWEEP: self.cfg.name, TAG_KIND: "sweep",
                                            "peft_arena.sampler": self.cfg.search.sampler,
                                            "mlflow.source.git.commit": git_commit(),
-                                           "peft_arena.config_hash": _hash(self.cfg.model_dump())})
+                                           "peft_arena.config_hash": digest(self.cfg.model_dump())})
         run_id = run.info.run_id
-        from orchestrator.trial import package_versions
-
         params = {"sampler": self.cfg.search.sampler, "num_samples": self.cfg.search.num_samples,
                   "objectives": ",".join(f"{o.name}:{o.mode}" for o in self.cfg.search.objectives),
                   "model": self.cfg.model.name, "train_task": self.cfg.train.task,
@@ -106,10 +98,10 @@ class Tracker:
 
     def sync_trial(self, result: dict[str, Any]) -> str:
         """The trial's nested run, created or replaced so that it holds exactly this result."""
-        digest = _hash(result)
+        result_digest = digest(result)
         existing = self._find("trial", f" and tags.`{TAG_TRIAL}` = '{result['trial_id']}'")
         if existing is not None:
-            if existing.data.tags.get(TAG_DIGEST) == digest:
+            if existing.data.tags.get(TAG_DIGEST) == result_digest:
                 return existing.info.run_id  # already synced: nothing is logged twice
             self.client.delete_run(existing.info.run_id)  # an older (partial) sync of this trial
         run = self.client.create_run(self.experiment_id, run_name=f"{result['method']} {result['trial_id']}",
@@ -120,7 +112,7 @@ class Tracker:
                                               if result.get("failure_reason") else {})})
         run_id = run.info.run_id
         self._log_trial(run_id, result)
-        self.client.set_tag(run_id, TAG_DIGEST, digest)  # last: a run without it is a partial sync
+        self.client.set_tag(run_id, TAG_DIGEST, result_digest)  # last: a run without it is a partial sync
         self.client.set_terminated(run_id, RUN_STATUS.get(result["status"], "KILLED"),
                                    end_time=_millis(result.get("ended_at")))
         return run_id
@@ -151,13 +143,14 @@ class Tracker:
         param_list = [Param(k, str(v)) for k, v in params.items() if v is not None]
         for i in range(0, max(len(metrics), 1), 900):  # MLflow caps a batch at 1000 entries
             self.client.log_batch(run_id, metrics=metrics[i:i + 900], params=param_list if i == 0 else [])
-        self.client.log_dict(run_id, result, "result.json")
+        self.client.log_dict(run_id, result, TrialDir(result["trial_dir"]).result_path.name)
         if self.cfg.tracking.log_checkpoints != "none":
             points = result.get("checkpoints", [])
             chosen = points[-1:] if self.cfg.tracking.log_checkpoints == "final" else points
-            for point in chosen:
-                if Path(point["path"]).is_dir():
-                    self.client.log_artifacts(run_id, point["path"], f"checkpoints/{Path(point['path']).name}")
+            trial_dir = TrialDir(result["trial_dir"])
+            for point in chosen:  # artifacts mirror the trial dir's own folders
+                if os.path.isdir(point["path"]):
+                    self.client.log_artifacts(run_id, point["path"], trial_dir.relative(point["path"]))
 
     def sync_base(self, result: dict[str, Any]) -> None:
         """The base model's scores, once per sweep, as their own nested run."""
@@ -201,26 +194,36 @@ class Tracker:
         params = {"point": record["chosen"]["label"], "rule": record["rule"], "checkpoint": record["checkpoint"]}
         self.client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
                               params=[Param(k, str(v)) for k, v in params.items()])
-        self.client.log_dict(run.info.run_id, record, "rewind.json")
+        self.client.log_dict(run.info.run_id, record, TrialDir(record["trial_dir"]).rewind_record.name)
         self.client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
 
-    def log_sweep_files(self, paths: list[Path], artifact_path: str = "analysis") -> None:
+    def log_sweep_files(self, paths: list[Any]) -> None:
+        """Sweep-level outputs (analysis JSON, HTML report) as artifacts of the sweep's parent run, under
+        their path in the sweep dir."""
+        root = SweepDir.of(self.cfg).root
         for path in paths:
             if path.is_file():
-                self.client.log_artifact(self.parent_id, str(path), artifact_path)
+                folder = path.parent.relative_to(root).as_posix()
+                self.client.log_artifact(self.parent_id, str(path), None if folder == "." else folder)
 
 
-def _hash(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def git_commit() -> str:
+def best_effort(cfg: SweepConfig, what: str, action: Callable[[Tracker], Any],
+                tracker: Tracker | None = None) -> Tracker | None:
+    """Run `action` against the sweep's MLflow store, or warn in one line: everything tracked is also in
+    the sweep dir, and `peft-arena sync` replays it later (idempotently). Returns the tracker to reuse,
+    or None when tracking is off or failed."""
+    if not cfg.tracking.enabled:
+        return None
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        tracker = tracker or Tracker(cfg)
+        action(tracker)
+        return tracker
+    except Exception as err:  # noqa: BLE001 - tracking never takes a sweep or an analysis down
+        where = SweepDir.of(cfg)
+        print(f"warning: MLflow: could not {what} ({str(err).splitlines()[0][:160]}); it is kept in {where}; "
+              f"run `peft-arena sync {where}` later", file=sys.stderr)
+        return None
 
 
 # ----------------------------------------------------------------------------------------------- ui
@@ -231,19 +234,21 @@ def _millis(epoch_s: float | None) -> int | None:
     return int(epoch_s * 1000) if epoch_s is not None else None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def server_command(backend_uri: str, artifacts: Any, host: str, port: int) -> list[str]:
+    """`mlflow server` on a store and artifact folder (a sweep's: `SweepDir.mlflow_uri`, `.mlflow_artifacts`).
+    Loopback unless told otherwise; a wider bind names the Host headers it answers."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
+               "--artifacts-destination", str(artifacts), "--host", host, "--port", str(port), "--workers", "1"]
+    if not is_loopback(host):
+        import socket
 
-
-def server_command(cfg: SweepConfig, host: str, port: int) -> list[str]:
-    """`mlflow server` on the sweep's SQLite store and artifact folder. Loopback unless told otherwise."""
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{cfg.sweep_dir() / 'mlflow.db'}",
-               "--artifacts-destination", str(artifact_root(cfg)), "--host", host, "--port", str(port), "--workers", "1"]
-    if host not in ("127.0.0.1", "localhost", "::1"):
         command += ["--allowed-hosts", f"{host}:{port},{socket.gethostname()}:{port},localhost:{port},127.0.0.1:{port}"]
     return command
+
+
+def sweep_server_command(cfg: SweepConfig, host: str, port: int) -> list[str]:
+    where = SweepDir.of(cfg)
+    return server_command(where.mlflow_uri, where.mlflow_artifacts, host, port)
 
 
 def wait_healthy(url: str, timeout: float = 120.0) -> None:

@@ -1,8 +1,8 @@
-"""The training loop: SFT on a DeepSpeed engine (ZeRO 0-3), CPU or GPU, with checkpoints along the path.
+"""The training loop on a DeepSpeed engine (ZeRO 0-3), CPU or GPU, with checkpoints along the path.
 
-One loop you can hold in your head: batch -> engine forward -> engine.backward -> engine.step, with the
-loss on answer tokens only. Every `checkpoint_every` optimizer steps (and at the end) the trainable state
-is saved as safetensors with a checksummed JSON: that trajectory is what analysis and rewinding read.
+One loop you can hold in your head: micro-batch -> loss (the regime's: SFT or GRPO, orchestrator.regimes)
+-> engine.backward -> engine.step. Every `checkpoint_every` optimizer steps (and at the end) the trainable
+state is saved (orchestrator.checkpoints): that trajectory is what analysis and rewinding read.
 On a machine without a GPU, DeepSpeed runs on its CPU accelerator with the gloo backend; we set the
 single-process rendezvous variables ourselves so DeepSpeed does not go looking for MPI.
 """
@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -22,18 +22,10 @@ from torch import nn
 if not torch.cuda.is_available():  # must precede the deepspeed import, or it probes for accelerators
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-from methods import registry  # noqa: E402
+from orchestrator import checkpoints  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402
-from orchestrator.files import atomic_write_bytes, atomic_write_json, sha256_file  # noqa: E402
-from orchestrator.tracking import free_port  # noqa: E402
-
-WEIGHTS_FILE = "adapter.safetensors"
-META_FILE = "checkpoint.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, truncated or does not match its recorded checksum."""
-
+from orchestrator.process import free_port  # noqa: E402
+from orchestrator.sweep_dir import TrialDir  # noqa: E402
 
 @dataclass
 class TrainResult:
@@ -95,82 +87,6 @@ def warmup_cosine(total: int, warmup_ratio: float) -> Callable[[int], float]:
     return factor
 
 
-# ------------------------------------------------------------------------------------------------ data
-
-
-def collate(pairs: list[tuple[list[int], list[int]]], max_length: int, pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch; labels are -100 on prompt and padding so the loss covers answer tokens only.
-    Over-long examples lose prompt tokens from the left, never answer tokens."""
-    from evals.scorers import pad_batch
-
-    rows = []
-    for prompt, answer in pairs:
-        answer = answer[:max_length]
-        keep = max_length - len(answer)
-        prompt = prompt[-keep:] if keep > 0 else []
-        rows.append((prompt + answer, [-100] * len(prompt) + answer))
-    input_ids, mask = pad_batch([ids for ids, _ in rows], pad_id)
-    labels, _ = pad_batch([lab for _, lab in rows], -100)
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-
-
-def batches(pairs: list[tuple[list[int], list[int]]], batch_size: int, seed: int) -> Iterator[list]:
-    """Endless epochs, each a fresh seeded shuffle: the same seed gives the same batches everywhere."""
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(len(pairs), generator=generator).tolist()
-        for i in range(0, max(len(order) - batch_size, 0) + 1, batch_size):
-            yield [pairs[j] for j in order[i:i + batch_size]]
-
-
-# ----------------------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(model: nn.Module, directory: Path, meta: dict[str, Any], zero_stage: int = 0) -> Path:
-    """Weights first, then the JSON that vouches for them (with their sha256): a JSON exists only for
-    complete weights, so a crash mid-save leaves a checkpoint that loading rejects, never a silent one."""
-    from safetensors.torch import save
-
-    if zero_stage == 3:  # partitioned parameters must be gathered before they can be read
-        import deepspeed
-
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
-            state = registry.trainable_state(model, meta.get("method"))
-    else:
-        state = registry.trainable_state(model, meta.get("method"))
-    weights = directory / WEIGHTS_FILE
-    atomic_write_bytes(weights, save(state))
-    atomic_write_json(directory / META_FILE, {**meta, "sha256": sha256_file(weights), "tensors": len(state),
-                                              "numel": sum(t.numel() for t in state.values())})
-    return directory
-
-
-def latest_valid_checkpoint(checkpoint_root: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The newest checkpoint whose weights match their checksum; corrupt ones are skipped, never used."""
-    for directory in sorted(checkpoint_root.glob("step_*"), reverse=True):
-        try:
-            state, meta = load_checkpoint(directory)
-        except (CheckpointError, ValueError, OSError):
-            continue
-        return directory, state, meta
-    return None
-
-
-def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    import json
-
-    from safetensors.torch import load_file
-
-    weights, meta_path = directory / WEIGHTS_FILE, directory / META_FILE
-    if not weights.is_file() or not meta_path.is_file():
-        raise CheckpointError(f"checkpoint {directory}: missing {WEIGHTS_FILE} or {META_FILE}")
-    meta = json.loads(meta_path.read_text())
-    if sha256_file(weights) != meta.get("sha256"):
-        raise CheckpointError(f"checkpoint {directory}: {WEIGHTS_FILE} does not match its recorded sha256")
-    return load_file(str(weights)), meta
-
-
 # ---------------------------------------------------------------------------------------------- train
 
 
@@ -182,7 +98,7 @@ def _grad_norm(engine: Any, params: list[nn.Parameter]) -> float:
     return float(norm)
 
 
-def train(model: nn.Module, regime: Any, cfg: TrainConfig, checkpoint_root: Path, meta: dict[str, Any],
+def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, meta: dict[str, Any],
           on_checkpoint: Callable[[int, Path], None] | None = None,
           on_step: Callable[[int, dict[str, float]], None] | None = None, start_step: int = 0) -> TrainResult:
     """Train `model` in place up to `cfg.steps` optimizer steps; `regime` (orchestrator.regimes: SFT or
@@ -232,8 +148,7 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, checkpoint_root: Path
             if on_step:
                 on_step(step, record)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                directory = checkpoint_root / f"step_{step:06d}"
-                save_checkpoint(model, directory, {**meta, **record}, cfg.zero_stage)
+                directory = checkpoints.save(model, trial_dir.checkpoint(step), {**meta, **record}, cfg.zero_stage)
                 result.checkpoints.append(directory)
                 if on_checkpoint:
                     began = time.perf_counter()

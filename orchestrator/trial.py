@@ -1,77 +1,28 @@
 """One trial: base model + method -> train -> score each checkpoint -> one result JSON.
 
-The base model is scored once per (weights, suite, items) and cached, so gain and forgetting are
-differences to numbers every trial shares. The result JSON is written locally first (atomically), so a
-tracking server that is down never costs a result.
+The base model is scored once per (weights, suite, items) and cached (orchestrator.scoring), so gain and
+forgetting are differences to numbers every trial shares. The result JSON is written locally first
+(atomically), so a tracking server that is down never costs a result.
 """
 from __future__ import annotations
 
-import importlib.metadata
-import json
 import os
 import platform
-import resource
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from torch import nn
 
 from evals import scorers, sources, suites
-from evals.sources import cache_dir
 from methods import registry
-from orchestrator import models, regimes, trainer
-from orchestrator.config import ConfigError, EvalConfig, ModelConfig, SweepConfig, config_hash
-from orchestrator.files import atomic_write_json
+from orchestrator import checkpoints, models, regimes, trainer
+from orchestrator.config import ConfigError, SweepConfig, config_hash
+from orchestrator.process import package_versions, peak_rss_mb
+from orchestrator.scoring import base_scores, deltas, evaluate
+from orchestrator.sweep_dir import TrialDir
 
-RESULT_FILE = "result.json"
 SCHEMA_VERSION = 1
-VERSIONED = ("peft-arena", "torch", "transformers", "peft", "deepspeed", "ray", "optuna", "mlflow")
-
-
-def package_versions() -> dict[str, str]:
-    found = {}
-    for name in VERSIONED:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def evaluate(model: nn.Module, tokenizer: Any, cfg: EvalConfig, split: str | None = None) -> dict[str, Any]:
-    """Target and retention suites on `split` (default: the config's)."""
-    return {kind: suites.evaluate_suite(model, tokenizer, kind, getattr(cfg, f"{kind}_suite"), split or cfg.split,
-                                        cfg.max_items, cfg.batch_size)
-            for kind in suites.SUITE_KINDS}
-
-
-def base_scores(model: nn.Module, tokenizer: Any, model_cfg: ModelConfig, cfg: EvalConfig) -> dict[str, Any]:
-    """The unmodified base model's scores, cached per (weights, suite definition + items, split)."""
-    scores = {}
-    for kind in suites.SUITE_KINDS:
-        suite = getattr(cfg, f"{kind}_suite")
-        key = "-".join([models.fingerprint(model_cfg), kind, cfg.split,
-                        suites.suite_fingerprint(kind, suite, cfg.split, cfg.max_items)])
-        path = cache_dir() / "base_scores" / f"{key}.json"
-        if path.is_file():
-            scores[kind] = json.loads(path.read_text())
-            continue
-        scores[kind] = suites.evaluate_suite(model, tokenizer, kind, suite, cfg.split, cfg.max_items,
-                                             cfg.batch_size)
-        atomic_write_json(path, scores[kind])
-    return scores
-
-
-def deltas(scores: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
-    """gain = target(ft) - target(base); forgetting = retention(base) - retention(ft) (positive = lost)."""
-    return {"gain": scores["target"]["score"] - base["target"]["score"],
-            "forgetting": base["retention"]["score"] - scores["retention"]["score"]}
 
 
 def resolved_setting(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +38,7 @@ def trial_config(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> dict
             "method": method, "setting": resolved_setting(cfg, method, setting)}
 
 
-def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Path,
+def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: TrialDir,
         on_step: Callable[[int, dict[str, float]], None] | None = None,
         on_phase: Callable[[str], None] | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one trial and write `trial_dir/result.json`. User errors (ConfigError) propagate; any other
@@ -100,7 +51,7 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Path,
     previous = _previous_result(trial_dir, config_hash(spec))
     if previous is not None and previous["status"] == "completed":
         return previous
-    result: dict[str, Any] = {"schema": SCHEMA_VERSION, "trial_id": trial_dir.name, "trial_dir": str(trial_dir),
+    result: dict[str, Any] = {"schema": SCHEMA_VERSION, "trial_id": trial_dir.trial_id, "trial_dir": str(trial_dir.root),
                               "status": "running",
                               "method": method, "setting": spec["setting"], "config": spec,
                               "config_hash": config_hash(spec), "checkpoints": [], "timings": {},
@@ -123,23 +74,17 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Path,
     result["timings"]["total_s"] = time.perf_counter() - began
     result["ended_at"] = time.time()  # wall clock, with started_at: the MLflow run's start and end
     result["peak_rss_mb"] = peak_rss_mb()
-    atomic_write_json(trial_dir / RESULT_FILE, result)
+    trial_dir.write_result(result)
     return result
 
 
-def _previous_result(trial_dir: Path, expected_hash: str) -> dict[str, Any] | None:
+def _previous_result(trial_dir: TrialDir, expected_hash: str) -> dict[str, Any] | None:
     """An earlier attempt's result in this dir, if it belongs to the same trial config."""
-    path = trial_dir / RESULT_FILE
-    if not path.is_file():
-        return None
-    try:
-        previous = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    return previous if previous.get("config_hash") == expected_hash else None
+    previous = trial_dir.read_result()
+    return previous if previous is not None and previous.get("config_hash") == expected_hash else None
 
 
-def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: Path, result: dict[str, Any],
+def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result: dict[str, Any],
              on_step: Callable[[int, dict[str, float]], None] | None, phase: Callable[[str], None]) -> None:
     timings = result["timings"]
     clock = time.perf_counter()
@@ -155,8 +100,8 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: Path, result: di
 
     total = sum(p.numel() for p in model.parameters())
     pairs = suites.training_pairs(suites.load_task(cfg.train.task), tokenizer, cfg.train.train_items)
-    first_batch = trainer.collate(pairs[:cfg.train.batch_size], cfg.train.max_length, tokenizer.pad_token_id)
-    resume = trainer.latest_valid_checkpoint(trial_dir / "checkpoints")
+    first_batch = regimes.collate(pairs[:cfg.train.batch_size], cfg.train.max_length, tokenizer.pad_token_id)
+    resume = checkpoints.latest_valid(trial_dir)
     wrapped = registry.wrap(model, spec["method"], spec["setting"], cfg.model.target_modules, cfg.train.seed,
                             init_batch=first_batch,  # gradient-based inits (KeepLoRA) read one batch
                             restore_from=resume[1] if resume else None)
@@ -178,10 +123,10 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: Path, result: di
         phase(f"scoring checkpoint step {step}")
         scores = evaluate(wrapped, tokenizer, cfg.eval)
         eval_seconds += time.perf_counter() - clock
-        record = json.loads((directory / trainer.META_FILE).read_text())
+        record = checkpoints.read_meta(directory)
         result["checkpoints"].append({"step": step, "loss": record["loss"], "path": str(directory),
                                       **scores, **deltas(scores, base)})
-        atomic_write_json(trial_dir / RESULT_FILE, result)  # partial progress survives a crash
+        trial_dir.write_result(result)  # partial progress survives a crash
         phase("training")
 
     if resume is not None and start_step not in {c["step"] for c in result["checkpoints"]}:
@@ -194,7 +139,7 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: Path, result: di
             on_step(step, record)
 
     phase("training")
-    outcome = trainer.train(wrapped, make_regime(cfg, tokenizer, pairs), cfg.train, trial_dir / "checkpoints",
+    outcome = trainer.train(wrapped, make_regime(cfg, tokenizer, pairs), cfg.train, trial_dir,
                             meta, on_checkpoint, log_step, start_step=start_step)
     timings["train_s"], timings["eval_s"] = outcome.seconds, eval_seconds
     result.update(status=outcome.status, failure_reason=outcome.failure_reason, steps=outcome.steps,
@@ -218,38 +163,3 @@ def make_regime(cfg: SweepConfig, tokenizer: Any, pairs: list) -> Any:
     return regimes.GRPO(suites.rl_prompts(task, tokenizer, cfg.train.train_items), cfg.train, tokenizer.pad_token_id,
                         tokenizer.eos_token_id, lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
                         verifiable_reward)
-
-
-def load_trained(checkpoint_dir: Path) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """Rebuild a trained model from a checkpoint alone: base weights + method wrapper + saved tensors
-    (checksum verified)."""
-    state, meta = trainer.load_checkpoint(checkpoint_dir)
-    model_cfg = ModelConfig(**meta["model"])
-    model, tokenizer = models.load(model_cfg)
-    wrapped = registry.wrap(model, meta["method"], meta["setting"], model_cfg.target_modules, meta["seed"],
-                            restore_from=state)
-    registry.load_trainable_state(wrapped, state)
-    wrapped.eval()
-    return wrapped, tokenizer, meta
-
-
-def load_for_eval(spec: dict[str, Any]) -> tuple[nn.Module, Any]:
-    """What an evaluation actor holds, from plain data (it travels to Ray workers): a base model
-    ({"model": {...}}), a checkpoint ({"checkpoint": dir}), or a point on the checkpoint's path from the
-    base ({"checkpoint": dir, "alpha": a, "path": "auto"|"dense", "layer_factors": {layer: c}})."""
-    if not spec.get("checkpoint"):
-        model, tokenizer = models.load(ModelConfig(**spec["model"]))
-        return model.eval(), tokenizer
-    rewound = Path(spec["checkpoint"]) / "rewind.json"
-    if "alpha" not in spec and rewound.is_file():  # a rewound checkpoint: its own scales define the model
-        spec = json.loads(rewound.read_text())["spec"]
-    trained, tokenizer, meta = load_trained(Path(spec["checkpoint"]))
-    if spec.get("alpha") is None:
-        return trained, tokenizer
-    from methods import interpolate
-
-    base, _ = models.load(ModelConfig(**meta["model"]))
-    factors = {int(k): v for k, v in (spec.get("layer_factors") or {}).items()}
-    point = interpolate.interpolate(trained, base.state_dict(), meta["method"], spec["alpha"], factors,
-                                    spec.get("path", "auto"))
-    return point.eval(), tokenizer

@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny Llama built from a config (no weights downloaded) with a tiny byte-level BPE
-tokenizer, saved as a local model dir, so unit and integration tests run offline in seconds."""
+tokenizer, saved as a local model dir, so unit and integration tests run offline in seconds; and the test
+kinds as markers (unit, integration, faults, bad_inputs, e2e), taken from each test's folder, so that
+`pytest -m integration` selects a kind."""
 from __future__ import annotations
 
 import os
@@ -8,42 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import build_tiny_model, build_tiny_tokenizer
+
 os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 torch.set_num_threads(1)
-
-FIXTURE_TASKS = Path(__file__).parent / "fixtures" / "tasks"
-LOCAL_RETENTION = [str(FIXTURE_TASKS / "text_local.yaml"), str(FIXTURE_TASKS / "mc_local.yaml")]
-
-TINY_CORPUS = [
-    "Question: What is 12 + 7? Reply with the number only.\nAnswer: 19",
-    "The capital of France is Paris. Water boils at 100 degrees.",
-    "0 1 2 3 4 5 6 7 8 9 + - * / = ? . , ! yes no four two six",
-] * 20
-
-
-def build_tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(TINY_CORPUS, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>")
-
-
-def build_tiny_model(vocab_size: int, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=False, initializer_range=0.3, pad_token_id=0, eos_token_id=1, bos_token_id=1)
-    return LlamaForCausalLM(config)
 
 
 @pytest.fixture(scope="session")
@@ -73,15 +45,21 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     return cache
 
 
-def tiny_config(model_dir: Path, out_dir: Path, **train) -> dict:
-    """A sweep config dict for the tiny model: a few steps, a few eval items, LoRA."""
-    return {
-        "name": "tiny",
-        "output_dir": str(out_dir),
-        "model": {"name": str(model_dir)},
-        "train": {"task": "arithmetic", "train_items": 32, "steps": 4, "batch_size": 4, "max_length": 64,
-                  "lr": 5e-3, "checkpoint_every": 2, **train},
-        "eval": {"target_suite": "arithmetic", "retention_suite": LOCAL_RETENTION,
-                 "max_items": 4, "batch_size": 8},
-        "methods": [{"name": "lora", "settings": [{"r": 2}]}],
-    }
+@pytest.fixture()
+def cluster(tmp_path, isolated_cache):
+    """A real two-node local Ray cluster, one CPU each; stopped (with everything Ray) afterwards."""
+    from tests import sweeps
+
+    address = sweeps.start_cluster()
+    yield address
+    sweeps.stop_cluster(address)
+
+
+KINDS = ("unit", "integration", "faults", "bad_inputs", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = Path(str(item.fspath)).parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))

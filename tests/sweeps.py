@@ -2,7 +2,6 @@
 helpers that watch a running sweep the way a user would (its dir and its Optuna study)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,11 +10,12 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 import yaml
 
-from orchestrator.tracking import free_port  # noqa: F401 - the sweep and fault tests use it from here
-from tests.conftest import tiny_config
+from orchestrator import tracking
+from orchestrator.process import free_port  # noqa: F401 - the sweep and fault tests use it from here
+from orchestrator.sweep_dir import SweepDir
+from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "clusters" / "local-multinode.sh"
@@ -25,15 +25,20 @@ def remove_worker(address: str) -> None:
     subprocess.run([str(SCRIPT), "remove-worker", address.rsplit(":", 1)[1]], check=True, timeout=60)
 
 
-@pytest.fixture()
-def cluster(tmp_path, isolated_cache):
-    """A head and a second worker node, one CPU each; stopped (with everything Ray) afterwards."""
-    env = {**os.environ, "RAY": str(Path(sys.executable).parent / "ray")}
+def start_cluster(cpus_per_node: int = 1) -> str:
+    """A head and a second worker node on this machine (clusters/local-multinode.sh); returns the address."""
     port = str(free_port())
-    out = subprocess.run([str(SCRIPT), "start", port, "1"], check=True, capture_output=True, text=True, env=env,
-                         timeout=180)
-    yield out.stdout.strip().splitlines()[-1]
-    subprocess.run([str(SCRIPT), "stop", port], env=env, timeout=180)  # this cluster only
+    out = subprocess.run([str(SCRIPT), "start", port, str(cpus_per_node)], check=True, capture_output=True, text=True,
+                         env=_script_env(), timeout=180)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def stop_cluster(address: str) -> None:
+    subprocess.run([str(SCRIPT), "stop", address.rsplit(":", 1)[1]], env=_script_env(), timeout=180)  # this one only
+
+
+def _script_env() -> dict[str, str]:
+    return {**os.environ, "RAY": str(Path(sys.executable).parent / "ray")}
 
 
 def write_config(tmp_path: Path, model_dir: Path, *, samples: int, concurrent: int, steps: int = 4,
@@ -57,17 +62,12 @@ def sweep(config: Path, address: str, *extra: str, **popen) -> subprocess.Popen:
 
 
 def results(sweep_dir: Path) -> list[dict]:
-    out = []
-    for path in (sweep_dir / "trials").glob("*/result.json"):
-        try:
-            out.append(json.loads(path.read_text()))
-        except json.JSONDecodeError:  # being written right now (never the case after the sweep ends)
-            pass
-    return out
+    """What the sweep has written so far, read as every command reads it."""
+    return SweepDir(sweep_dir).collect()
 
 
 def study(sweep_dir: Path) -> optuna.Study:
-    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    return optuna.load_study(study_name="tiny", storage=SweepDir(sweep_dir).optuna_url)
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -81,17 +81,12 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise AssertionError("condition not reached in time")
 
 
-
-
 def start_mlflow(store: Path, port: int) -> subprocess.Popen:
-    """A real `mlflow server` on 127.0.0.1 over a SQLite store in `store` (restartable on the same store)."""
-    from orchestrator import tracking
-
+    """A real `mlflow server` on 127.0.0.1 over a SQLite store in `store` (restartable on the same store),
+    started with the command `peft-arena ui` uses."""
     store.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts"),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = tracking.server_command(f"sqlite:///{store / 'mlflow.db'}", store / "artifacts", "127.0.0.1", port)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     tracking.wait_healthy(f"http://127.0.0.1:{port}", timeout=180)
     return proc
 

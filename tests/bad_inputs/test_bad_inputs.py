@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from orchestrator import cli
-from orchestrator.tracking import free_port
+from orchestrator.config import shipped_configs
+from orchestrator.process import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-QUICK = yaml.safe_load((ROOT / "configs" / "quick.yaml").read_text())
+QUICK = yaml.safe_load(shipped_configs()["quick"].read_text())
 
 
 def patched(**sections) -> dict:
@@ -48,6 +48,8 @@ CONFIG_CASES = [
     ("empty-suite-list", patched(eval={"retention_suite": []}), [], "empty list of tasks"),
     ("eval-split", patched(eval={"split": "train"}), [], "eval.split"),
     ("unknown-method", patched(methods=[{"name": "lorax"}]), [], "unknown method 'lorax'"),
+    ("unknown-method-shorthand", patched(methods=["lora", "some-typo"]), [], "unknown method 'some-typo'; allowed: "),
+    ("object-storage-output-dir", patched(output_dir="s3://bucket/runs/{name}"), [], "output_dir = 's3://"),
     ("empty-methods", patched(methods=[]), [], "methods"),
     ("unknown-setting-key", patched(methods=[{"name": "lora", "settings": [{"rank": 8}]}]), [], "unknown key 'rank'"),
     ("setting-wrong-type", patched(methods=[{"name": "lora", "settings": [{"r": "big"}]}]), [], "setting.r"),
@@ -81,7 +83,9 @@ CONFIG_CASES = [
 def test_config_mistakes(tmp_path, capsys, case_id, config, extra, expected):
     path = tmp_path / "config.yaml"
     path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
-    argv = ["sweep", str(path), "--dry-run", "--set", f"output_dir={tmp_path}/out", *extra]
+    keep_output_dir = isinstance(config, dict) and "://" in config.get("output_dir", "")
+    argv = ["sweep", str(path), "--dry-run", *([] if keep_output_dir else ["--set", f"output_dir={tmp_path}/out"]),
+            *extra]
     assert cli.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
@@ -190,6 +194,7 @@ OTHER_CASES = [
     ("run-bad-setting", ["run", "{config}", "--method", "lora", "--setting", "r"], "--setting"),
     ("rewind-not-a-sweep", ["rewind", "{tmp}"], "holds no sweep_config.json"),
     ("missing-config-file", ["sweep", "{tmp}/nope.yaml"], "does not exist"),
+    ("unknown-shipped-config", ["sweep", "quik", "--dry-run"], "or a shipped config (paper-llama"),
     ("eval-unknown-suite", ["eval", "--model", "{model}", "--suite", "nope"], "unknown suite"),
 ]
 
@@ -206,16 +211,30 @@ def test_command_line_mistakes(tmp_path, capsys, tiny_model_dir, case_id, argv, 
 
 def test_resuming_a_sweep_dir_of_another_config_is_refused(tmp_path, capsys):
     from orchestrator import config as config_module
-    from orchestrator import sweep
+    from orchestrator.sweep_dir import SweepDir
 
     first = config_module.validate(patched(output_dir=str(tmp_path / "out")))
-    sweep.check_sweep_dir(first, resume=False)
+    SweepDir.of(first).claim(first, resume=False)
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(patched(output_dir=str(tmp_path / "out"), train={"lr": 5e-4})))
     assert cli.main(["sweep", str(other), "--resume"]) == 2
     assert "belongs to another config" in capsys.readouterr().err
 
 
-def test_there_are_at_least_forty_bad_inputs():
-    total = len(CONFIG_CASES) + len(TASK_CASES) + len(MODEL_CASES) + len(OTHER_CASES) + 4
-    assert total >= 40, total
+def test_a_config_that_is_not_utf8_text_is_one_line(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"name: caf\xe9\nmethods: [lora]\n")  # Latin-1, as an old editor might save it
+    assert cli.main(["sweep", str(path), "--dry-run"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "is not UTF-8 text" in lines[0], lines
+
+
+def test_init_refuses_to_overwrite_and_names_the_shipped_configs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["init", "mine"]) == 0
+    assert cli.main(["init", "mine"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main(["init", "other", "--from", "nope"]) == 2
+    assert "allowed: paper-llama-3.2-3b-sft" in capsys.readouterr().err
+    assert not (tmp_path / "other.yaml").exists()
+

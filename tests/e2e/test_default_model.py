@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_lora_trial_on_default_model_gains_on_target(tmp_path):
     out = tmp_path / "runs"
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(ROOT / "configs" / "quick.yaml"), "--method", "lora",
+        [sys.executable, "-m", "orchestrator.cli", "run", "quick", "--method", "lora",
          "--setting", "r=8", "--set", "train.steps=16", "--set", "train.checkpoint_every=8",
          "--set", "eval.max_items=12", "--set", "eval.retention_suite=[wiki_nll, physics]",
          "--set", f"output_dir={out}/{{name}}"],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from evals import lm_eval_bridge, suites
+from bench import lm_eval_bridge
+from evals import suites
 from orchestrator import models
 from orchestrator.config import ModelConfig
 

@@ -9,10 +9,8 @@ import signal
 
 import optuna
 import pytest
-import yaml
 
 from tests import sweeps as sw
-from tests.sweeps import cluster  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -155,9 +153,10 @@ def test_disk_full_on_checkpoint_write_fails_the_trial_and_leaves_no_corrupt_che
     """A 160 KiB tmpfs as the trial dir: the result fits, a full-finetuning checkpoint does not."""
     import subprocess
 
+    from orchestrator import checkpoints, trial
     from orchestrator import config as config_module
-    from orchestrator import trainer, trial
-    from tests.conftest import tiny_config
+    from orchestrator.sweep_dir import SweepDir
+    from tests.helpers import tiny_config
 
     mount = tmp_path / "small-disk"
     mount.mkdir()
@@ -165,15 +164,15 @@ def test_disk_full_on_checkpoint_write_fails_the_trial_and_leaves_no_corrupt_che
         pytest.skip("cannot mount a tmpfs here (needs root); the disk-full fault is not exercised")
     try:
         cfg = config_module.validate(tiny_config(tiny_model_dir, mount / "sweep", steps=4, checkpoint_every=2))
-        trial_dir = cfg.sweep_dir() / "trials" / "full"
+        trial_dir = SweepDir.of(cfg).trial("full")
         result = trial.run(cfg, "full", {}, trial_dir)
         assert result["status"] == "failed" and "No space left on device" in result["failure_reason"]
-        recorded = json.loads((trial_dir / "result.json").read_text())
+        recorded = json.loads((trial_dir.root / "result.json").read_text())
         assert recorded["status"] == "failed"  # the outcome itself was still recorded
-        assert not list(trial_dir.rglob("*.tmp"))  # no half-written file left behind
-        for directory in (trial_dir / "checkpoints").glob("step_*"):
-            if (directory / trainer.META_FILE).exists():
-                trainer.load_checkpoint(directory)  # whatever claims to be a checkpoint verifies
+        assert not list(trial_dir.root.rglob("*.tmp"))  # no half-written file left behind
+        for directory in trial_dir.checkpoint_dirs():
+            if (directory / checkpoints.META_FILE).exists():
+                checkpoints.load(directory)  # whatever claims to be a checkpoint verifies
     finally:
         subprocess.run(["umount", str(mount)])
 

@@ -10,7 +10,8 @@ import torch
 from methods import registry
 from orchestrator import regimes, trainer
 from orchestrator.config import TrainConfig
-from tests.conftest import build_tiny_model
+from orchestrator.sweep_dir import TrialDir
+from tests.helpers import build_tiny_model
 
 
 def _cfg(**grpo) -> TrainConfig:
@@ -61,7 +62,7 @@ def test_grpo_raises_the_probability_of_rewarded_completions(tmp_path, tiny_toke
     before = p_rewarded(model.eval())
     cfg = _cfg(temperature=1.0)
     grpo = regimes.GRPO(prompts, cfg, tiny_tokenizer.pad_token_id, tiny_tokenizer.eos_token_id, tiny_tokenizer.decode, reward)
-    result = trainer.train(model, grpo, cfg, tmp_path, {"method": "lora"})
+    result = trainer.train(model, grpo, cfg, TrialDir(tmp_path), {"method": "lora"})
     assert result.status == "completed"
     after = p_rewarded(model.eval())
     rewards = [r["reward_mean"] for r in result.log]

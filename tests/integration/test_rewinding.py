@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import config, rewinding, sweep, trial
-from tests.conftest import tiny_config
+from orchestrator import config, sweep_rewind, trial
+from orchestrator.sweep_dir import SweepDir
+from tests.helpers import tiny_config
 
 
 @pytest.mark.parametrize("method,setting", [("lora", {"r": 2}), ("oft", {"block_size": 8})])
 def test_path_ends_selection_and_rewound_checkpoint(tmp_path, tiny_model_dir, isolated_cache, method, setting):
     cfg = config.validate(tiny_config(tiny_model_dir, tmp_path / "sweep", steps=6, checkpoint_every=3, lr=0.05)
                           | {"methods": [{"name": method, "settings": [setting]}]})
-    sweep.check_sweep_dir(cfg, resume=False)
-    result = trial.run(cfg, method, setting, cfg.sweep_dir() / "trials" / f"{method}-t")
+    SweepDir.of(cfg).claim(cfg, resume=False)
+    result = trial.run(cfg, method, setting, SweepDir.of(cfg).trial(f"{method}-t"))
     assert result["status"] == "completed"
 
-    inner = rewinding.make_evaluator(cfg)
+    inner = sweep_rewind.make_evaluator(cfg)
     calls = []
 
     def evaluate(spec, split):
         calls.append((split, spec))
         return inner(spec, split)
 
-    record = rewinding.rewind_trial(cfg, result, ["trajectory", "interp"], [0.0, 0.5, 1.0], "dominate_final",
+    record = sweep_rewind.rewind_trial(cfg, result, ["trajectory", "interp"], [0.0, 0.5, 1.0], "dominate_final",
                                     0.0, 0.02, evaluate)
     points = {p["label"]: p for p in record["points"]}
     for kind in ("target", "retention"):
@@ -36,7 +37,6 @@ def test_path_ends_selection_and_rewound_checkpoint(tmp_path, tiny_model_dir, is
     assert len(tests) == 1 and tests[0] == record["chosen"]["spec"]  # one test look, at the chosen point
     assert all(split in ("validation", "test") for split, _ in calls)
 
-    model, tokenizer = trial.load_for_eval({"checkpoint": record["checkpoint"]})
     again = inner({"checkpoint": record["checkpoint"]}, "validation")
     assert again["target"]["score"] == pytest.approx(record["chosen"]["target"], abs=1e-4)
     assert again["retention"]["score"] == pytest.approx(record["chosen"]["retention"], abs=1e-4)

@@ -7,8 +7,8 @@ import functools
 import pytest
 
 from evals import runner, suites
-from orchestrator import trial
-from tests.conftest import LOCAL_RETENTION
+from orchestrator import checkpoints
+from tests.helpers import LOCAL_RETENTION
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -24,9 +24,9 @@ def local_ray():
 
 def test_pool_sizes_one_and_two_give_identical_scores(tiny_model_dir, local_ray):
     spec = {"model": {"name": str(tiny_model_dir)}}
-    model, tokenizer = trial.load_for_eval(spec)
+    model, tokenizer = checkpoints.load_for_eval(spec)
     refs = {"target": "arithmetic", "retention": LOCAL_RETENTION}
-    loader = functools.partial(trial.load_for_eval, spec)
+    loader = functools.partial(checkpoints.load_for_eval, spec)
     one = runner.evaluate(loader, tokenizer, refs, max_items=40, batch_size=8, pool_size=1)
     two = runner.evaluate(loader, tokenizer, refs, max_items=40, batch_size=8, pool_size=2)
     assert one == two  # every float, every reply

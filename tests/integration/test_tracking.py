@@ -15,8 +15,9 @@ import pytest
 import torch
 import yaml
 
-from orchestrator import tracking, trial
-from tests.conftest import tiny_config
+from orchestrator import checkpoints, tracking
+from orchestrator.process import free_port
+from tests.helpers import tiny_config
 from tests.sweeps import start_mlflow, stop_mlflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture()
 def mlflow_server(tmp_path):
-    port = tracking.free_port()
+    port = free_port()
     proc = start_mlflow(tmp_path / "server", port)
     yield f"http://127.0.0.1:{port}"
     stop_mlflow(proc)
@@ -87,8 +88,8 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     local_dir = tmp_path / "download"
     downloaded = Path(client.download_artifacts(run.info.run_id, "checkpoints/step_000004", str(local_dir)))
     trial_dir = tmp_path / "sweep" / "trials" / run.data.tags[tracking.TAG_TRIAL]
-    from_mlflow, tokenizer, _ = trial.load_trained(downloaded)
-    from_trial, _, _ = trial.load_trained(trial_dir / "checkpoints" / "step_000004")
+    from_mlflow, tokenizer, _ = checkpoints.load_trained(downloaded)
+    from_trial, _, _ = checkpoints.load_trained(trial_dir / "checkpoints" / "step_000004")
     ids = torch.tensor([tokenizer("Question: What is 3 + 4?\nAnswer:")["input_ids"]])
     with torch.no_grad():
         torch.testing.assert_close(from_mlflow(input_ids=ids).logits, from_trial(input_ids=ids).logits, atol=0, rtol=0)
@@ -135,7 +136,7 @@ def _check_ui_in_chromium(url: str, experiment_id: str, run, tmp_path: Path) -> 
 
 
 def test_unreachable_tracking_server_is_a_config_error(tmp_path, tiny_model_dir):
-    config = _sweep_config(tmp_path, tiny_model_dir, f"http://127.0.0.1:{tracking.free_port()}")
+    config = _sweep_config(tmp_path, tiny_model_dir, f"http://127.0.0.1:{free_port()}")
     started = time.time()
     done = _cli("sweep", str(config))
     assert done.returncode == 2 and "error: tracking.uri" in done.stderr, done.stderr[-2000:]

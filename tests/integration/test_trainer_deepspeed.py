@@ -1,15 +1,15 @@
 """The DeepSpeed engine really trains on the CPU accelerator, and its checkpoints reload exactly."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
 from methods import registry
-from orchestrator import regimes, trainer
+from orchestrator import checkpoints, regimes, trainer
+from orchestrator.sweep_dir import TrialDir
 from orchestrator.config import TrainConfig
-from tests.conftest import build_tiny_model
+from tests.helpers import build_tiny_model
 
 
 def _pairs(tokenizer, n=16):
@@ -40,7 +40,7 @@ def test_deepspeed_engine_trains_and_checkpoints_reload_exactly(tmp_path, tiny_t
         model = registry.wrap(build_tiny_model(len(tiny_tokenizer)), "lora", {"r": 4}, "all-linear", seed=1)
         cfg = _cfg(zero_stage=zero_stage)
         result = trainer.train(model, regimes.SFT(_pairs(tiny_tokenizer), cfg, tiny_tokenizer.pad_token_id), cfg,
-                               tmp_path / "ckpt", {"method": "lora"})
+                               TrialDir(tmp_path), {"method": "lora"})
     finally:
         deepspeed.initialize = original
     assert type(seen["engine"]).__name__ == "DeepSpeedEngine"
@@ -52,7 +52,7 @@ def test_deepspeed_engine_trains_and_checkpoints_reload_exactly(tmp_path, tiny_t
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
     assert [c.name for c in result.checkpoints] == ["step_000006", "step_000012"]
 
-    state, meta = trainer.load_checkpoint(result.checkpoints[-1])
+    state, meta = checkpoints.load(result.checkpoints[-1])
     assert meta["step"] == 12 and meta["tensors"] == len(state)
     fresh = registry.wrap(build_tiny_model(len(tiny_tokenizer)), "lora", {"r": 4}, "all-linear", seed=1)
     registry.load_trainable_state(fresh, state)
@@ -72,25 +72,26 @@ def test_non_finite_loss_stops_the_trial_with_a_reason(tmp_path, tiny_tokenizer)
     with torch.no_grad():  # poison a frozen weight: the forward pass turns into NaN at once
         model.base_model.model.model.layers[0].mlp.down_proj.base_layer.weight.fill_(float("nan"))
     cfg = _cfg()
-    result = trainer.train(model, regimes.SFT(_pairs(tiny_tokenizer), cfg, tiny_tokenizer.pad_token_id), cfg, tmp_path, {})
+    result = trainer.train(model, regimes.SFT(_pairs(tiny_tokenizer), cfg, tiny_tokenizer.pad_token_id), cfg,
+                           TrialDir(tmp_path), {})
     assert result.status == "failed" and "non-finite loss" in result.failure_reason and "step 1" in result.failure_reason
     assert result.checkpoints == []
 
 
 def test_truncated_or_tampered_checkpoint_is_rejected(tmp_path, tiny_tokenizer):
     model = registry.wrap(build_tiny_model(len(tiny_tokenizer)), "lora", {"r": 2}, "all-linear")
-    directory = trainer.save_checkpoint(model, tmp_path / "step_1", {"step": 1})
-    weights = directory / trainer.WEIGHTS_FILE
+    directory = checkpoints.save(model, tmp_path / "step_1", {"step": 1})
+    weights = directory / checkpoints.WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[:-100])
-    with pytest.raises(trainer.CheckpointError, match="sha256"):
-        trainer.load_checkpoint(directory)
-    (directory / trainer.META_FILE).unlink()
-    with pytest.raises(trainer.CheckpointError, match="missing"):
-        trainer.load_checkpoint(directory)
+    with pytest.raises(checkpoints.CheckpointError, match="sha256"):
+        checkpoints.load(directory)
+    (directory / checkpoints.META_FILE).unlink()
+    with pytest.raises(checkpoints.CheckpointError, match="missing"):
+        checkpoints.load(directory)
 
 
 def test_collate_masks_prompt_and_padding_and_keeps_answers():
-    batch = trainer.collate([([1, 2, 3, 4, 5], [6, 7]), ([8], [9])], max_length=4, pad_id=0)
+    batch = regimes.collate([([1, 2, 3, 4, 5], [6, 7]), ([8], [9])], max_length=4, pad_id=0)
     assert batch["input_ids"].tolist() == [[4, 5, 6, 7], [8, 9, 0, 0]]
     assert batch["labels"].tolist() == [[-100, -100, 6, 7], [-100, 9, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
@@ -104,15 +105,13 @@ def test_warmup_cosine_schedule_shape():
 
 @pytest.mark.parametrize("method", registry.names())
 def test_every_method_trains_on_the_deepspeed_engine(tmp_path, tiny_tokenizer, method):
-    from tests.unit.test_registry import TINY_SETTINGS
-
     pairs = _pairs(tiny_tokenizer)
-    first = trainer.collate(pairs[:4], 64, tiny_tokenizer.pad_token_id)
-    model = registry.wrap(build_tiny_model(len(tiny_tokenizer)), method, TINY_SETTINGS[method], "all-linear",
+    first = regimes.collate(pairs[:4], 64, tiny_tokenizer.pad_token_id)
+    model = registry.wrap(build_tiny_model(len(tiny_tokenizer)), method, registry.get(method).tiny, "all-linear",
                           init_batch=first)
     before = registry.trainable_state(model)
     cfg = _cfg(steps=3, checkpoint_every=3)
-    result = trainer.train(model, regimes.SFT(pairs, cfg, tiny_tokenizer.pad_token_id), cfg, tmp_path,
+    result = trainer.train(model, regimes.SFT(pairs, cfg, tiny_tokenizer.pad_token_id), cfg, TrialDir(tmp_path),
                            {"method": method})
     assert result.status == "completed" and len(result.log) == 3
     assert all(r["step_s"] > 0 for r in result.log)

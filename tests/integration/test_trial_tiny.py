@@ -6,16 +6,17 @@ import json
 
 import torch
 
-from orchestrator import config, trial
-from tests.conftest import tiny_config
+from orchestrator import checkpoints, config, trial
+from orchestrator.sweep_dir import SweepDir
+from tests.helpers import tiny_config
 
 
 def test_trial_writes_a_complete_result_and_reloadable_checkpoints(tmp_path, tiny_model_dir, isolated_cache):
     cfg = config.validate(tiny_config(tiny_model_dir, tmp_path / "sweep"))
-    trial_dir = cfg.sweep_dir() / "trials" / "lora-r2"
+    trial_dir = SweepDir.of(cfg).trial("lora-r2")
     result = trial.run(cfg, "lora", {"r": 2}, trial_dir)
     assert result["status"] == "completed", result.get("traceback")
-    on_disk = json.loads((trial_dir / "result.json").read_text())
+    on_disk = json.loads((trial_dir.root / "result.json").read_text())
     assert on_disk["status"] == "completed" and on_disk["config_hash"] == result["config_hash"]
     assert [c["step"] for c in on_disk["checkpoints"]] == [2, 4]
     for checkpoint in on_disk["checkpoints"]:
@@ -29,10 +30,10 @@ def test_trial_writes_a_complete_result_and_reloadable_checkpoints(tmp_path, tin
     assert {"torch", "peft", "deepspeed"} <= set(on_disk["versions"])
     assert (isolated_cache / "base_scores").is_dir()  # base scores cached for the next trial
 
-    model, tokenizer, meta = trial.load_trained(trial_dir / "checkpoints" / "step_000004")
+    model, tokenizer, meta = checkpoints.load_trained(trial_dir.root / "checkpoints" / "step_000004")
     assert meta["method"] == "lora" and meta["step"] == 4
     ids = torch.tensor([tokenizer("Question: What is 2 + 3?\nAnswer:")["input_ids"]])
-    again, _, _ = trial.load_trained(trial_dir / "checkpoints" / "step_000004")
+    again, _, _ = checkpoints.load_trained(trial_dir.root / "checkpoints" / "step_000004")
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, again.eval()(input_ids=ids).logits, atol=1e-6, rtol=0)
 
@@ -40,7 +41,7 @@ def test_trial_writes_a_complete_result_and_reloadable_checkpoints(tmp_path, tin
 def test_rerun_returns_the_completed_result_and_resume_continues_from_the_last_good_checkpoint(
         tmp_path, tiny_model_dir, isolated_cache):
     cfg = config.validate(tiny_config(tiny_model_dir, tmp_path / "sweep", steps=6))
-    trial_dir = cfg.sweep_dir() / "trials" / "t"
+    trial_dir = SweepDir.of(cfg).trial("t")
     full = trial.run(cfg, "lora", {"r": 2}, trial_dir)
     assert full["status"] == "completed" and [c["step"] for c in full["checkpoints"]] == [2, 4, 6]
     assert trial.run(cfg, "lora", {"r": 2}, trial_dir) == full  # completed: returned, not retrained
@@ -49,8 +50,8 @@ def test_rerun_returns_the_completed_result_and_resume_continues_from_the_last_g
     # the step-6 weights are truncated. The retry must skip them and resume from step 4.
     partial = dict(full, status="running", checkpoints=full["checkpoints"][:2],
                    train_log=[r for r in full["train_log"] if r["step"] <= 4])
-    (trial_dir / "result.json").write_text(json.dumps(partial))
-    weights = trial_dir / "checkpoints" / "step_000006" / "adapter.safetensors"
+    (trial_dir.root / "result.json").write_text(json.dumps(partial))
+    weights = trial_dir.root / "checkpoints" / "step_000006" / "adapter.safetensors"
     weights.write_bytes(weights.read_bytes()[:50])
     resumed = trial.run(cfg, "lora", {"r": 2}, trial_dir)
     assert resumed["status"] == "completed" and resumed["resumed_from_step"] == 4 and resumed["attempts"] == 2

@@ -7,20 +7,20 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli
+from orchestrator.config import shipped_configs
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+CONFIGS = list(shipped_configs())
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_bundled_config_dry_runs(path, tmp_path, capsys):
-    assert cli.main(["sweep", str(path), "--dry-run", "--set", f"output_dir={tmp_path}"]) == 0
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_config_dry_runs_by_name(name, tmp_path, capsys):
+    assert cli.main(["sweep", name, "--dry-run", "--set", f"output_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert "objectives:" in out and not (tmp_path / "sweep_config.json").exists()
 
 
 def test_paper_budgets_resolve_offline(tmp_path, capsys):
-    path = Path(__file__).resolve().parents[2] / "configs" / "paper-qwen2.5-7b-sft.yaml"
-    argv = ["sweep", str(path), "--dry-run", "--set", f"output_dir={tmp_path}", "--set", "methods=[{name: lora}, {name: oft}]",
+    argv = ["sweep", "paper-qwen2.5-7b-sft", "--dry-run", "--set", f"output_dir={tmp_path}", "--set", "methods=[{name: lora}, {name: oft}]",
             "--set", "search.budgets=[2.0e+7]"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out

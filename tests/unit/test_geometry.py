@@ -7,7 +7,7 @@ import torch
 
 from analysis import activations, correlate, spectral
 from methods import registry
-from tests.conftest import build_tiny_model
+from tests.helpers import build_tiny_model
 
 RNG = np.random.default_rng(0)
 
@@ -79,13 +79,18 @@ def test_intruder_dimensions_appear_only_for_new_directions():
     assert spectral.intruder_dimensions(svd, w0 + spike, top_k=5, eps=0.9) >= 1
 
 
-def test_cka_and_procrustes_are_invariant_to_rotations():
+def test_cka_and_procrustes_are_invariant_to_rotations_and_pca_distance_sees_them():
     x0 = torch.tensor(RNG.normal(size=(50, 8)))
-    rotated = x0 @ random_orthogonal(8).double()
+    rotation = random_orthogonal(8).double()
+    rotated = x0 @ rotation
     assert activations.procrustes_residual(x0, rotated) == pytest.approx(0.0, abs=1e-6)
     assert activations.linear_cka(x0, rotated) == pytest.approx(1.0, abs=1e-6)
     assert activations.linear_cka(x0, x0) == pytest.approx(1.0, abs=1e-12)
-    assert activations.pca_subspace_distance(x0, rotated @ torch.eye(8, dtype=x0.dtype), 3) >= 0.0
+    # x0 R has right singular vectors R^T V: the principal subspace turns by R, and the distance says how far
+    p0 = np.linalg.svd(_np_centre(x0.numpy()), full_matrices=False)[2][:3].T
+    expected = np.sqrt(1 - np.linalg.norm(p0.T @ rotation.numpy().T @ p0) ** 2 / 3)
+    assert expected > 0.05  # a rotation that really moves the subspace
+    assert activations.pca_subspace_distance(x0, rotated, 3) == pytest.approx(expected, abs=1e-6)
     assert activations.pca_subspace_distance(x0, x0, 3) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -123,8 +128,7 @@ def test_activation_formulas_match_numpy():
 def test_deltas_equal_merged_minus_base(method):
     base = build_tiny_model(300)
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
-    setting = {"lora": {"r": 2}, "pissa": {"r": 2}, "oft": {"block_size": 8}, "full": {}}[method]
-    model = registry.wrap(base, method, setting, "all-linear", seed=1)
+    model = registry.wrap(base, method, registry.get(method).tiny, "all-linear", seed=1)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from methods import interpolate, registry
-from tests.conftest import build_tiny_model
-from tests.unit.test_registry import TINY_SETTINGS
+from tests.helpers import build_tiny_model
 
 
 def trained(method: str, setting: dict, steps: int = 3):
@@ -23,9 +22,9 @@ def trained(method: str, setting: dict, steps: int = 3):
     return model.eval(), base_state
 
 
-@pytest.mark.parametrize("method", sorted(TINY_SETTINGS))
+@pytest.mark.parametrize("method", registry.names())
 def test_endpoints_are_base_and_trained(method):
-    model, base_state = trained(method, TINY_SETTINGS[method])
+    model, base_state = trained(method, registry.get(method).tiny)
     at0 = interpolate.merged_state(interpolate.interpolate(model, base_state, method, 0.0))
     at1 = interpolate.merged_state(interpolate.interpolate(model, base_state, method, 1.0))
     final = interpolate.merged_state(model)

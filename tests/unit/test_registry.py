@@ -7,19 +7,13 @@ import pytest
 import torch
 
 from methods import registry
-from tests.conftest import build_tiny_model
+from tests.helpers import build_tiny_model
 
-# Settings small enough for the tiny model (hidden 32, MLP 64).
-TINY_SETTINGS = {
-    "full": {}, "lora": {"r": 2}, "rslora": {"r": 2}, "dora": {"r": 2}, "pissa": {"r": 2}, "milora": {"r": 2}, "keeplora": {"r": 2},
-    "adalora": {"r": 2, "init_r": 4}, "vera": {"r": 4}, "ia3": {}, "oft": {"block_size": 8},
-    "boft": {"block_size": 4, "butterfly_factor": 2}, "hra": {"r": 2}, "miss": {"r": 4},
-    "boft_fast": {"block_size": 4, "butterfly_factor": 2}, "hra_fast": {"r": 2},
-}
+METHODS = registry.names()
 
 
-def test_every_method_has_a_tiny_setting():
-    assert sorted(TINY_SETTINGS) == registry.names()
+def _tiny(method: str) -> dict:
+    return registry.get(method).tiny
 
 
 def _batch(vocab: int) -> torch.Tensor:
@@ -32,22 +26,22 @@ def _init_batch() -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": ids}
 
 
-@pytest.mark.parametrize("method", sorted(TINY_SETTINGS))
+@pytest.mark.parametrize("method", METHODS)
 def test_identity_at_init(method):
     base = build_tiny_model(300).eval()
     ids = _batch(300)
     with torch.no_grad():
         expected = base(input_ids=ids).logits
-    wrapped = registry.wrap(copy.deepcopy(base), method, TINY_SETTINGS[method], "all-linear",
+    wrapped = registry.wrap(copy.deepcopy(base), method, _tiny(method), "all-linear",
                             init_batch=_init_batch()).eval()
     with torch.no_grad():
         got = wrapped(input_ids=ids).logits
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", sorted(TINY_SETTINGS))
+@pytest.mark.parametrize("method", METHODS)
 def test_one_step_changes_only_trainable_tensors_and_round_trips(method):
-    model = registry.wrap(build_tiny_model(300), method, TINY_SETTINGS[method], "all-linear", seed=3,
+    model = registry.wrap(build_tiny_model(300), method, _tiny(method), "all-linear", seed=3,
                           init_batch=_init_batch())
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainable_before = registry.trainable_state(model)
@@ -67,7 +61,7 @@ def test_one_step_changes_only_trainable_tensors_and_round_trips(method):
             assert torch.equal(param, frozen_before[name]), f"frozen {name} changed"
     # A fresh wrap with the same seed + the checkpoint's tensors reproduces the trained model's outputs,
     # with no data (a data-dependent init is restored from the checkpoint, not re-run).
-    fresh = registry.wrap(build_tiny_model(300), method, TINY_SETTINGS[method], "all-linear", seed=3,
+    fresh = registry.wrap(build_tiny_model(300), method, _tiny(method), "all-linear", seed=3,
                           restore_from=saved)
     registry.load_trainable_state(fresh, saved)
     model.eval(), fresh.eval()
@@ -114,3 +108,33 @@ def test_keeplora_trains_only_b_and_starts_off_the_protected_subspace():
 def test_keeplora_needs_a_batch():
     with pytest.raises(ValueError, match="needs a training batch"):
         registry.wrap(build_tiny_model(300), "keeplora", {"r": 2}, "all-linear")
+
+
+def test_interpolation_rule_is_stated_once_per_method():
+    """Rotations with a generator scale it (OFT, BOFT); HRA's Householder vectors have none: dense path."""
+    paths = {name: registry.get(name).interpolation.path for name in METHODS}
+    assert {n for n, p in paths.items() if p == "generator"} == {"oft", "boft", "boft_peft"}
+    assert registry.get("hra").interpolation == registry.get("hra_peft").interpolation
+    assert "no generator" in registry.get("hra").interpolation.why
+
+
+def test_fast_forwards_are_the_default_and_old_names_still_resolve():
+    from methods.fast_layers import BlockwiseBOFTLinear, CompactHRALinear
+
+    for name, old, layer in (("boft", "boft_fast", BlockwiseBOFTLinear), ("hra", "hra_fast", CompactHRALinear)):
+        assert registry.get(old).name == name
+        wrapped = registry.wrap(build_tiny_model(300), name, _tiny(name), "all-linear")
+        assert sum(isinstance(m, layer) for m in wrapped.modules()) == 14  # 7 projections x 2 layers
+        reference = registry.wrap(build_tiny_model(300), f"{name}_peft", _tiny(name), "all-linear")
+        assert not any(isinstance(m, layer) for m in reference.modules())
+
+
+@pytest.mark.parametrize("method,setting,shown", [
+    ("lora", {"r": 8, "lora_alpha": 16, "dropout": 0.0}, "r=8"),  # alpha = 2r is implied, dropout hidden
+    ("lora", {"r": 8, "lora_alpha": 8, "dropout": 0.0}, "r=8 lora_alpha=8"),
+    ("oft", {"block_size": 32, "block_share": False, "cayley_neumann": True}, "block_size=32"),
+    ("adalora", {"r": 8, "lora_alpha": 16, "dropout": 0.0, "init_r": 12, "total_step": 40}, "r=8 init_r=12"),
+    ("ia3", {}, "-"),
+])
+def test_tables_show_the_settings_that_tell_trials_apart(method, setting, shown):
+    assert registry.get(method).display(setting) == shown

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from evals import suites
-from orchestrator import cli, config, files, models, reporting, tracking, trainer
+from orchestrator import checkpoints, cli, config, files, models, sweep_dir, tracking
 from orchestrator.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,9 +21,9 @@ def test_mlflow_ui_binds_loopback_unless_told_otherwise(tmp_path):
     args = cli.build_parser().parse_args(["ui", str(tmp_path)])
     assert args.host == "127.0.0.1"
     cfg = config.validate({"name": "s", "output_dir": str(tmp_path), "methods": [{"name": "lora"}]})
-    command = tracking.server_command(cfg, args.host, 5000)
+    command = tracking.sweep_server_command(cfg, args.host, 5000)
     assert command[command.index("--host") + 1] == "127.0.0.1" and "--allowed-hosts" not in command
-    exposed = tracking.server_command(cfg, "0.0.0.0", 5000)  # explicit: then the allowed Host headers are set
+    exposed = tracking.sweep_server_command(cfg, "0.0.0.0", 5000)  # explicit: then the allowed Host headers are set
     assert "--allowed-hosts" in exposed
 
 
@@ -44,9 +44,9 @@ def test_pickle_weights_are_refused_unless_trusted(tmp_path):
 
 def test_checkpoints_load_through_safetensors_only(tmp_path):
     torch.save({"w": torch.zeros(1)}, tmp_path / "adapter.pt")  # a pickle where the adapter should be
-    (tmp_path / trainer.META_FILE).write_text("{}")
-    with pytest.raises(trainer.CheckpointError, match="missing adapter.safetensors"):
-        trainer.load_checkpoint(tmp_path)
+    (tmp_path / checkpoints.META_FILE).write_text("{}")
+    with pytest.raises(checkpoints.CheckpointError, match="missing adapter.safetensors"):
+        checkpoints.load(tmp_path)
 
 
 def test_yaml_tags_cannot_construct_python_objects(tmp_path):
@@ -72,7 +72,9 @@ def test_paths_from_names_cannot_escape_the_sweep_dir(tmp_path):
     with pytest.raises(ValueError, match="escapes"):
         files.safe_join(tmp_path, "trials", "../../etc/passwd")
     assert files.safe_join(tmp_path, "trials", "abc").parent == (tmp_path / "trials").resolve()
-    assert "/" not in reporting.trial_name("lora", {"r": "../../x"})
+    assert "/" not in sweep_dir.trial_name("lora", {"r": "../../x"})
+    with pytest.raises(ValueError, match="escapes"):
+        sweep_dir.SweepDir(tmp_path).trial("../../etc")
     with pytest.raises(ConfigError, match="name"):
         config.validate({"name": "../escape", "methods": [{"name": "lora"}]})
 

@@ -1,7 +1,9 @@
-"""`peft-arena analyze SWEEP --geometry`: weight spectra and activation distortion of every trial's
-checkpoints, and which metric best predicts forgetting across the sweep.
+"""Driver of `peft-arena analyze SWEEP --geometry`: weight spectra and activation distortion of every
+trial's checkpoints, and which metric best predicts forgetting across the sweep.
 
-Writes `<sweep>/analysis/geometry.json` and the report section `<sweep>/analysis/geometry.html`.
+The metrics are `analysis.spectral` / `analysis.activations` / `analysis.correlate`, the HTML section
+`analysis.report.geometry_section`; this module loads checkpoints, caches base SVDs across trials, and
+writes `analysis/geometry.json` and `analysis/geometry.html` through the sweep-dir owner.
 """
 from __future__ import annotations
 
@@ -9,15 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import plotly.graph_objects as go
-import plotly.io as pio
 import torch
 
-from analysis import activations, correlate, spectral
+from analysis import activations, correlate, report, spectral
 from evals import scorers, suites
-from orchestrator import models, sweep, trial
+from orchestrator import checkpoints, models
 from orchestrator.config import ConfigError, ModelConfig, SweepConfig
 from orchestrator.files import atomic_write_bytes, atomic_write_json
+from orchestrator.sweep_dir import SweepDir
 
 _SVD_CACHE: dict[tuple[str, str], spectral.BaseSVD] = {}  # (base fingerprint, weight) -> SVD, across trials
 SCALARS = ("retention_mean", "retention_rel", "adaptation_mean", "retention_fluctuation", "adaptation_fluctuation",
@@ -63,7 +64,7 @@ def weight_metrics(trained: torch.nn.Module, base_state: dict[str, torch.Tensor]
 
 
 def checkpoint_geometry(cfg: SweepConfig, checkpoint: str, layer_stride: int, max_tokens: int) -> dict[str, Any]:
-    trained, tokenizer, meta = trial.load_trained(Path(checkpoint))
+    trained, tokenizer, meta = checkpoints.load_trained(Path(checkpoint))
     model_cfg = ModelConfig(**meta["model"])
     base, _ = models.load(model_cfg)
     base_state = base.state_dict()
@@ -93,10 +94,11 @@ def _layer(key: str) -> int | None:
     return layer_of("." + key)
 
 
-def analyze(cfg: SweepConfig, all_checkpoints: bool = False, layer_stride: int = 5, max_tokens: int = 256) -> dict:
-    results = [r for r in sweep.collect(cfg) if r["status"] == "completed" and not r.get("duplicate_of")]
+def analyze(where: SweepDir, all_checkpoints: bool = False, layer_stride: int = 5, max_tokens: int = 256) -> dict:
+    cfg = where.load_config()
+    results = [r for r in where.collect() if r["status"] == "completed" and not r.get("duplicate_of")]
     if not results:
-        raise ConfigError(f"sweep dir: {cfg.sweep_dir()} has no completed trial to analyse")
+        raise ConfigError(f"sweep dir: {where} has no completed trial to analyse")
     rows, examples = [], {}
     for result in results:
         points = result["checkpoints"] if all_checkpoints else result["checkpoints"][-1:]
@@ -113,8 +115,8 @@ def analyze(cfg: SweepConfig, all_checkpoints: bool = False, layer_stride: int =
     out = {"rows": rows, "correlations": table, "by_module_type": by_type,
            "best_predictor_of_forgetting": {"metric": best[0], "spearman": best[1]} if best else None,
            "spectral_seconds": [g["spectral_s"] for g in examples.values()]}
-    atomic_write_json(cfg.sweep_dir() / "analysis" / "geometry.json", out)
-    atomic_write_bytes(cfg.sweep_dir() / "analysis" / "geometry.html", section_html(out, examples).encode())
+    atomic_write_json(where.geometry, out)
+    atomic_write_bytes(where.geometry_section, report.geometry_section(out, examples).encode())
     return out
 
 
@@ -126,42 +128,3 @@ def _rows_for(results: list[dict], examples: dict[str, dict], leaf: str) -> list
         rows.append({"forgetting": result["final"]["forgetting"], "gain": result["final"]["gain"],
                      **{s: sum(m[s] for m in modules) / len(modules) for s in SCALARS}})
     return rows
-
-
-def section_html(out: dict, examples: dict[str, dict]) -> str:
-    """Profiles vs the pretrained spectrum (log axes), stable rank per layer, best metric vs forgetting."""
-    figs = []
-    profiles = go.Figure()
-    for trial_id, geometry in examples.items():
-        key = next(k for k in geometry["modules"] if k.endswith("down_proj.weight"))
-        profile = geometry["modules"][key]["retention_profile"]
-        profiles.add_trace(go.Scatter(x=list(range(1, len(profile) + 1)), y=profile, mode="lines", name=f"{trial_id} {key}"))
-    profiles.update_layout(title="Retention profile |u_i^T W_ft v_i - s_i| by singular index (a down_proj)",
-                           xaxis_type="log", yaxis_type="log", xaxis_title="singular index i", template="plotly_white")
-    figs.append(profiles)
-    ranks = go.Figure()
-    for trial_id, geometry in examples.items():
-        per_layer: dict[int, list[float]] = {}
-        for key, metrics in geometry["modules"].items():
-            per_layer.setdefault(_layer(key), []).append(metrics["stable_rank"])
-        layers = sorted(k for k in per_layer if k is not None)
-        ranks.add_trace(go.Scatter(x=layers, y=[sum(per_layer[l]) / len(per_layer[l]) for l in layers], name=trial_id))
-    ranks.update_layout(title="Stable rank of dW per layer (mean over modules)", xaxis_title="layer", template="plotly_white")
-    figs.append(ranks)
-    best = out.get("best_predictor_of_forgetting")
-    if best:
-        scatter = go.Figure(go.Scatter(x=[r[best["metric"]] for r in out["rows"]], y=[r["forgetting"] for r in out["rows"]],
-                                       mode="markers", text=[f"{r['trial_id']} step {r['step']}" for r in out["rows"]]))
-        scatter.update_layout(title=f"{best['metric']} vs forgetting (Spearman {best['spearman']:+.2f})",
-                              xaxis_title=best["metric"], yaxis_title="forgetting", template="plotly_white")
-        figs.append(scatter)
-    rows = "".join(f"<tr><td>{m}</td><td>{_fmt(t['forgetting']['spearman'])}</td><td>{_fmt(t['forgetting']['pearson'])}</td>"
-                   f"<td>{_fmt(t['gain']['spearman'])}</td><td>{t['forgetting']['n']}</td></tr>"
-                   for m, t in out["correlations"].items())
-    table = ("<table><thead><tr><th>metric</th><th>Spearman vs forgetting</th><th>Pearson vs forgetting</th>"
-             f"<th>Spearman vs gain</th><th>n</th></tr></thead><tbody>{rows}</tbody></table>")
-    return table + "".join(pio.to_html(f, full_html=False, include_plotlyjs=False) for f in figs)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.3f}"

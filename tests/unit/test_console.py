@@ -1,0 +1,40 @@
+"""The end-of-sweep table a person reads: one row per distinct configuration, nothing cut off on an
+80-column terminal, the base model's scores said once."""
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from orchestrator import config, console
+
+BASE = {"target": {"score": 0.096}, "retention": {"score": 0.396}}
+
+
+def _result(trial_id: str, method: str, setting: dict, trainable: int, gain: float, **extra) -> dict:
+    return {"trial_id": trial_id, "trial_dir": f"/runs/quick/trials/{trial_id}", "method": method,
+            "status": "completed", "setting": setting, "params": {"trainable": trainable}, "base": BASE,
+            "final": {"target": 0.096 + gain, "retention": 0.35, "gain": gain, "forgetting": 0.046},
+            "timings": {"train_s": 41.0}, **extra}
+
+
+RESULTS = [
+    _result("ef2ec045", "oft", {"block_size": 24, "block_share": False, "cayley_neumann": True}, 1_572_480, 0.193),
+    _result("469567c1", "lora", {"r": 7, "lora_alpha": 14, "dropout": 0.0}, 2_136_960, 0.175),
+    _result("bdab13e3", "pissa", {"r": 2, "lora_alpha": 4, "dropout": 0.0}, 610_560, 0.108),
+    _result("a0a0a0a0", "lora", {"r": 7, "lora_alpha": 14, "dropout": 0.0}, 2_136_960, 0.175, duplicate_of="469567c1"),
+]
+
+
+def test_table_fits_80_columns_with_one_row_per_configuration():
+    cfg = config.load("quick")
+    screen = Console(width=80, record=True, file=io.StringIO())
+    screen.print(console.results_table(cfg, RESULTS, front=["ef2ec045", "469567c1"]))
+    text = screen.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in text and "block_size=24" in text and "block_share" not in text
+    assert sum("469567c1" in line for line in lines) == 1 and "a0a0a0a0" not in text  # the repeat is not a row
+    assert "2.14M" in text and "base model: target 0.096, retention 0.396" in text
+    rows = [line.strip() for line in lines if line.strip().startswith(("ef2ec045", "469567c1", "bdab13e3"))]
+    assert len(rows) == 3 and rows[0].startswith("ef2ec045*") and rows[2].startswith("bdab13e3 ")
