@@ -212,23 +212,53 @@ def answers_match(predicted: str | None, reference: str) -> bool:
         return clean(predicted) == clean(reference)
 
 
+class _GumbelSampler:
+    """A logits processor that turns greedy decoding into sampling: argmax(logits / T + g) with g ~ Gumbel(0, 1)
+    is an exact draw from softmax(logits / T) (the Gumbel-max trick). Each row draws its noise from its own
+    generator, one vector per decoding step, so a row's tokens depend on its own seed alone: the same
+    samples come out whatever rows share its batch (per prompt, per step, or chunked)."""
+
+    def __init__(self, generators: Sequence[torch.Generator], temperature: float) -> None:
+        self.generators, self.temperature = list(generators), temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        del input_ids
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1.0 - 1e-7)))
+        return scores.float() / self.temperature + gumbel.to(scores.device)
+
+
 @torch.inference_mode()
+def generate_ids(model: nn.Module, encoded: Sequence[list[int]], max_new_tokens: int, pad_id: int,
+                 eos_id: int | None, batch_size: int = 16, generators: Sequence[torch.Generator] | None = None,
+                 temperature: float = 1.0) -> list[list[int]]:
+    """New token ids per prompt (KV-cached `generate`, prompts of similar length left-padded into batches
+    of `batch_size`; each row stops at its own EOS, which is kept). Greedy, or sampled at `temperature`
+    with one generator per prompt (`_GumbelSampler`): the output does not depend on `batch_size`."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                              eos_token_id=eos_id)
+    device = next(model.parameters()).device
+    out: list[list[int]] = [[] for _ in encoded]
+    for batch in _length_sorted_batches([len(e) for e in encoded], batch_size):
+        ids, mask = pad_batch([encoded[i] for i in batch], pad_id, left=True)
+        processors = LogitsProcessorList([_GumbelSampler([generators[i] for i in batch], temperature)]
+                                         if generators is not None else [])
+        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
+                                   logits_processor=processors)[:, ids.shape[1]:].tolist()
+        for row, i in enumerate(batch):
+            tokens = generated[row]
+            out[i] = tokens[:tokens.index(eos_id) + 1] if eos_id is not None and eos_id in tokens else tokens
+    return out
+
+
 def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
              batch_size: int = 16) -> list[str]:
-    """Greedy completions (KV-cached `generate`, left padding), decoded without special tokens."""
+    """Greedy completions, decoded without special tokens."""
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    out: list[str] = [""] * len(prompts)
-    pad = _pad_id(tokenizer)
-    device = next(model.parameters()).device
-    for batch in _length_sorted_batches([len(e) for e in encoded], batch_size):
-        ids, mask = pad_batch([encoded[i] for i in batch], pad, left=True)
-        width = ids.shape[1]
-        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                   max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-                                   eos_token_id=tokenizer.eos_token_id)
-        for row, i in enumerate(batch):
-            out[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True)
-    return out
+    ids = generate_ids(model, encoded, max_new_tokens, _pad_id(tokenizer), tokenizer.eos_token_id, batch_size)
+    return [tokenizer.decode(tokens, skip_special_tokens=True) for tokens in ids]
 
 
 def normalise_text(text: str) -> str:

@@ -4,7 +4,9 @@ A checkpoint dir holds the trainable tensors (`adapter.safetensors`, adapter-onl
 that vouches for them (`checkpoint.json`: step, loss, lr, method, setting, base model, seed, config hash
 and the weights' sha256). Weights are written first and the JSON last, so a crash mid-save leaves a
 checkpoint that loading rejects, never a silent one. A rewound point is a checkpoint plus `point.json`,
-the scales (alpha, path, per-layer factors) that turn its adapter into the chosen model.
+the scales (alpha, path, per-layer factors) that turn its adapter into the chosen model. A checkpoint
+may also hold the state an exact resume needs (`resume.safetensors` + `resume.json`, orchestrator.resume):
+optimizer moments and step, RNG and data state; vouched for by its own JSON, written last.
 
 Where checkpoint dirs live in a sweep is `orchestrator.sweep_dir`'s business; this module owns what is
 inside one.
@@ -28,6 +30,8 @@ from orchestrator.sweep_dir import TrialDir
 WEIGHTS_FILE = "adapter.safetensors"
 META_FILE = "checkpoint.json"
 POINT_FILE = "point.json"
+RESUME_TENSORS = "resume.safetensors"
+RESUME_META = "resume.json"
 
 
 class CheckpointError(RuntimeError):
@@ -84,6 +88,45 @@ def latest_valid(trial_dir: TrialDir) -> tuple[Path, dict[str, torch.Tensor], di
             continue
         return directory, state, meta
     return None
+
+
+def save_resume(directory: Path, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> int:
+    """The exact-resume state next to a checkpoint's weights; returns its size in bytes."""
+    from safetensors.torch import save as to_bytes
+
+    blob = to_bytes(tensors)
+    atomic_write_bytes(directory / RESUME_TENSORS, blob)
+    atomic_write_json(directory / RESUME_META, {**data, "sha256": sha256_file(directory / RESUME_TENSORS),
+                                                "bytes": len(blob)})
+    return len(blob)
+
+
+def load_resume(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """A checkpoint's resume state if it is complete and verifies; None otherwise (the trial then resumes
+    from the weights alone, and says so)."""
+    from safetensors.torch import load_file
+
+    tensors, meta = Path(directory) / RESUME_TENSORS, Path(directory) / RESUME_META
+    if not tensors.is_file() or not meta.is_file():
+        return None
+    data = json.loads(meta.read_text())
+    if sha256_file(tensors) != data.get("sha256"):
+        return None
+    return load_file(str(tensors)), data
+
+
+def remove_resume(directory: Path) -> None:
+    """Drop a checkpoint's resume state (JSON first: a half-removed state is never taken for a whole one)."""
+    for name in (RESUME_META, RESUME_TENSORS):
+        (Path(directory) / name).unlink(missing_ok=True)
+
+
+def sizes(directory: Path) -> dict[str, int]:
+    """Bytes on disk of a checkpoint: its weights, and its resume state (0 when it has none)."""
+    directory = Path(directory)
+    resume = directory / RESUME_TENSORS
+    return {"weights": (directory / WEIGHTS_FILE).stat().st_size,
+            "resume_state": resume.stat().st_size if (directory / RESUME_META).is_file() and resume.is_file() else 0}
 
 
 def save_point(target: Path, label: str, spec: dict[str, Any]) -> Path:

@@ -29,6 +29,10 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bars too
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import torch
+
+    if not torch.cuda.is_available():  # said before anything imports DeepSpeed, which would warn it guessed
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 # ------------------------------------------------------------------------------------ the command table
@@ -151,7 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator import assets, config, console, sweep, sweep_analysis, sweep_rewind
     from orchestrator.callbacks import SweepProgress
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.sweep_dir import SweepDir, has_final_point
 
     cfg = _load(args)
     if args.address:
@@ -178,7 +182,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         sweep_analysis.log_outputs(cfg, [summary])
         _say(f"MLflow: {tracking_uri(cfg)} (browse: peft-arena ui {where})")
-    return 0 if any(r["status"] == "completed" for r in results) else 1
+    return 0 if any(has_final_point(r) for r in results) else 1
 
 
 @command("demo", "run the embedded quick sweep end to end and print the table", CONFIG_OPTION, SET)
@@ -270,6 +274,33 @@ def cmd_rewind(args: argparse.Namespace) -> int:
         raise ConfigError(str(err)) from None
     console.print_rewind(sweep_rewind.rewind_sweep(where, args.trial, args.path or ["trajectory", "interp"], alphas,
                                                    args.select, args.tau, args.delta))
+    return 0
+
+
+@command("export", "write a trial's checkpoint or rewound point as a peft adapter or a merged model", SWEEP_DIR,
+         arg("trial", nargs="?", help="trial id (or --front)"),
+         arg("--to", required=True, help="the folder to write (with --front: one subfolder per front trial)"),
+         arg("--step", type=int, help="a checkpoint step (default: the trial's last)"),
+         arg("--rewound", action="store_true", help="the trial's rewound point (`peft-arena rewind`)"),
+         arg("--front", action="store_true", help="every trial on the sweep's front"),
+         arg("--merged", action="store_true", help="merged weights + tokenizer instead of an adapter"),
+         arg("--force", action="store_true", help="replace a non-empty target folder"))
+def cmd_export(args: argparse.Namespace) -> int:
+    from orchestrator import export
+    from orchestrator.sweep_dir import SweepDir
+
+    where = SweepDir.open(args.sweep_dir)
+    line = "peft-arena " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["export"] else ""
+    if args.front == bool(args.trial):
+        raise ConfigError("export: give a TRIAL or --front; allowed: exactly one of them")
+    if args.front:
+        written = export.export_front(where, Path(args.to), args.merged, args.force, line)
+    else:
+        written = [export.export(where, args.trial, Path(args.to), args.step, args.rewound, args.merged, args.force,
+                                 line)]
+    for record in written:
+        print(f"{record['trial_id']}: {record['kind']} in {record['path']}"
+              + (f" (merged: {record['merged_because']})" if record.get("merged_because") else ""))
     return 0
 
 

@@ -43,6 +43,9 @@ class GRPOConfig(_Strict):
     temperature: float = Field(1.0, gt=0)
     max_new_tokens: int | None = Field(None, gt=0, description="default: the training task's own "
                                        "max_new_tokens, the length its answers are scored at")
+    rollout_chunk: int | None = Field(None, gt=0, description="completions per generate call (a memory cap); "
+                                      "default: all of a step's prompts x group_size at once. Samples do not "
+                                      "depend on it")
     clip_eps: float = Field(0.2, gt=0, lt=1)
     kl_coef: float = Field(0.0, ge=0, description="0: no KL term (the paper's setting)")
     lr_scale: float = Field(1.0, gt=0, le=1, description="GRPO trials train at train.lr x lr_scale (also when lr "
@@ -63,6 +66,9 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(10, gt=0)
+    resume_state: Literal["last", "all", "none"] = Field(
+        "last", description="optimizer/RNG/data state kept for an exact resume: for the newest checkpoint (removed "
+        "when the trial completes), for every checkpoint (kept), or none (a resume restarts AdamW's moments)")
     zero_stage: Literal[0, 1, 2, 3] = 0
     seed: int = 0
     threads: int | None = Field(None, gt=0, description="torch threads; default: all cores")
@@ -158,6 +164,18 @@ class LogRange(_Strict):
         return self
 
 
+# objectives a trial has at every checkpoint, so early stopping can compare trials part-way
+CHECKPOINT_OBJECTIVES = ("target_gain", "forgetting", "target", "retention", "trainable_params")
+
+
+class EarlyStopConfig(_Strict):
+    kind: Literal["none", "hv", "epsnet", "random"] = Field(
+        "none", description="none, or the ranking at checkpoint rungs: hv (Pareto layers, then hypervolume "
+        "contribution), epsnet (Pareto layers, then MOASHA's epsilon-net), random (a control)")
+    grace_steps: int | None = Field(None, gt=0, description="the first rung (default: train.checkpoint_every)")
+    reduction_factor: float = Field(3.0, gt=1, description="eta: rungs at grace * eta^k; the top 1/eta continue")
+
+
 class SearchConfig(_Strict):
     # auto: every configuration once (grid) when num_samples covers the whole space, else TPE, the most
     # sample-efficient sampler measured here (bench/search_efficiency.py)
@@ -175,6 +193,7 @@ class SearchConfig(_Strict):
     seeds: list[int] | None = Field(None, min_length=1)
     knobs: dict[str, dict[str, list[Any]]] = Field(default_factory=dict, description="per-method setting choices")
     regimes: list[Literal["sft", "grpo"]] | None = Field(None, min_length=1, description="training regimes to compare")
+    early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
 
     @field_validator("budgets", "lr")
     @classmethod
@@ -197,6 +216,10 @@ class SearchConfig(_Strict):
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):
             raise ValueError(f"search.objectives: {names} names an objective twice")
+        if self.early_stop.kind != "none" and not set(names) <= set(CHECKPOINT_OBJECTIVES):
+            raise ValueError(f"search.early_stop: objectives {sorted(set(names) - set(CHECKPOINT_OBJECTIVES))} are "
+                             f"known only when a trial ends; allowed with early stopping: "
+                             f"{', '.join(CHECKPOINT_OBJECTIVES)}")
         for method, knobs in self.knobs.items():
             try:
                 spec = registry.get(method)

@@ -73,7 +73,7 @@ def results_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[s
     base-model scores, shared by every row, go in the caption. Fits an 80-column terminal."""
     rows = [r for r in map(_row, results) if not r["duplicate_of"]]
     base = next((r for r in rows if r["target_base"] is not None), None)
-    show_status = any(r["status"] != "completed" for r in rows)
+    show_status = any(r["status"] != "completed" for r in rows)  # failed, or stopped early
     table = Table(title=f"{cfg.name}: target gain vs forgetting ({cfg.model.name})", box=None,
                   padding=(0, 1), pad_edge=False, header_style="bold underline")
     headers = ["trial", "method", "setting", "params", "target", "gain", "retention", "forgetting"]

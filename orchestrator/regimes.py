@@ -3,8 +3,9 @@
 The trainer keeps one loop (forward, backward, step, checkpoints); a regime owns its data (the seeded
 order of examples or prompts) and supplies the loss of each micro-batch. GRPO follows the RLVR protocol of
 PEFT-Arena (Huang et al., arXiv 2605.28819, "Benchmark protocol"): for each prompt, sample G completions
-from the current policy (KV-cached generation), score them with the task's verifiable scorer, normalise
-rewards within the group, and minimise the clipped policy-gradient loss over completion tokens. No KL term
+from the current policy (all prompts x G in one KV-cached, left-padded generate call, chunked to
+`grpo.rollout_chunk` rows), score them with the task's verifiable scorer, normalise rewards within the
+group, and minimise the clipped policy-gradient loss over completion tokens (one forward for all rows). No KL term
 by default; with `kl_coef` > 0 the reference is the base model, which for PEFT is the same model with
 adapters disabled (no second copy in memory).
 """
@@ -16,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from evals.scorers import pad_batch
+from evals.scorers import generate_ids, pad_batch
 from orchestrator.config import TrainConfig
 
 Reward = Callable[[str, str], float]  # (completion text, reference answer) -> reward
@@ -47,12 +48,19 @@ def batches(items: Sequence[Any], batch_size: int, seed: int) -> Iterator[list]:
 
 
 class _Stream:
-    """A regime's data: seeded batches that a resumed run fast-forwards past what earlier steps used."""
+    """A regime's data: seeded batches that a resumed run fast-forwards past what earlier steps used, and
+    whatever random state of its own an exact resume must carry (`state` / `restore`)."""
     stream: Iterator[list]
 
     def skip(self, count: int) -> None:
         for _ in range(count):
             next(self.stream)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        del state  # nothing of its own
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -77,14 +85,28 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     return per_sequence.mean()
 
 
-def token_logprobs(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of tokens ids[:, start:] and the policy's mean token entropy over them."""
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, start - 1:-1].float()
+def completion_logprobs(model: nn.Module, prompts: Sequence[list[int]], completions: Sequence[list[int]],
+                        pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-probs of every completion token given its prompt and the tokens before it, for all rows in one
+    forward pass, with the policy's entropy at those positions and the mask of real completion tokens.
+
+    Rows are left-padded (explicit positions), so every completion ends at the last position and all lie in
+    the last `width` = longest-completion positions: only those reach the LM head (`logits_to_keep`).
+    Shapes: [rows, width] each, right-aligned."""
+    ids, attention = pad_batch([p + c for p, c in zip(prompts, completions)], pad_id, left=True)
+    device = next(model.parameters()).device
+    width = max(len(c) for c in completions)
+    positions = (attention.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
+                   logits_to_keep=width + 1).logits[:, :-1].float()
     logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(2, ids[:, start:, None])[..., 0]
+    logp = logp_all.gather(2, ids[:, -width:, None].to(device))[..., 0]
     detached = logp_all.detach()  # entropy is a metric: no graph through a vocab-sized product
     entropy = -(detached.exp() * detached).sum(-1)
-    return logp, entropy
+    mask = torch.zeros(len(completions), width, device=device)
+    for row, completion in enumerate(completions):
+        mask[row, width - len(completion):] = 1.0
+    return logp, entropy, mask
 
 
 class SFT(_Stream):
@@ -113,46 +135,39 @@ class GRPO(_Stream):
         self.stream = batches(list(self.prompts), self.cfg.grpo.prompts_per_step, self.cfg.seed)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"sampling_generator": self.generator.get_state()}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["sampling_generator"])
+
+    def _row_generators(self, prompts: int) -> list[torch.Generator]:
+        """One sampling generator per completion: each prompt draws a seed from the regime's generator and
+        its G samples derive theirs from it, so a completion depends on the seed alone, not on batching."""
+        g = self.cfg.grpo.group_size
+        seeds = [int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)) for _ in range(prompts)]
+        return [torch.Generator().manual_seed(seed * 65536 + j) for seed in seeds for j in range(g)]
+
     def loss(self, engine: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         g = self.cfg.grpo
         model = engine.module
         batch = next(self.stream)
-        sequences, masks, starts, rewards, lengths = [], [], [], [], []
-        for prompt, answer in batch:  # one generate call per prompt: G samples share the prompt's cache
-            ids = torch.tensor([prompt], device=device)
-            with torch.no_grad():
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                     temperature=g.temperature, top_k=0, top_p=1.0, max_new_tokens=g.max_new_tokens,
-                                     num_return_sequences=g.group_size, pad_token_id=self.pad_id, eos_token_id=self.eos_id)
-            completions = out[:, len(prompt):]
-            alive = torch.ones_like(completions)
-            if self.eos_id is not None:  # tokens after the first EOS are padding
-                ended = (completions == self.eos_id).long().cumsum(1)
-                alive = ((ended - (completions == self.eos_id).long()) == 0).long()
-            for row in range(g.group_size):
-                kept = completions[row][alive[row].bool()].tolist()
-                rewards.append(self.reward(self.decode(kept), answer))
-                lengths.append(len(kept))
-            sequences.append(out)
-            masks.append(alive)
-            starts.append(len(prompt))
+        prompts = [prompt for prompt, _ in batch for _ in range(g.group_size)]
+        completions = generate_ids(model, prompts, g.max_new_tokens, self.pad_id, self.eos_id,
+                                   g.rollout_chunk or len(prompts), self._row_generators(len(batch)), g.temperature)
+        rewards = [self.reward(self.decode(c), batch[row // g.group_size][1]) for row, c in enumerate(completions)]
         reward_t = torch.tensor(rewards, dtype=torch.float32).view(len(batch), g.group_size)
         advantages = group_advantages(reward_t).view(-1).to(device)
-        losses, entropies = [], []
-        for i, (seq, alive, start) in enumerate(zip(sequences, masks, starts)):
-            attention = torch.cat([torch.ones(seq.shape[0], start, dtype=torch.long, device=device), alive], dim=1)
-            logp, entropy = token_logprobs(model, seq, attention, start)
-            ref = None
-            if g.kl_coef > 0 and hasattr(model, "disable_adapter"):
-                with torch.no_grad(), model.disable_adapter():
-                    ref = token_logprobs(model, seq, attention, start)[0]
-            adv = advantages[i * g.group_size:(i + 1) * g.group_size]
-            losses.append(policy_loss(logp, logp.detach(), adv, alive.float(), g.clip_eps, ref, g.kl_coef))
-            entropies.append(float((entropy * alive).sum() / alive.sum().clamp(min=1)))
+        logp, entropy, mask = completion_logprobs(model, prompts, completions, self.pad_id)
+        ref = None
+        if g.kl_coef > 0 and hasattr(model, "disable_adapter"):
+            with torch.no_grad(), model.disable_adapter():
+                ref = completion_logprobs(model, prompts, completions, self.pad_id)[0]
+        loss = policy_loss(logp, logp.detach(), advantages, mask, g.clip_eps, ref, g.kl_coef)
         stds = reward_t.std(dim=1, unbiased=False)
+        lengths = [len(c) for c in completions]
         metrics = {"reward_mean": float(reward_t.mean()), "reward_std_in_group": float(stds.mean()),
                    "zero_variance_groups": float((stds == 0).float().mean()),
-                   "completion_length": sum(lengths) / len(lengths), "entropy": sum(entropies) / len(entropies),
-                   "tokens": float(sum(lengths))}
-        return torch.stack(losses).mean(), metrics
+                   "completion_length": sum(lengths) / len(lengths),
+                   "entropy": float((entropy * mask).sum() / mask.sum().clamp(min=1)), "tokens": float(sum(lengths))}
+        return loss, metrics

@@ -22,7 +22,7 @@ from methods import registry
 from orchestrator import sweep_analysis, trial
 from orchestrator.config import ConfigError, SweepConfig, config_hash
 from orchestrator.files import atomic_write_json
-from orchestrator.sweep_dir import SweepDir, TrialDir
+from orchestrator.sweep_dir import SweepDir, TrialDir, has_final_point
 
 # The driver's settings that trial workers must see (workers on `ray start` nodes do not inherit them).
 FORWARDED_ENV = ("PEFT_ARENA_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "MLFLOW_TRACKING_URI", "DISABLE_MLFLOW_INTEGRATION",
@@ -144,8 +144,12 @@ def decode(params: dict[str, Any], plan: Plan, cfg: SweepConfig) -> tuple[str, d
 
 def make_sampler(name: str, seed: int, samples: int) -> Any:
     """An Optuna sampler by name (`sampler_name` resolves `auto` first)."""
+    import warnings
+
     import optuna
 
+    # BruteForceSampler is marked experimental since Optuna 3.1; it is what exhaustive search is
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return {
         # NSGA-II's first generation is random: small populations leave generations to evolve (on ZDT1,
         # 64 trials: a population of 8 reached random search's final hypervolume in 41 trials, of 32 in 51).
@@ -190,23 +194,30 @@ def describe(cfg: SweepConfig, plan: Plan) -> list[str]:
 
 
 def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
-    """Runs inside a Ray worker: one trial, then one report carrying every objective."""
+    """Runs inside a Ray worker: one trial, reporting each checkpoint's objectives as it is scored (what
+    early stopping reads) and then every objective of the finished trial (what OptunaSearch records)."""
     import ray
     from ray import tune
+
+    from orchestrator.early_stop import STEP_KEY, checkpoint_objectives
 
     cfg = SweepConfig.model_validate(sweep)
     plan = make_plan(cfg)
     method, setting, trial_cfg, budget_label = decode(params, plan, cfg)
     trial_dir = SweepDir.of(cfg).trial(tune.get_context().get_trial_id())
     where = {"node_id": ray.get_runtime_context().get_node_id(), "budget": budget_label}
+    labels = {"trial_dir": str(trial_dir.root), "method": method, "setting": json.dumps(setting, sort_keys=True),
+              "budget": budget_label or 0.0, "node_id": where["node_id"], "hostname": os.uname().nodename}
+
+    def report_checkpoint(step: int, point: dict[str, Any], trainable: dict[str, Any]) -> None:
+        tune.report({**checkpoint_objectives(point, trainable), STEP_KEY: step, **labels})
+
     result = reuse_duplicate(cfg, trial_cfg, method, setting, trial_dir) or \
-        trial.run(trial_cfg, method, setting, trial_dir, context=where)
-    if result["status"] != "completed":  # Tune retries up to failure.max_failures, then records the error
+        trial.run(trial_cfg, method, setting, trial_dir, context=where, on_scores=report_checkpoint)
+    if not has_final_point(result):  # Tune retries up to failure.max_failures, then records the error
         raise RuntimeError(f"trial {trial_dir.trial_id} failed: {result.get('failure_reason')}")
     report = {name: value for name, value in sweep_analysis.objective_values(result).items() if value is not None}
-    report.update(trial_dir=str(trial_dir.root), method=method, setting=json.dumps(setting, sort_keys=True),
-                  budget=budget_label or 0.0, node_id=where["node_id"], hostname=os.uname().nodename)
-    tune.report(report)
+    tune.report({**report, **labels})
 
 
 def probe(address: str, timeout: float = 3.0) -> None:
@@ -229,7 +240,7 @@ def reuse_duplicate(cfg: SweepConfig, trial_cfg: SweepConfig, method: str, setti
     reused, recorded under this trial's id with `duplicate_of`, instead of spending the compute again."""
     digest = config_hash(trial.trial_config(trial_cfg, method, setting))
     for other in SweepDir.of(cfg).collect():
-        if other["status"] == "completed" and other["config_hash"] == digest and other["trial_id"] != trial_dir.trial_id:
+        if has_final_point(other) and other["config_hash"] == digest and other["trial_id"] != trial_dir.trial_id:
             now = time.time()
             copy = {**other, "trial_id": trial_dir.trial_id, "trial_dir": str(trial_dir.root),
                     "duplicate_of": other["trial_id"], "started_at": now, "ended_at": now}
@@ -262,6 +273,19 @@ def connect(address: str, num_cpus: int | None) -> None:
         raise ConfigError(f"ray.address = {address!r}: cannot connect ({str(err).splitlines()[0]})") from None
 
 
+def make_scheduler(cfg: SweepConfig, plan: Plan) -> Any:
+    """None (every trial trains to its last step) or the multi-objective early-stopping scheduler."""
+    stop = cfg.search.early_stop
+    if stop.kind == "none":
+        return None
+    from orchestrator.early_stop import ParetoRungs
+
+    longest = max(plan.steps or [cfg.train.steps])
+    return ParetoRungs(str(SweepDir.of(cfg).root), [(o.name, o.mode) for o in cfg.search.objectives],
+                       stop.grace_steps or cfg.train.checkpoint_every, stop.reduction_factor, longest, stop.kind,
+                       cfg.search.seed)
+
+
 def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]) -> Any:
     import optuna
     from optuna.storages import RDBStorage
@@ -288,7 +312,8 @@ def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]
         # reuse_actors: a finished trial's worker process runs the next trial, so each trial does not pay
         # again for starting Python and importing torch/transformers/peft/deepspeed (bench.orchestration_overhead)
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=samples, reuse_actors=True,
-                                    max_concurrent_trials=cfg.search.max_concurrent_trials),
+                                    max_concurrent_trials=cfg.search.max_concurrent_trials,
+                                    scheduler=make_scheduler(cfg, plan)),
         run_config=tune.RunConfig(name=cfg.name, storage_path=str(where.ray_storage), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
                                   callbacks=callbacks))
@@ -317,17 +342,32 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     connect(address, cfg.ray.num_cpus)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state on disk every few seconds
     # results go to the trial dirs and MLflow: no CSV/JSON/TensorBoard loggers of Tune's own (nor its hint
-    # to start TensorBoard, which would point at files nobody needs)
+    # to start TensorBoard, which would point at files nobody needs), and no banner of Tune's: the sweep
+    # prints its own plan and progress
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = build_tuner(cfg, plan, resume, callbacks or [])
     began = time.time()
     tuner.fit()
     atomic_write_json(where.timing(began), {"started": began, "ended": time.time(), "resumed": resume})
     fail_orphaned_trials(cfg)
+    abandon_leftovers(where)
     results = where.collect()
     # anything a callback missed (e.g. before a resume)
     tracking.best_effort(cfg, "sync the sweep's trials", lambda t: t.sync_all(results), tracker)
     return results
+
+
+def abandon_leftovers(where: SweepDir) -> int:
+    """Trial dirs still "running" once Tune is done belong to trials a killed driver had started but not yet
+    recorded: Tune ran their configuration again under a new id. They are marked abandoned (with that
+    reason), so no table or analysis shows them as in flight."""
+    left = [r for r in where.collect() if r["status"] == "running"]
+    for result in left:
+        where.trial(result["trial_id"]).write_result(
+            result | {"status": "abandoned", "failure_reason": "its sweep's driver was killed before Tune recorded "
+                      "the trial; the configuration was run again under another trial id"})
+    return len(left)
 
 
 def fail_orphaned_trials(cfg: SweepConfig) -> int:

@@ -13,7 +13,7 @@ from analysis import pareto, published, report
 from methods import registry
 from orchestrator.config import OBJECTIVES, ConfigError, SweepConfig
 from orchestrator.files import atomic_write_bytes, atomic_write_json
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.sweep_dir import SweepDir, has_final_point
 
 # Sweep objectives under the names a frontier point carries them (plots read gain, forgetting, params).
 POINT_KEYS = {"target_gain": "gain", "trainable_params": "params"}
@@ -35,7 +35,7 @@ def points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One frontier point per completed trial: its final checkpoint's scores and every objective's value."""
     found = []
     for r in results:
-        if r.get("status") != "completed" or "final" not in r:
+        if not has_final_point(r):
             continue
         values = {POINT_KEYS.get(k, k): v for k, v in objective_values(r).items()}
         found.append({**values, "label": r["trial_id"], "method": r["method"],

@@ -32,6 +32,12 @@ from orchestrator.files import atomic_write_json, safe_join
 CONFIG_SNAPSHOT = "sweep_config.json"
 RESULT_FILE = "result.json"
 CHECKPOINT_PREFIX = "step_"
+# trial statuses whose last checkpoint is an operating point of the sweep (its front, rewinding, export)
+WITH_FINAL_POINT = ("completed", "stopped_early")
+
+
+def has_final_point(result: dict[str, Any]) -> bool:
+    return result.get("status") in WITH_FINAL_POINT and "final" in result
 
 
 def trial_name(method: str, setting: dict[str, Any]) -> str:

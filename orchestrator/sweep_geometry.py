@@ -18,7 +18,7 @@ from evals import scorers, suites
 from orchestrator import checkpoints, models
 from orchestrator.config import ConfigError, ModelConfig, SweepConfig
 from orchestrator.files import atomic_write_bytes, atomic_write_json
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.sweep_dir import SweepDir, has_final_point
 
 _SVD_CACHE: dict[tuple[str, str], spectral.BaseSVD] = {}  # (base fingerprint, weight) -> SVD, across trials
 SCALARS = ("retention_mean", "retention_rel", "adaptation_mean", "retention_fluctuation", "adaptation_fluctuation",
@@ -96,7 +96,7 @@ def _layer(key: str) -> int | None:
 
 def analyze(where: SweepDir, all_checkpoints: bool = False, layer_stride: int = 5, max_tokens: int = 256) -> dict:
     cfg = where.load_config()
-    results = [r for r in where.collect() if r["status"] == "completed" and not r.get("duplicate_of")]
+    results = [r for r in where.collect() if has_final_point(r) and not r.get("duplicate_of")]
     if not results:
         raise ConfigError(f"sweep dir: {where} has no completed trial to analyse")
     rows, examples = [], {}

@@ -14,7 +14,7 @@ from methods import interpolate, registry
 from orchestrator import checkpoints, scoring, sweep_analysis
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.files import atomic_write_bytes, atomic_write_json
-from orchestrator.sweep_dir import SweepDir, TrialDir
+from orchestrator.sweep_dir import SweepDir, TrialDir, has_final_point
 
 
 def make_evaluator(cfg: SweepConfig) -> Any:
@@ -88,7 +88,7 @@ def log_to_mlflow(cfg: SweepConfig, records: list[dict[str, Any]]) -> None:
 def rewind_sweep(where: SweepDir, trial_ids: list[str] | None, kinds: list[str], alphas: list[float], rule: str,
                  tau: float, delta: float) -> dict[str, Any]:
     cfg = where.load_config()
-    results = [r for r in where.collect() if r["status"] == "completed" and r.get("checkpoints")]
+    results = [r for r in where.collect() if has_final_point(r) and r.get("checkpoints")]
     if trial_ids:
         results = [r for r in results if r["trial_id"] in trial_ids]
     else:  # by default: the trials on the sweep's front, each distinct configuration once

@@ -28,7 +28,7 @@ TAG_DIGEST = "peft_arena.result_sha256"
 # MLflow 3's UI opens GenAI views unless an experiment says it is model training: ours always is.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT = "mlflow.parentRunId"
-RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED"}
+RUN_STATUS = {"completed": "FINISHED", "stopped_early": "FINISHED", "failed": "FAILED", "abandoned": "KILLED"}
 
 
 def tracking_uri(cfg: SweepConfig) -> str:
@@ -38,7 +38,11 @@ def tracking_uri(cfg: SweepConfig) -> str:
 def _client(uri: str) -> Any:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a dead server fails fast, not in minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    import logging
+
     from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "creating database tables" is no news to a user
 
     return MlflowClient(tracking_uri=uri)
 
@@ -175,6 +179,14 @@ class Tracker:
                 self.sync_base(result)
                 self.sync_trial(result)
         return len(results)
+
+    def tag_trial(self, trial_id: str, key: str, value: str) -> bool:
+        """A tag on a trial's run (e.g. where its adapter was exported); False when the trial has no run."""
+        run = self._find("trial", f" and tags.`{TAG_TRIAL}` = '{trial_id}'")
+        if run is None:
+            return False
+        self.client.set_tag(run.info.run_id, key, value)
+        return True
 
     def log_rewind(self, record: dict[str, Any]) -> str | None:
         """A rewound operating point as a child of its trial's run: its validation and test scores, the

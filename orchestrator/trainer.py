@@ -22,7 +22,7 @@ from torch import nn
 if not torch.cuda.is_available():  # must precede the deepspeed import, or it probes for accelerators
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-from orchestrator import checkpoints  # noqa: E402
+from orchestrator import checkpoints, resume  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402
 from orchestrator.process import free_port  # noqa: E402
 from orchestrator.sweep_dir import TrialDir  # noqa: E402
@@ -36,6 +36,7 @@ class TrainResult:
     checkpoints: list[Path] = field(default_factory=list)
     seconds: float = 0.0  # training only: time spent in on_checkpoint (evaluation) is excluded
     tokens: int = 0
+    resumed: str | None = None  # "exact" (optimizer, RNG and data state restored) or "weights" (weights only)
 
 
 # --------------------------------------------------------------------------------------- distributed
@@ -100,12 +101,16 @@ def _grad_norm(engine: Any, params: list[nn.Parameter]) -> float:
 
 def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, meta: dict[str, Any],
           on_checkpoint: Callable[[int, Path], None] | None = None,
-          on_step: Callable[[int, dict[str, float]], None] | None = None, start_step: int = 0) -> TrainResult:
+          on_step: Callable[[int, dict[str, float]], None] | None = None, start_step: int = 0,
+          resume_from: Path | None = None) -> TrainResult:
     """Train `model` in place up to `cfg.steps` optimizer steps; `regime` (orchestrator.regimes: SFT or
     GRPO) turns each micro-batch into a loss. A non-finite loss stops the run as failed, with the step in
-    the reason; checkpoints already written stay valid. `start_step` > 0 continues a run whose weights
-    were restored from that step's checkpoint: the LR schedule and the data order pick up where they were
-    (AdamW's moments restart from zero: checkpoints hold weights, not optimizer state)."""
+    the reason; checkpoints already written stay valid.
+
+    `start_step` > 0 continues a run whose weights were restored from that step's checkpoint
+    (`resume_from`): the LR schedule and the data order pick up where they were, and when the checkpoint
+    holds a resume state (`train.resume_state`), so do AdamW's moments and step and every RNG, which makes
+    the continued run equal to an uninterrupted one bit for bit; without it the moments restart at zero."""
     import deepspeed
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
@@ -122,6 +127,11 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
     device = engine.device
     result = TrainResult(steps=start_step)
     regime.skip(start_step * cfg.grad_accum)  # the batches the restored steps already consumed
+    if start_step:
+        state = checkpoints.load_resume(resume_from) if resume_from is not None else None
+        if state is not None:
+            resume.restore(engine, model, regime, *state)
+        result.resumed = "exact" if state is not None else "weights"
     start = time.perf_counter()
     outside = 0.0  # seconds spent in the checkpoint callback
     model.train()
@@ -149,14 +159,30 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
                 on_step(step, record)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 directory = checkpoints.save(model, trial_dir.checkpoint(step), {**meta, **record}, cfg.zero_stage)
+                _keep_resume_state(engine, model, regime, cfg, directory, step, trial_dir)
                 result.checkpoints.append(directory)
                 if on_checkpoint:
                     began = time.perf_counter()
                     on_checkpoint(step, directory)
                     outside += time.perf_counter() - began
                     model.train()
+        if cfg.resume_state == "last":  # completed: nothing left to resume (this run's or an earlier one's)
+            for directory in trial_dir.checkpoint_dirs():
+                checkpoints.remove_resume(directory)
     finally:
         result.seconds = time.perf_counter() - start - outside
         if hasattr(engine, "destroy"):
             engine.destroy()
     return result
+
+
+def _keep_resume_state(engine: Any, model: nn.Module, regime: Any, cfg: TrainConfig, directory: Path, step: int,
+                       trial_dir: TrialDir) -> None:
+    """The new checkpoint's resume state; with `resume_state: last` every other goes once it is written."""
+    if cfg.resume_state == "none":
+        return
+    checkpoints.save_resume(directory, *resume.capture(engine, model, regime, step))
+    if cfg.resume_state == "last":
+        for older in trial_dir.checkpoint_dirs():
+            if older != directory:
+                checkpoints.remove_resume(older)

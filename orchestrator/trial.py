@@ -20,9 +20,19 @@ from orchestrator import checkpoints, models, regimes, trainer
 from orchestrator.config import ConfigError, SweepConfig, config_hash
 from orchestrator.process import package_versions, peak_rss_mb
 from orchestrator.scoring import base_scores, deltas, evaluate
-from orchestrator.sweep_dir import TrialDir
+from orchestrator.sweep_dir import TrialDir, has_final_point
 
 SCHEMA_VERSION = 1
+Scores = Callable[[int, dict[str, Any], dict[str, Any]], None]  # (step, the checkpoint's record, params)
+
+
+class TrialStopped(Exception):
+    """The sweep's scheduler stopped the trial at a checkpoint (Tune ends a stopped trial's thread with
+    SystemExit at its next report); the trial's checkpoints so far stay valid."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped early at step {step}")
+        self.step = step
 
 
 def resolved_setting(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> dict[str, Any]:
@@ -40,16 +50,21 @@ def trial_config(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> dict
 
 def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: TrialDir,
         on_step: Callable[[int, dict[str, float]], None] | None = None,
-        on_phase: Callable[[str], None] | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
+        on_phase: Callable[[str], None] | None = None, context: dict[str, Any] | None = None,
+        on_scores: Scores | None = None) -> dict[str, Any]:
     """Run one trial and write `trial_dir/result.json`. User errors (ConfigError) propagate; any other
     failure is recorded in the result as status "failed" with its reason, and the result is returned.
     Run again in the same dir (a retry, a resumed sweep), a completed trial of the same config returns its
-    result at once, and an interrupted one resumes from its last verified checkpoint."""
+    result at once, and an interrupted one resumes from its last verified checkpoint.
+
+    `on_scores` hears each scored checkpoint (a sweep reports it to Tune); if it raises SystemExit, the
+    scheduler stopped the trial: the result is written with status "stopped_early" and its last
+    checkpoint as the final point, and SystemExit is raised again for Tune."""
     phase = on_phase or (lambda _: None)
     began = time.perf_counter()
     spec = trial_config(cfg, method, setting)
     previous = _previous_result(trial_dir, config_hash(spec))
-    if previous is not None and previous["status"] == "completed":
+    if previous is not None and has_final_point(previous):  # completed, or stopped early: decided already
         return previous
     result: dict[str, Any] = {"schema": SCHEMA_VERSION, "trial_id": trial_dir.trial_id, "trial_dir": str(trial_dir.root),
                               "status": "running",
@@ -61,8 +76,13 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Trial
         result["checkpoints"] = previous.get("checkpoints", [])
         result["train_log"] = previous.get("train_log", [])
         result["attempts"] = previous.get("attempts", 1) + 1
+    stopped = None
     try:
-        _execute(cfg, spec, trial_dir, result, on_step, phase)
+        _execute(cfg, spec, trial_dir, result, on_step, phase, on_scores)
+    except TrialStopped as stop:
+        result.update(status="stopped_early", stopped_at_step=stop.step)
+        _finalise(result)
+        stopped = stop
     except ConfigError:
         raise
     except (suites.TaskError, sources.SourceError) as err:  # bad task data is the user's to fix
@@ -75,7 +95,17 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Trial
     result["ended_at"] = time.time()  # wall clock, with started_at: the MLflow run's start and end
     result["peak_rss_mb"] = peak_rss_mb()
     trial_dir.write_result(result)
+    if stopped is not None:
+        raise SystemExit(0) from stopped
     return result
+
+
+def _finalise(result: dict[str, Any]) -> None:
+    """The trial's final point: its last scored checkpoint."""
+    if result["checkpoints"]:
+        last = result["checkpoints"][-1]
+        result["final"] = {k: last[k] for k in ("step", "gain", "forgetting")} | {
+            "target": last["target"]["score"], "retention": last["retention"]["score"]}
 
 
 def _previous_result(trial_dir: TrialDir, expected_hash: str) -> dict[str, Any] | None:
@@ -85,7 +115,8 @@ def _previous_result(trial_dir: TrialDir, expected_hash: str) -> dict[str, Any] 
 
 
 def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result: dict[str, Any],
-             on_step: Callable[[int, dict[str, float]], None] | None, phase: Callable[[str], None]) -> None:
+             on_step: Callable[[int, dict[str, float]], None] | None, phase: Callable[[str], None],
+             on_scores: Scores | None) -> None:
     timings = result["timings"]
     clock = time.perf_counter()
     phase("loading model")
@@ -125,14 +156,20 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
         eval_seconds += time.perf_counter() - clock
         record = checkpoints.read_meta(directory)
         result["checkpoints"].append({"step": step, "loss": record["loss"], "path": str(directory),
-                                      **scores, **deltas(scores, base)})
+                                      "bytes": checkpoints.sizes(directory), **scores, **deltas(scores, base)})
         trial_dir.write_result(result)  # partial progress survives a crash
+        if on_scores is not None:
+            try:
+                on_scores(step, result["checkpoints"][-1], result["params"])
+            except SystemExit:
+                raise TrialStopped(step) from None
         phase("training")
 
     if resume is not None and start_step not in {c["step"] for c in result["checkpoints"]}:
         on_checkpoint(start_step, resume[0])  # saved but never scored before the interruption
     meta = {"method": spec["method"], "setting": spec["setting"], "model": cfg.model.model_dump(),
             "seed": cfg.train.seed, "config_hash": result["config_hash"]}
+
     def log_step(step: int, record: dict[str, float]) -> None:
         result["train_log"].append(record)  # in the partial result too, so a resumed trial keeps it
         if on_step:
@@ -140,15 +177,15 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
 
     phase("training")
     outcome = trainer.train(wrapped, make_regime(cfg, tokenizer, pairs), cfg.train, trial_dir,
-                            meta, on_checkpoint, log_step, start_step=start_step)
+                            meta, on_checkpoint, log_step, start_step=start_step,
+                            resume_from=resume[0] if resume is not None else None)
+    if outcome.resumed:
+        result["resumed"] = outcome.resumed  # exact, or from the weights alone
     timings["train_s"], timings["eval_s"] = outcome.seconds, eval_seconds
     result.update(status=outcome.status, failure_reason=outcome.failure_reason, steps=outcome.steps,
                   tokens=outcome.tokens,
                   tokens_per_s=outcome.tokens / outcome.seconds if outcome.seconds else 0.0)
-    if result["checkpoints"]:
-        last = result["checkpoints"][-1]
-        result["final"] = {k: last[k] for k in ("step", "gain", "forgetting")} | {
-            "target": last["target"]["score"], "retention": last["retention"]["score"]}
+    _finalise(result)
 
 
 def verifiable_reward(completion: str, answer: str) -> float:

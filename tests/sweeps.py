@@ -61,6 +61,12 @@ def sweep(config: Path, address: str, *extra: str, **popen) -> subprocess.Popen:
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A `peft-arena` command in its own process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
 def results(sweep_dir: Path) -> list[dict]:
     """What the sweep has written so far, read as every command reads it."""
     return SweepDir(sweep_dir).collect()

@@ -238,3 +238,39 @@ def test_init_refuses_to_overwrite_and_names_the_shipped_configs(tmp_path, capsy
     assert "allowed: paper-llama-3.2-3b-sft" in capsys.readouterr().err
     assert not (tmp_path / "other.yaml").exists()
 
+
+def test_export_mistakes_are_one_line_and_write_nothing(tmp_path, capsys, tiny_model_dir, isolated_cache):
+    from orchestrator import config as config_module
+    from orchestrator import trial
+    from orchestrator.sweep_dir import SweepDir
+    from tests.helpers import tiny_config
+
+    cfg = config_module.validate(tiny_config(tiny_model_dir, tmp_path / "sweep", steps=4, checkpoint_every=2))
+    where = SweepDir.of(cfg)
+    where.claim(cfg, resume=False)
+    assert trial.run(cfg, "lora", {"r": 2}, where.trial("t"))["status"] == "completed"
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    out = tmp_path / "out"
+    capsys.readouterr()  # the trial's own output
+    cases = [
+        (["t", "--step", "3"], "--step: 3 is not a checkpoint of trial t; allowed: 2, 4"),
+        (["nope"], "unknown trial 'nope'; allowed: t"),
+        (["t", "--rewound"], "has no rewound point"),
+        (["t", "--step", "2", "--rewound"], "one of them"),
+        (["t", "--front"], "exactly one of them"),
+    ]
+    for extra, expected in cases:
+        assert cli.main(["export", str(where.root), *extra, "--to", str(out)]) == 2, extra
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (extra, lines)
+    assert cli.main(["export", str(where.root), "t", "--to", str(occupied)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    weights = where.trial("t").checkpoint(4) / "adapter.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a corrupt last checkpoint
+    assert cli.main(["export", str(where.root), "t", "--to", str(out)]) == 2
+    assert "does not match its recorded sha256" in capsys.readouterr().err
+    assert not out.exists() and [p.name for p in occupied.iterdir()] == ["keep.txt"]
+    assert cli.main(["export", str(where.root), "t", "--step", "2", "--to", str(out)]) == 0  # the good one still exports
+    assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()

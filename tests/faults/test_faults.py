@@ -15,12 +15,35 @@ from tests import sweeps as sw
 pytestmark = pytest.mark.timeout(900)
 
 
-def test_driver_sigkill_then_resume_finishes_exactly_the_planned_trials(tmp_path, tiny_model_dir, cluster):
+def _uninterrupted(sweep_dir, result: dict, tmp_path) -> dict:
+    """The same trial config run again from scratch, in this process, without any interruption."""
+    from orchestrator import config as config_module
+    from orchestrator import trial
+    from orchestrator.sweep_dir import SweepDir
+
+    snapshot = SweepDir(sweep_dir).load_config().model_dump()
+    cfg = config_module.validate(snapshot | {"train": result["config"]["train"], "output_dir": str(tmp_path / "ref")})
+    return trial.run(cfg, result["method"], result["setting"], SweepDir.of(cfg).trial(result["trial_id"]))
+
+
+def test_driver_sigkill_then_resume_finishes_exactly_the_planned_trials(tmp_path, tiny_model_dir, cluster,
+                                                                        isolated_cache):
     config = sw.write_config(tmp_path, tiny_model_dir, samples=4, concurrent=1, steps=12, checkpoint_every=4)
     sweep_dir = tmp_path / "sweep"
     proc = sw.sweep(config, cluster, start_new_session=True)
-    sw.wait_for(lambda: any(r["status"] == "completed" for r in sw.results(sweep_dir)), proc)
+
+    def one_done_and_one_half_way() -> bool:
+        found = sw.results(sweep_dir)
+        return any(r["status"] == "completed" for r in found) and \
+            any(r["status"] == "running" and r["checkpoints"] for r in found)
+
+    sw.wait_for(one_done_and_one_half_way, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and anything it spawned, mid-sweep
+    for running in [r for r in sw.results(sweep_dir) if r["status"] == "running"]:
+        try:  # and the trial in flight on the cluster, which would otherwise outlive its driver a while
+            os.kill(running["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
     finished_before = {r["trial_id"] for r in sw.results(sweep_dir) if r["status"] == "completed"}
     assert 0 < len(finished_before) < 4
@@ -36,6 +59,13 @@ def test_driver_sigkill_then_resume_finishes_exactly_the_planned_trials(tmp_path
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 4
     assert optuna.trial.TrialState.RUNNING not in states
+    # the trial killed half way resumed exactly: its final scores are an uninterrupted run's
+    resumed_trials = [r for r in finished if r.get("resumed")]
+    assert resumed_trials and all(r["resumed"] == "exact" for r in resumed_trials)
+    for result in resumed_trials:
+        reference = _uninterrupted(sweep_dir, result, tmp_path)
+        assert result["final"] == reference["final"]
+        assert [c["step"] for c in result["checkpoints"]] == [c["step"] for c in reference["checkpoints"]]
 
 
 def test_killed_worker_with_a_truncated_checkpoint_resumes_from_the_last_good_one(tmp_path, tiny_model_dir, cluster):

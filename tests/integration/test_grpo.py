@@ -68,3 +68,39 @@ def test_grpo_raises_the_probability_of_rewarded_completions(tmp_path, tiny_toke
     rewards = [r["reward_mean"] for r in result.log]
     assert after > before * 1.5, (before, after, rewards)
     assert {"reward_mean", "reward_std_in_group", "zero_variance_groups", "completion_length", "entropy"} <= set(result.log[0])
+
+
+def test_rollouts_are_the_same_whatever_the_chunking(tiny_tokenizer):
+    """One generate call for all prompts x G, per prompt, or in odd chunks: the same completions, because
+    each completion samples with its own seeded generator."""
+    from evals.scorers import generate_ids
+
+    model = build_tiny_model(len(tiny_tokenizer), seed=3).eval()
+    prompts = [p for p, _ in _prompts(tiny_tokenizer) for _ in range(4)]
+    outputs = []
+    for chunk in (len(prompts), 4, 3, 1):
+        generators = [torch.Generator().manual_seed(100 + i) for i in range(len(prompts))]
+        outputs.append(generate_ids(model, prompts, 6, tiny_tokenizer.pad_token_id, tiny_tokenizer.eos_token_id,
+                                    chunk, generators, temperature=1.0))
+    assert all(out == outputs[0] for out in outputs[1:])
+    assert len({tuple(c) for c in outputs[0]}) > 1  # really sampled: the G samples of a prompt differ
+
+
+def test_greedy_generation_is_the_same_batched_or_one_by_one(tiny_tokenizer):
+    from evals.scorers import generate
+
+    model = build_tiny_model(len(tiny_tokenizer), seed=5).eval()
+    prompts = ["Question: What is 12 + 7?\nAnswer:", "The capital of France is", "0 1 2", "yes no four two six six"]
+    assert generate(model, tiny_tokenizer, prompts, 8, batch_size=16) == \
+        [generate(model, tiny_tokenizer, [p], 8, batch_size=1)[0] for p in prompts]
+
+
+def test_the_gumbel_sampler_draws_from_the_softmax_at_temperature():
+    from evals.scorers import _GumbelSampler
+
+    logits = torch.randn(1, 12, generator=torch.Generator().manual_seed(0)) * 2
+    sampler = _GumbelSampler([torch.Generator().manual_seed(1)], temperature=0.7)
+    draws = torch.tensor([int(sampler(None, logits).argmax()) for _ in range(40000)])
+    frequencies = torch.bincount(draws, minlength=12).float() / len(draws)
+    expected = torch.softmax(logits[0] / 0.7, dim=-1)
+    assert (frequencies - expected).abs().max() < 0.012

@@ -101,6 +101,13 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     assert len(children) == 1 and children[0].data.tags[tracking.PARENT] == run.info.run_id
     assert {"validation.target", "test.target", "final.retention"} <= set(children[0].data.metrics)
 
+    # the rewound point exported: recorded on the trial's run
+    exported = _cli("export", str(tmp_path / "sweep"), run.data.tags[tracking.TAG_TRIAL], "--rewound", "--to",
+                    str(tmp_path / "exported"))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert client.get_run(run.info.run_id).data.tags["peft_arena.export"] == str(tmp_path / "exported")
+    assert "rewound point" in (tmp_path / "exported" / "README.md").read_text()
+
     # sync, twice: the runs are already there, so nothing is added or replaced
     before = sorted(r.info.run_id for r in _runs(client, experiment.experiment_id))
     for _ in range(2):

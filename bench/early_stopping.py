@@ -1,0 +1,157 @@
+"""Multi-objective early stopping, replayed over recorded learning curves: the per-checkpoint gain and
+forgetting of every trial of a real sweep on the default model (18 trials x 5 checkpoints, run without early
+stopping, saved in bench/data/curves.json so the replay takes seconds). Trials arrive in the sweep's order,
+one at a time as the sweep ran them; each policy decides at each rung exactly as the sweep's scheduler
+would (`orchestrator.early_stop.ParetoRungs.decide`), and a stopped trial's last checkpoint is its final
+point. Reported per policy: the fraction of training steps not run, and the hypervolume of the front of
+final points against one fixed reference (gain 0, forgetting just worse than any final point).
+
+Policies: no stopping; `hv` (this project's ranking); `epsnet` (MOASHA's published rule, Schmucker et al.
+2021: non-dominated sorting, then the epsilon-net order; reimplemented in analysis/early_stop.py); random
+stopping at the same compute as `hv` (trials stopped at random rungs until as many steps are saved, median
+of 200 draws). Goals: `hv` saves >= 40% of the steps and loses <= 2% of the no-stopping hypervolume; and its
+hypervolume is >= MOASHA's at equal compute (MOASHA's hypervolume-vs-steps curve over reduction factors,
+interpolated at the steps `hv` trained).
+
+    python -m bench.early_stopping [--eta 3] [--grace 6]       # replay (seconds)
+    python -m bench.early_stopping --record                     # first run the sweep the curves come from
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from analysis import pareto
+from bench.common import record
+from orchestrator.early_stop import ParetoRungs
+from orchestrator.sweep_dir import SweepDir
+
+DATA = Path(__file__).resolve().parent / "data" / "curves.json"
+# The sweep the curves come from: the quick demo's methods and budgets, three learning rates each, five
+# checkpoints a trial, evaluated on fewer items to fit the 2-core machines (about 70 minutes there).
+RECORD = ["sweep", "quick", "--set", "name=curves", "--set", "search.lr=[3.0e-4, 1.0e-3, 3.0e-3]",
+          "--set", "search.num_samples=18", "--set", "train.steps=30", "--set", "train.checkpoint_every=6",
+          "--set", "train.batch_size=4", "--set", "eval.max_items=12", "--set", "tracking.enabled=false"]
+OBJECTIVES = [("target_gain", "max"), ("forgetting", "min")]
+
+
+def record_curves(out: Path) -> None:
+    """Run the sweep (no early stopping) and keep, per trial in start order, its checkpoints' objectives."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "orchestrator.cli", *RECORD, "--set", f"output_dir={tmp}/curves"],
+                       check=True)
+        trials = [{"trial_id": r["trial_id"], "method": r["method"], "setting": r["setting"],
+                   "lr": r["config"]["train"]["lr"], "steps": r["config"]["train"]["steps"],
+                   "checkpoints": [{"step": c["step"], "target_gain": c["gain"], "forgetting": c["forgetting"]}
+                                   for c in r["checkpoints"]]}
+                  for r in SweepDir(Path(tmp) / "curves").collect() if r["status"] == "completed"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": "peft-arena " + " ".join(RECORD), "trials": trials}, indent=1) + "\n")
+
+
+def replay(trials: list[dict], ranking: str | None, eta: float, grace: int) -> tuple[list[dict], int]:
+    """(final point per trial, steps trained) under a policy (None: no stopping)."""
+    steps = max(t["steps"] for t in trials)
+    with tempfile.TemporaryDirectory() as empty:
+        scheduler = ParetoRungs(empty, OBJECTIVES, grace, eta, steps, ranking) if ranking else None
+        finals, trained = [], 0
+        for trial in trials:
+            last = trial["checkpoints"][-1]
+            for point in trial["checkpoints"]:
+                last = point
+                if scheduler is not None and scheduler.decide(trial["trial_id"], point["step"], point) == "STOP":
+                    break
+            finals.append(last)
+            trained += last["step"]
+    return finals, trained
+
+
+def random_stopping(trials: list[dict], rungs: list[int], budget: int, seed: int) -> tuple[list[dict], int]:
+    """Trials stopped at random rungs until at least `budget` steps are saved."""
+    rng = random.Random(seed)
+    stop_at = {t["trial_id"]: t["steps"] for t in trials}
+    saved, candidates = 0, [(t["trial_id"], r) for t in trials for r in rungs]
+    rng.shuffle(candidates)
+    for trial_id, rung in candidates:
+        if saved >= budget:
+            break
+        if rung < stop_at[trial_id]:
+            saved += stop_at[trial_id] - rung
+            stop_at[trial_id] = rung
+    finals = [max((c for c in t["checkpoints"] if c["step"] <= stop_at[t["trial_id"]]), key=lambda c: c["step"])
+              for t in trials]
+    return finals, sum(f["step"] for f in finals)
+
+
+def hypervolume(finals: list[dict], reference: list[float]) -> float:
+    return pareto.hypervolume([[f[n] for n, _ in OBJECTIVES] for f in finals], [m for _, m in OBJECTIVES], reference)
+
+
+ETAS = (1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)
+
+
+def at_equal_compute(trials: list[dict], ranking: str, grace: int, reference: list[float], steps: int) -> float:
+    """A policy's hypervolume at `steps` trained: its (steps, hypervolume) points over reduction factors,
+    linearly interpolated (and the no-stopping point at full compute)."""
+    total = sum(t["steps"] for t in trials)
+    curve = {total: hypervolume(replay(trials, None, 2.0, grace)[0], reference)}
+    for eta in ETAS:
+        finals, trained = replay(trials, ranking, eta, grace)
+        curve.setdefault(trained, hypervolume(finals, reference))
+    xs = sorted(curve)
+    if steps <= xs[0]:
+        return curve[xs[0]]
+    for lo, hi in zip(xs, xs[1:]):
+        if lo <= steps <= hi:
+            return curve[lo] + (curve[hi] - curve[lo]) * (steps - lo) / (hi - lo)
+    return curve[xs[-1]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--record", action="store_true", help="run the sweep the curves come from first")
+    parser.add_argument("--eta", type=float, default=3.0)
+    parser.add_argument("--grace", type=int, default=6)
+    args = parser.parse_args()
+    if args.record or not DATA.is_file():
+        record_curves(DATA)
+    data = json.loads(DATA.read_text())
+    trials = data["trials"]
+    total = sum(t["steps"] for t in trials)
+    full, _ = replay(trials, None, args.eta, args.grace)
+    worst = max(f["forgetting"] for t in trials for f in t["checkpoints"])
+    reference = [0.0, worst + 0.01]
+    base_hv = hypervolume(full, reference)
+    outcomes = {}
+    for ranking in ("hv", "epsnet"):
+        finals, trained = replay(trials, ranking, args.eta, args.grace)
+        outcomes[ranking] = {"hv": hypervolume(finals, reference), "trained": trained,
+                             "saved": 1 - trained / total, "stopped": sum(f["step"] < t["steps"] for f, t in zip(finals, trials))}
+    rungs = ParetoRungs(".", OBJECTIVES, args.grace, args.eta, max(t["steps"] for t in trials), "hv").rungs
+    draws = [random_stopping(trials, rungs, total - outcomes["hv"]["trained"], seed) for seed in range(200)]
+    random_hv = statistics.median(hypervolume(f, reference) for f, _ in draws)
+    ours, moasha = outcomes["hv"], outcomes["epsnet"]
+    lost = 1 - ours["hv"] / base_hv
+    moasha_equal = at_equal_compute(trials, "epsnet", args.grace, reference, ours["trained"])
+    details = {"trials": len(trials), "checkpoints_per_trial": len(trials[0]["checkpoints"]), "eta": args.eta,
+               "grace_steps": args.grace, "rungs": rungs, "reference": reference, "hv_no_stopping": base_hv,
+               "hv_ours": ours["hv"], "hv_moasha": moasha["hv"], "hv_random_same_compute": random_hv,
+               "saved_ours": ours["saved"], "saved_moasha": moasha["saved"], "stopped_ours": ours["stopped"],
+               "stopped_moasha": moasha["stopped"], "hv_moasha_at_our_compute": moasha_equal, "curves": str(DATA.name),
+               "curves_from": data["command"]}
+    record("early_stop_compute_saved", "fraction of training steps not run, ours (higher is better)",
+           ours["saved"], 0.40, ">= 0.40 of the steps saved with <= 2% hypervolume lost vs no stopping",
+           ours["saved"] >= 0.40 and lost <= 0.02, hypervolume_lost=lost, **details)
+    record("early_stop_vs_moasha", "front hypervolume at equal compute, ours vs MOASHA (higher is better)",
+           ours["hv"], moasha_equal, ">= MOASHA's at equal compute (and > random stopping at ours)",
+           ours["hv"] >= moasha_equal and ours["hv"] > random_hv, **details)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Exact resume on the tiny model with the real DeepSpeed engine: a trial SIGKILLed after a checkpoint (or
+in the middle of the steps after it) and run again in the same dir ends with the very adapter an
+uninterrupted trial ends with (same sha256) and the same per-step losses after the resumed step."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import checkpoints, config, trial
+from orchestrator.sweep_dir import SweepDir
+from tests.helpers import tiny_config
+
+pytestmark = pytest.mark.timeout(900)
+RUN = """
+import json, sys
+from orchestrator import config, trial
+from orchestrator.sweep_dir import SweepDir
+cfg = config.validate(json.loads(sys.argv[1]))
+trial.run(cfg, "lora", {"r": 2}, SweepDir.of(cfg).trial("t"))
+"""
+GRPO = {"regime": "grpo", "grpo": {"group_size": 2, "prompts_per_step": 2, "max_new_tokens": 4}}
+
+
+def _config(model_dir: Path, out: Path, zero_stage: int, regime: str, resume_state: str = "last") -> dict:
+    extra = GRPO if regime == "grpo" else {}
+    return tiny_config(model_dir, out, steps=10, checkpoint_every=2, zero_stage=zero_stage, resume_state=resume_state,
+                       **extra)
+
+
+def _final_sha(result: dict) -> str:
+    return checkpoints.read_meta(Path(result["checkpoints"][-1]["path"]))["sha256"]
+
+
+def _killed_after(data: dict, step: int, delay: float) -> None:
+    """Run the trial in its own process and SIGKILL it `delay` seconds after checkpoint `step` is complete."""
+    cfg = config.validate(data)
+    marker = SweepDir.of(cfg).trial("t").checkpoint(step) / checkpoints.RESUME_META
+    proc = subprocess.Popen([sys.executable, "-c", RUN, json.dumps(data)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not marker.is_file():
+        assert proc.poll() is None, f"the trial ended before checkpoint {step} (exit {proc.returncode})"
+        assert time.time() < deadline, "checkpoint never written"
+        time.sleep(0.02)
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("regime,zero_stage,delay", [("sft", 0, 0.0), ("sft", 0, 0.4), ("sft", 3, 0.0),
+                                                     ("grpo", 0, 0.0), ("grpo", 3, 0.2)])
+def test_a_killed_trial_resumes_to_the_same_weights_bit_for_bit(tmp_path, tiny_model_dir, isolated_cache, regime,
+                                                                 zero_stage, delay):
+    whole = config.validate(_config(tiny_model_dir, tmp_path / "whole", zero_stage, regime))
+    uninterrupted = trial.run(whole, "lora", {"r": 2}, SweepDir.of(whole).trial("t"))
+    assert uninterrupted["status"] == "completed", uninterrupted.get("traceback")
+
+    data = _config(tiny_model_dir, tmp_path / "killed", zero_stage, regime)
+    _killed_after(data, 4, delay)
+    cfg = config.validate(data)
+    trial_dir = SweepDir.of(cfg).trial("t")
+    assert trial_dir.read_result() is None or trial_dir.read_result()["status"] == "running"
+    resumed = trial.run(cfg, "lora", {"r": 2}, trial_dir)
+    assert resumed["status"] == "completed" and resumed["resumed"] == "exact", resumed.get("traceback")
+    k = resumed["resumed_from_step"]
+    assert 4 <= k < 10
+    assert _final_sha(resumed) == _final_sha(uninterrupted)
+    after = [r["loss"] for r in resumed["train_log"] if r["step"] > k]
+    assert after == [r["loss"] for r in uninterrupted["train_log"] if r["step"] > k]
+    assert [c["target"] for c in resumed["checkpoints"]] == [c["target"] for c in uninterrupted["checkpoints"]]
+
+
+def test_resume_state_is_kept_for_the_newest_checkpoint_only_and_dropped_at_the_end(tmp_path, tiny_model_dir,
+                                                                                     isolated_cache):
+    data = _config(tiny_model_dir, tmp_path / "killed", 0, "sft")
+    _killed_after(data, 4, 0.0)
+    trial_dir = SweepDir.of(config.validate(data)).trial("t")
+    with_state = [d.name for d in trial_dir.checkpoint_dirs() if (d / checkpoints.RESUME_META).is_file()]
+    assert with_state == ["step_000004"]  # step 2's state went when step 4's was written
+    result = trial.run(config.validate(data), "lora", {"r": 2}, trial_dir)
+    assert all(not (d / checkpoints.RESUME_META).exists() for d in trial_dir.checkpoint_dirs())
+    sizes = [c["bytes"] for c in result["checkpoints"]]
+    assert all(s["weights"] > 0 and s["resume_state"] > 2 * s["weights"] for s in sizes)  # two moments + RNG
+
+
+def test_without_a_resume_state_a_trial_resumes_from_its_weights_and_says_so(tmp_path, tiny_model_dir,
+                                                                             isolated_cache):
+    data = _config(tiny_model_dir, tmp_path / "killed", 0, "sft", resume_state="none")
+    cfg = config.validate(data)
+    trial_dir = SweepDir.of(cfg).trial("t")
+    full = trial.run(cfg, "lora", {"r": 2}, trial_dir)
+    partial = dict(full, status="running", checkpoints=full["checkpoints"][:2],
+                   train_log=[r for r in full["train_log"] if r["step"] <= 4])
+    trial_dir.write_result(partial)
+    for directory in trial_dir.checkpoint_dirs()[2:]:
+        (directory / checkpoints.META_FILE).unlink()  # as if killed before step 6 was vouched for
+    resumed = trial.run(cfg, "lora", {"r": 2}, trial_dir)
+    assert resumed["status"] == "completed" and resumed["resumed"] == "weights"
+    assert resumed["checkpoints"][0]["bytes"]["resume_state"] == 0
