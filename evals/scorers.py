@@ -212,44 +212,77 @@ def answers_match(predicted: str | None, reference: str) -> bool:
         return clean(predicted) == clean(reference)
 
 
-class _GumbelSampler:
-    """A logits processor that turns greedy decoding into sampling: argmax(logits / T + g) with g ~ Gumbel(0, 1)
-    is an exact draw from softmax(logits / T) (the Gumbel-max trick). Each row draws its noise from its own
-    generator, one vector per decoding step, so a row's tokens depend on its own seed alone: the same
-    samples come out whatever rows share its batch (per prompt, per step, or chunked)."""
+def _gumbel(generators: Sequence[torch.Generator], width: int) -> torch.Tensor:
+    """One Gumbel(0, 1) vector per row, each from the row's own generator."""
+    uniform = torch.stack([torch.rand(width, generator=g) for g in generators])
+    return -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1.0 - 1e-7)))
 
-    def __init__(self, generators: Sequence[torch.Generator], temperature: float) -> None:
-        self.generators, self.temperature = list(generators), temperature
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        del input_ids
-        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
-        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1.0 - 1e-7)))
-        return scores.float() / self.temperature + gumbel.to(scores.device)
+def _pick(logits: torch.Tensor, generators: Sequence[torch.Generator] | None, temperature: float) -> torch.Tensor:
+    """The next token of every row: greedy, or a draw from softmax(logits / T) as argmax(logits / T + g),
+    g ~ Gumbel(0, 1) (the Gumbel-max trick). Each row draws its noise from its own generator, one vector per
+    decoding step, so its tokens depend on its seed alone, not on which rows share its batch."""
+    logits = logits.float()
+    if generators is None:
+        return logits.argmax(-1)
+    return (logits / temperature + _gumbel(generators, logits.shape[-1]).to(logits.device)).argmax(-1)
+
+
+def _decode(model: nn.Module, prompts: Sequence[list[int]], group: int, max_new_tokens: int, pad_id: int,
+            eos_id: int | None, generators: Sequence[torch.Generator] | None, temperature: float) -> list[list[int]]:
+    """KV-cached decoding of `group` continuations per prompt. Each prompt is run through the model once
+    (left-padded, explicit positions) and its cache repeated for its group, so the G samples of a GRPO
+    prompt share one prefill. A row that reaches its EOS (kept) leaves the batch, cache and all, so the
+    later steps compute only rows still writing; the loop ends when none is."""
+    device = next(model.parameters()).device
+    ids, mask = pad_batch(prompts, pad_id, left=True)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                use_cache=True, logits_to_keep=1)
+    rows = torch.arange(len(prompts)).repeat_interleave(group).to(device)
+    cache = out.past_key_values
+    if group > 1:
+        cache.reorder_cache(rows)
+    logits, mask = out.logits[:, -1][rows], mask.to(device)[rows]
+    next_position = mask.sum(1, keepdim=True)
+    active = list(range(len(rows)))  # rows still writing, in the order the batch holds them
+    tokens: list[list[int]] = [[] for _ in rows]
+    for _ in range(max_new_tokens):
+        chosen = _pick(logits, None if generators is None else [generators[r] for r in active], temperature)
+        for row, token in zip(active, chosen.tolist()):
+            tokens[row].append(token)
+        keep = [i for i, token in enumerate(chosen.tolist()) if token != eos_id]
+        if not keep:
+            break
+        if len(keep) < len(active):  # finished rows leave the batch
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            chosen, mask, next_position = chosen[index], mask[index], next_position[index]
+            active = [active[i] for i in keep]
+        mask = torch.cat([mask, torch.ones_like(chosen)[:, None]], 1)
+        out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=next_position,
+                    past_key_values=cache, use_cache=True)
+        cache, logits, next_position = out.past_key_values, out.logits[:, -1], next_position + 1
+    return tokens
 
 
 @torch.inference_mode()
 def generate_ids(model: nn.Module, encoded: Sequence[list[int]], max_new_tokens: int, pad_id: int,
                  eos_id: int | None, batch_size: int = 16, generators: Sequence[torch.Generator] | None = None,
-                 temperature: float = 1.0) -> list[list[int]]:
-    """New token ids per prompt (KV-cached `generate`, prompts of similar length left-padded into batches
-    of `batch_size`; each row stops at its own EOS, which is kept). Greedy, or sampled at `temperature`
-    with one generator per prompt (`_GumbelSampler`): the output does not depend on `batch_size`."""
-    from transformers import GenerationConfig, LogitsProcessorList
-
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                              eos_token_id=eos_id)
-    device = next(model.parameters()).device
-    out: list[list[int]] = [[] for _ in encoded]
-    for batch in _length_sorted_batches([len(e) for e in encoded], batch_size):
-        ids, mask = pad_batch([encoded[i] for i in batch], pad_id, left=True)
-        processors = LogitsProcessorList([_GumbelSampler([generators[i] for i in batch], temperature)]
-                                         if generators is not None else [])
-        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                                   logits_processor=processors)[:, ids.shape[1]:].tolist()
-        for row, i in enumerate(batch):
-            tokens = generated[row]
-            out[i] = tokens[:tokens.index(eos_id) + 1] if eos_id is not None and eos_id in tokens else tokens
+                 temperature: float = 1.0, group: int = 1) -> list[list[int]]:
+    """New token ids, `group` continuations per prompt (prompt-major), each stopping at its EOS (kept).
+    Prompts of similar length are decoded together, `batch_size` rows at a time (whole groups). Greedy, or
+    sampled at `temperature` with one generator per row (`_pick`): the output does not depend on
+    `batch_size`. Written here rather than with `model.generate` because the G samples of a prompt then
+    share one prefill, and per-step overhead is a plain forward call."""
+    prompts_per_batch = max(1, batch_size // group)
+    out: list[list[int]] = [[] for _ in range(len(encoded) * group)]
+    for batch in _length_sorted_batches([len(e) for e in encoded], prompts_per_batch):
+        rows = [i * group + j for i in batch for j in range(group)]
+        picked = None if generators is None else [generators[r] for r in rows]
+        for row, tokens in zip(rows, _decode(model, [encoded[i] for i in batch], group, max_new_tokens, pad_id,
+                                             eos_id, picked, temperature)):
+            out[row] = tokens
     return out
 
 

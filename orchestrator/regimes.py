@@ -3,9 +3,10 @@
 The trainer keeps one loop (forward, backward, step, checkpoints); a regime owns its data (the seeded
 order of examples or prompts) and supplies the loss of each micro-batch. GRPO follows the RLVR protocol of
 PEFT-Arena (Huang et al., arXiv 2605.28819, "Benchmark protocol"): for each prompt, sample G completions
-from the current policy (all prompts x G in one KV-cached, left-padded generate call, chunked to
-`grpo.rollout_chunk` rows), score them with the task's verifiable scorer, normalise rewards within the
-group, and minimise the clipped policy-gradient loss over completion tokens (one forward for all rows). No KL term
+from the current policy (all prompts x G decoded together, each prompt's prefill shared by its G samples,
+chunked to `grpo.rollout_chunk` rows), score them with the task's verifiable scorer, normalise rewards
+within the group, and minimise the clipped policy-gradient loss over completion tokens (the prompts'
+forward and backward shared by their samples too). No KL term
 by default; with `kl_coef` > 0 the reference is the base model, which for PEFT is the same model with
 adapters disabled (no second copy in memory).
 """
@@ -85,28 +86,44 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     return per_sequence.mean()
 
 
-def completion_logprobs(model: nn.Module, prompts: Sequence[list[int]], completions: Sequence[list[int]],
-                        pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Log-probs of every completion token given its prompt and the tokens before it, for all rows in one
-    forward pass, with the policy's entropy at those positions and the mask of real completion tokens.
+def completion_logprobs(model: nn.Module, prompts: Sequence[list[int]], group: int,
+                        completions: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-probs of every completion token (`group` completions per prompt, prompt-major) given its prompt
+    and the tokens before it, with the policy's entropy there and the mask of real completion tokens.
 
-    Rows are left-padded (explicit positions), so every completion ends at the last position and all lie in
-    the last `width` = longest-completion positions: only those reach the LM head (`logits_to_keep`).
-    Shapes: [rows, width] each, right-aligned."""
-    ids, attention = pad_batch([p + c for p, c in zip(prompts, completions)], pad_id, left=True)
+    Each prompt goes through the model once (left-padded, explicit positions) and its KV cache is repeated
+    for its group, gradients included; then all completions run in one pass on that cache. The G samples of
+    a prompt share the prompt's forward and backward: what one forward per sample computes, at a fraction of
+    the tokens. Shapes: [rows, longest completion] each, left-aligned."""
     device = next(model.parameters()).device
-    width = max(len(c) for c in completions)
-    positions = (attention.cumsum(1) - 1).clamp(min=0)
-    logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
-                   logits_to_keep=width + 1).logits[:, :-1].float()
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(2, ids[:, -width:, None].to(device))[..., 0]
-    detached = logp_all.detach()  # entropy is a metric: no graph through a vocab-sized product
-    entropy = -(detached.exp() * detached).sum(-1)
-    mask = torch.zeros(len(completions), width, device=device)
-    for row, completion in enumerate(completions):
-        mask[row, width - len(completion):] = 1.0
-    return logp, entropy, mask
+    ids, mask = pad_batch(prompts, pad_id, left=True)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    first = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                  use_cache=True, logits_to_keep=1)
+    rows = torch.arange(len(prompts)).repeat_interleave(group).to(device)
+    cache = first.past_key_values
+    cache.reorder_cache(rows)  # index_select: differentiable, so the prompt's backward sees every sample
+    comp_ids, comp_mask = pad_batch(completions, pad_id)
+    comp_ids, comp_mask = comp_ids.to(device), comp_mask.to(device)
+    width = comp_ids.shape[1]
+    # token t of a completion is predicted at the prompt's last position (t = 0) or at token t - 1, so the
+    # last column is never an input that predicts anything read here
+    scored = [_token_logprobs(first.logits[:, -1:][rows], comp_ids[:, :1])]
+    if width > 1:
+        comp_positions = mask.sum(1).to(device)[rows][:, None] + torch.arange(width - 1, device=device)[None, :]
+        rest = model(input_ids=comp_ids[:, :-1], attention_mask=torch.cat([mask.to(device)[rows], comp_mask[:, :-1]], 1),
+                     position_ids=comp_positions, past_key_values=cache, use_cache=True).logits
+        scored.append(_token_logprobs(rest, comp_ids[:, 1:]))
+    logp = torch.cat([lp for lp, _ in scored], 1)
+    entropy = torch.cat([e for _, e in scored], 1)
+    return logp, entropy, comp_mask.float()
+
+
+def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(target) at each position, and the distribution's entropy there (a metric: no graph)."""
+    logp_all = torch.log_softmax(logits.float(), dim=-1)
+    detached = logp_all.detach()
+    return logp_all.gather(2, targets[..., None])[..., 0], -(detached.exp() * detached).sum(-1)
 
 
 class SFT(_Stream):
@@ -152,17 +169,18 @@ class GRPO(_Stream):
         g = self.cfg.grpo
         model = engine.module
         batch = next(self.stream)
-        prompts = [prompt for prompt, _ in batch for _ in range(g.group_size)]
+        prompts = [prompt for prompt, _ in batch]
         completions = generate_ids(model, prompts, g.max_new_tokens, self.pad_id, self.eos_id,
-                                   g.rollout_chunk or len(prompts), self._row_generators(len(batch)), g.temperature)
+                                   g.rollout_chunk or len(prompts) * g.group_size, self._row_generators(len(batch)),
+                                   g.temperature, group=g.group_size)
         rewards = [self.reward(self.decode(c), batch[row // g.group_size][1]) for row, c in enumerate(completions)]
         reward_t = torch.tensor(rewards, dtype=torch.float32).view(len(batch), g.group_size)
         advantages = group_advantages(reward_t).view(-1).to(device)
-        logp, entropy, mask = completion_logprobs(model, prompts, completions, self.pad_id)
+        logp, entropy, mask = completion_logprobs(model, prompts, g.group_size, completions, self.pad_id)
         ref = None
         if g.kl_coef > 0 and hasattr(model, "disable_adapter"):
             with torch.no_grad(), model.disable_adapter():
-                ref = completion_logprobs(model, prompts, completions, self.pad_id)[0]
+                ref = completion_logprobs(model, prompts, g.group_size, completions, self.pad_id)[0]
         loss = policy_loss(logp, logp.detach(), advantages, mask, g.clip_eps, ref, g.kl_coef)
         stds = reward_t.std(dim=1, unbiased=False)
         lengths = [len(c) for c in completions]

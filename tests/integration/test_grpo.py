@@ -84,6 +84,11 @@ def test_rollouts_are_the_same_whatever_the_chunking(tiny_tokenizer):
                                     chunk, generators, temperature=1.0))
     assert all(out == outputs[0] for out in outputs[1:])
     assert len({tuple(c) for c in outputs[0]}) > 1  # really sampled: the G samples of a prompt differ
+    unique = [p for p, _ in _prompts(tiny_tokenizer)]
+    for chunk in (8, 4):  # each prompt's prefill shared by its 4 samples: the same completions again
+        generators = [torch.Generator().manual_seed(100 + i) for i in range(len(prompts))]
+        assert generate_ids(model, unique, 6, tiny_tokenizer.pad_token_id, tiny_tokenizer.eos_token_id, chunk,
+                            generators, temperature=1.0, group=4) == outputs[0]
 
 
 def test_greedy_generation_is_the_same_batched_or_one_by_one(tiny_tokenizer):
@@ -95,12 +100,12 @@ def test_greedy_generation_is_the_same_batched_or_one_by_one(tiny_tokenizer):
         [generate(model, tiny_tokenizer, [p], 8, batch_size=1)[0] for p in prompts]
 
 
-def test_the_gumbel_sampler_draws_from_the_softmax_at_temperature():
-    from evals.scorers import _GumbelSampler
+def test_sampling_draws_from_the_softmax_at_temperature():
+    from evals.scorers import _pick
 
     logits = torch.randn(1, 12, generator=torch.Generator().manual_seed(0)) * 2
-    sampler = _GumbelSampler([torch.Generator().manual_seed(1)], temperature=0.7)
-    draws = torch.tensor([int(sampler(None, logits).argmax()) for _ in range(40000)])
+    generators = [torch.Generator().manual_seed(1)]
+    draws = torch.tensor([int(_pick(logits, generators, temperature=0.7)[0]) for _ in range(40000)])
     frequencies = torch.bincount(draws, minlength=12).float() / len(draws)
     expected = torch.softmax(logits[0] / 0.7, dim=-1)
     assert (frequencies - expected).abs().max() < 0.012
