@@ -12,8 +12,18 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def cpu_model() -> str:
+    """The processor and whether it has AVX-512: the same 2-core box is 3x faster with it (fp32 matmuls)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or "unknown cpu"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    return f"{name}, {'AVX-512' if ' avx512f' in info else 'AVX2' if ' avx2' in info else 'no AVX2'}"
+
+
 def machine() -> str:
-    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus {platform.python_version()}"
+    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus ({cpu_model()}) {platform.python_version()}"
 
 
 def record(name: str, metric: str, ours: float, baseline: float, goal: str, met: bool, **details: Any) -> dict:

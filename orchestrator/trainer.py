@@ -53,7 +53,43 @@ def init_distributed() -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(free_port()))
+    if not torch.cuda.is_available():
+        load_shm_comm_op()
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+
+
+SHM_COMM_OP = "deepspeed_shm_comm"
+
+
+def load_shm_comm_op() -> None:
+    """Load DeepSpeed's CPU shared-memory collective op (its backend loads it on every start) under a
+    kernel lock, clearing what a killed process left.
+
+    torch JIT-builds and loads the op under a bare lock file (`<build dir>/lock`, torch's FileBaton),
+    held for the ninja check on every load (about a second) and for the whole build (about a minute on a
+    2-core machine). A trial killed inside that window (SIGKILL, a lost node, a Ctrl-C) leaves the file,
+    and every later DeepSpeed start on the machine waits on it forever: FileBaton records no owner, so
+    nothing can tell it is stale. We hold an `fcntl.flock` around the load instead; the kernel drops it
+    when its holder dies, so a lock file found while we hold the flock was left by a dead process and
+    is removed. DeepSpeed caches the loaded op per process, so its own load then takes no lock at all.
+    """
+    import fcntl
+
+    from deepspeed.comm.torch import build_shm_op
+
+    build_dir = shm_comm_build_dir()
+    with open(build_dir.parent / f"{SHM_COMM_OP}.flock", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # released by the kernel, also when this process dies
+        (build_dir / "lock").unlink(missing_ok=True)
+        build_shm_op()
+
+
+def shm_comm_build_dir() -> Path:
+    """Where torch builds the op. Its own answer (a private helper, which also creates the folder) rather
+    than a copy of its rules (TORCH_EXTENSIONS_DIR, else py<ver>_<cpu|cuXY|rocmXY> under the cache)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return Path(_get_build_directory(SHM_COMM_OP, verbose=False))
 
 
 def deepspeed_config(cfg: TrainConfig, dtype: torch.dtype) -> dict[str, Any]:

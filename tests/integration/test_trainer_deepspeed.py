@@ -117,3 +117,19 @@ def test_every_method_trains_on_the_deepspeed_engine(tmp_path, tiny_tokenizer, m
     assert all(r["step_s"] > 0 for r in result.log)
     after = registry.trainable_state(model)
     assert any(not torch.equal(before[n], after[n]) for n in before), f"{method}: no parameter moved"
+
+
+def test_a_lock_left_by_a_killed_start_does_not_hang_the_next_one():
+    """A process killed while torch held the op's build lock leaves the lock file behind; without our
+    kernel-held guard every later DeepSpeed start on the machine waited on it forever (seen in CI)."""
+    import subprocess
+    import sys
+
+    leftover = trainer.shm_comm_build_dir() / "lock"
+    leftover.touch()  # what a process SIGKILLed inside torch's load leaves
+    start = ("from orchestrator import trainer; trainer.init_distributed(); "
+             "import torch.distributed as d; print('rank', d.get_rank(), 'of', d.get_world_size())")
+    done = subprocess.run([sys.executable, "-c", start], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "rank 0 of 1" in done.stdout
+    assert not leftover.exists()
