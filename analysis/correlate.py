@@ -16,14 +16,26 @@ def _pair(rows: Sequence[dict], metric: str, target: str) -> tuple[np.ndarray, n
     return np.array([p[0] for p in pairs], dtype=float), np.array([p[1] for p in pairs], dtype=float)
 
 
+def pearson(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return stats.pearsonr(a, b, axis=axis).statistic
+
+
+def spearman(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Pearson of average ranks: spearmanr's value, but along an axis (spearmanr's `axis` means
+    variables, not a batch), so the bootstrap scores all resamples in one call."""
+    return pearson(stats.rankdata(a, axis=axis), stats.rankdata(b, axis=axis), axis=axis)
+
+
 def correlation(x: np.ndarray, y: np.ndarray, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Pearson and Spearman with 95% percentile bootstrap CIs (pairs resampled together)."""
+    """Pearson and Spearman with 95% percentile bootstrap CIs (pairs resampled together). The statistics
+    are vectorised over resamples: one call per CI instead of one per resample (a 6-checkpoint geometry
+    analysis spent 339 of its 358 s in per-resample scipy calls)."""
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"n": int(len(x)), "pearson": None, "spearman": None, "pearson_ci": None, "spearman_ci": None}
     out: dict[str, Any] = {"n": int(len(x))}
-    for name, fn in (("pearson", lambda a, b: stats.pearsonr(a, b)[0]), ("spearman", lambda a, b: stats.spearmanr(a, b)[0])):
+    for name, fn in (("pearson", pearson), ("spearman", spearman)):
         out[name] = float(fn(x, y))
-        boot = stats.bootstrap((x, y), fn, paired=True, vectorized=False, n_resamples=resamples, method="percentile",
+        boot = stats.bootstrap((x, y), fn, paired=True, vectorized=True, n_resamples=resamples, method="percentile",
                                random_state=np.random.default_rng(seed))
         low, high = boot.confidence_interval
         out[f"{name}_ci"] = [float(low), float(high)]

@@ -142,6 +142,25 @@ def test_deltas_equal_merged_minus_base(method):
         torch.testing.assert_close(delta, merged[key].float() - base_state[key].float(), atol=1e-5, rtol=1e-5)
 
 
+def test_vectorised_correlations_and_their_cis_equal_scipys_per_resample_ones():
+    """The bootstrap scores all resamples at once; values and CIs must be what spearmanr/pearsonr called
+    on each resample give (ties from resampling included)."""
+    import numpy as np
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=9)
+    y = x + rng.normal(size=9)
+    x[3] = x[5]  # a tie
+    assert correlate.spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
+    assert correlate.pearson(x, y) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
+    got = correlate.correlation(x, y, resamples=300, seed=2)
+    for name, one in (("pearson", lambda a, b: stats.pearsonr(a, b)[0]), ("spearman", lambda a, b: stats.spearmanr(a, b)[0])):
+        slow = stats.bootstrap((x, y), one, paired=True, vectorized=False, n_resamples=300, method="percentile",
+                               random_state=np.random.default_rng(2)).confidence_interval
+        assert got[f"{name}_ci"] == pytest.approx([slow.low, slow.high], abs=1e-12)
+
+
 def test_correlations_and_best_predictor():
     rows = [{"a": float(i), "b": float(-i * i), "c": 1.0, "forgetting": float(i), "gain": float(i % 3)} for i in range(8)]
     table = correlate.correlate(rows, ["a", "b", "c"], resamples=200)
