@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,6 +213,9 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     def report_checkpoint(step: int, point: dict[str, Any], trainable: dict[str, Any]) -> None:
         tune.report({**checkpoint_objectives(point, trainable), STEP_KEY: step, **labels})
 
+    continued = continue_interrupted(cfg, trial_cfg, method, setting, trial_dir)
+    if continued:
+        where["continues"] = continued
     result = reuse_duplicate(cfg, trial_cfg, method, setting, trial_dir) or \
         trial.run(trial_cfg, method, setting, trial_dir, context=where, on_scores=report_checkpoint)
     if not has_final_point(result):  # Tune retries up to failure.max_failures, then records the error
@@ -238,15 +242,66 @@ def reuse_duplicate(cfg: SweepConfig, trial_cfg: SweepConfig, method: str, setti
     """Samplers can propose a configuration the sweep already finished (NSGA-II's random first
     generation often does). Training is deterministic given the config, so the finished result is
     reused, recorded under this trial's id with `duplicate_of`, instead of spending the compute again."""
-    digest = config_hash(trial.trial_config(trial_cfg, method, setting))
-    for other in SweepDir.of(cfg).collect():
-        if has_final_point(other) and other["config_hash"] == digest and other["trial_id"] != trial_dir.trial_id:
+    for other in _same_config(cfg, trial_config_hash(trial_cfg, method, setting), trial_dir):
+        if has_final_point(other):
             now = time.time()
             copy = {**other, "trial_id": trial_dir.trial_id, "trial_dir": str(trial_dir.root),
                     "duplicate_of": other["trial_id"], "started_at": now, "ended_at": now}
             trial_dir.write_result(copy)
             return copy
     return None
+
+
+def continue_interrupted(cfg: SweepConfig, trial_cfg: SweepConfig, method: str, setting: dict[str, Any],
+                         trial_dir: TrialDir) -> str | None:
+    """A driver killed between starting a trial and Tune saving its experiment state leaves that trial's
+    dir "running", and the resumed Tune, which never heard of it, runs its configuration again under a
+    new id. The new trial takes over the old one's checkpoints (with their exact-resume state), so the
+    work continues where it stopped instead of starting over; the old dir is marked abandoned, naming its
+    successor. Only a trial whose process is known to be gone (same host, pid not alive) is taken over."""
+    if trial_dir.read_result() is not None:
+        return None  # a retry of this very trial: it resumes from its own checkpoints
+    for other in _same_config(cfg, trial_config_hash(trial_cfg, method, setting), trial_dir):
+        if other["status"] != "running" or not _process_gone(other):
+            continue
+        source = SweepDir.of(cfg).trial(other["trial_id"])
+        try:
+            trial_dir.take_checkpoints(source)
+        except FileNotFoundError:  # another trial of the same config took them a moment ago
+            continue
+        moved = {str(source.checkpoint(c["step"])): str(trial_dir.checkpoint(c["step"])) for c in other["checkpoints"]}
+        trial_dir.write_result({**other, "trial_id": trial_dir.trial_id, "trial_dir": str(trial_dir.root),
+                                "continues": other["trial_id"],
+                                "checkpoints": [c | {"path": moved.get(c["path"], c["path"])} for c in other["checkpoints"]]})
+        source.write_result(other | {"status": "abandoned", "continued_by": trial_dir.trial_id, "checkpoints": [],
+                                     "failure_reason": "its sweep's driver was killed before Tune recorded the trial; "
+                                     f"trial {trial_dir.trial_id} continued from its checkpoints"})
+        return other["trial_id"]
+    return None
+
+
+def trial_config_hash(trial_cfg: SweepConfig, method: str, setting: dict[str, Any]) -> str:
+    return config_hash(trial.trial_config(trial_cfg, method, setting))
+
+
+def _same_config(cfg: SweepConfig, digest: str, trial_dir: TrialDir) -> list[dict[str, Any]]:
+    """The sweep's other trials whose trial config hashes to `digest`."""
+    return [other for other in SweepDir.of(cfg).collect()
+            if other.get("config_hash") == digest and other["trial_id"] != trial_dir.trial_id]
+
+
+def _process_gone(result: dict[str, Any]) -> bool:
+    if result.get("host") != platform.node() or not result.get("pid"):
+        return False  # another machine's process: nothing here can tell whether it still runs
+    if result["pid"] == os.getpid():
+        return True  # Ray reuses worker processes: this one ran it, and runs another trial now
+    try:
+        os.kill(result["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def connect(address: str, num_cpus: int | None) -> None:
@@ -360,8 +415,9 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
 
 def abandon_leftovers(where: SweepDir) -> int:
     """Trial dirs still "running" once Tune is done belong to trials a killed driver had started but not yet
-    recorded: Tune ran their configuration again under a new id. They are marked abandoned (with that
-    reason), so no table or analysis shows them as in flight."""
+    recorded, whose checkpoints no successor could take over (`continue_interrupted`): Tune ran their
+    configuration again under a new id. They are marked abandoned (with that reason), so no table or
+    analysis shows them as in flight."""
     left = [r for r in where.collect() if r["status"] == "running"]
     for result in left:
         where.trial(result["trial_id"]).write_result(

@@ -90,6 +90,12 @@ class TrialDir:
         """Checkpoint dirs in step order (whether their files verify is the checkpoint module's call)."""
         return sorted(self.checkpoints_root.glob(f"{CHECKPOINT_PREFIX}*"))
 
+    def take_checkpoints(self, other: "TrialDir") -> None:
+        """Move another trial's checkpoints here, in one rename (raises FileNotFoundError if another trial
+        took them first). Checkpoint folders hold no paths of their own, so they verify where they land."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        other.checkpoints_root.rename(self.checkpoints_root)
+
     @property
     def rewind_record(self) -> Path:
         return self.root / "rewind.json"

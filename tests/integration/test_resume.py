@@ -104,3 +104,28 @@ def test_without_a_resume_state_a_trial_resumes_from_its_weights_and_says_so(tmp
     resumed = trial.run(cfg, "lora", {"r": 2}, trial_dir)
     assert resumed["status"] == "completed" and resumed["resumed"] == "weights"
     assert resumed["checkpoints"][0]["bytes"]["resume_state"] == 0
+
+
+def test_a_trial_tune_never_recorded_is_continued_by_its_successor_not_redone(tmp_path, tiny_model_dir,
+                                                                             isolated_cache):
+    """A driver killed before Tune saved its state leaves trial "t" running with checkpoints; the resumed
+    sweep runs that configuration under a new id, which takes over t's checkpoints and resumes exactly."""
+    from orchestrator.sweep import continue_interrupted
+
+    whole = config.validate(_config(tiny_model_dir, tmp_path / "whole", 0, "sft"))
+    uninterrupted = trial.run(whole, "lora", {"r": 2}, SweepDir.of(whole).trial("t"))
+
+    data = _config(tiny_model_dir, tmp_path / "killed", 0, "sft")
+    _killed_after(data, 4, 0.0)
+    cfg = config.validate(data)
+    where = SweepDir.of(cfg)
+    assert continue_interrupted(cfg, cfg, "lora", {"r": 3}, where.trial("other-config")) is None
+    successor = where.trial("successor")
+    assert continue_interrupted(cfg, cfg, "lora", {"r": 2}, successor) == "t"
+    result = trial.run(cfg, "lora", {"r": 2}, successor)
+    assert result["status"] == "completed" and result["resumed"] == "exact" and result["resumed_from_step"] >= 4
+    assert _final_sha(result) == _final_sha(uninterrupted)
+    assert all(Path(c["path"]).is_relative_to(successor.root) for c in result["checkpoints"])
+    left = where.trial("t").read_result()
+    assert left["status"] == "abandoned" and left["continued_by"] == "successor" and left["checkpoints"] == []
+    assert continue_interrupted(cfg, cfg, "lora", {"r": 2}, where.trial("third")) is None  # taken once only
