@@ -205,7 +205,8 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     cfg = SweepConfig.model_validate(sweep)
     plan = make_plan(cfg)
     method, setting, trial_cfg, budget_label = decode(params, plan, cfg)
-    trial_dir = SweepDir.of(cfg).trial(tune.get_context().get_trial_id())
+    sweep_dir = SweepDir.of(cfg)
+    trial_dir = sweep_dir.trial(tune.get_context().get_trial_id())
     where = {"node_id": ray.get_runtime_context().get_node_id(), "budget": budget_label}
     labels = {"trial_dir": str(trial_dir.root), "method": method, "setting": json.dumps(setting, sort_keys=True),
               "budget": budget_label or 0.0, "node_id": where["node_id"], "hostname": os.uname().nodename}
@@ -213,10 +214,11 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     def report_checkpoint(step: int, point: dict[str, Any], trainable: dict[str, Any]) -> None:
         tune.report({**checkpoint_objectives(point, trainable), STEP_KEY: step, **labels})
 
-    continued = continue_interrupted(cfg, trial_cfg, method, setting, trial_dir)
+    siblings = same_config_trials(sweep_dir, trial_config_hash(trial_cfg, method, setting), trial_dir)
+    continued = continue_interrupted(sweep_dir, siblings, trial_dir)
     if continued:
         where["continues"] = continued
-    result = reuse_duplicate(cfg, trial_cfg, method, setting, trial_dir) or \
+    result = reuse_duplicate(siblings, trial_dir) or \
         trial.run(trial_cfg, method, setting, trial_dir, context=where, on_scores=report_checkpoint)
     if not has_final_point(result):  # Tune retries up to failure.max_failures, then records the error
         raise RuntimeError(f"trial {trial_dir.trial_id} failed: {result.get('failure_reason')}")
@@ -237,12 +239,11 @@ def probe(address: str, timeout: float = 3.0) -> None:
                           "start the cluster first (clusters/), or use local") from None
 
 
-def reuse_duplicate(cfg: SweepConfig, trial_cfg: SweepConfig, method: str, setting: dict[str, Any],
-                    trial_dir: TrialDir) -> dict[str, Any] | None:
+def reuse_duplicate(siblings: list[dict[str, Any]], trial_dir: TrialDir) -> dict[str, Any] | None:
     """Samplers can propose a configuration the sweep already finished (NSGA-II's random first
     generation often does). Training is deterministic given the config, so the finished result is
     reused, recorded under this trial's id with `duplicate_of`, instead of spending the compute again."""
-    for other in _same_config(cfg, trial_config_hash(trial_cfg, method, setting), trial_dir):
+    for other in siblings:
         if has_final_point(other):
             now = time.time()
             copy = {**other, "trial_id": trial_dir.trial_id, "trial_dir": str(trial_dir.root),
@@ -252,8 +253,7 @@ def reuse_duplicate(cfg: SweepConfig, trial_cfg: SweepConfig, method: str, setti
     return None
 
 
-def continue_interrupted(cfg: SweepConfig, trial_cfg: SweepConfig, method: str, setting: dict[str, Any],
-                         trial_dir: TrialDir) -> str | None:
+def continue_interrupted(sweep_dir: SweepDir, siblings: list[dict[str, Any]], trial_dir: TrialDir) -> str | None:
     """A driver killed between starting a trial and Tune saving its experiment state leaves that trial's
     dir "running", and the resumed Tune, which never heard of it, runs its configuration again under a
     new id. The new trial takes over the old one's checkpoints (with their exact-resume state), so the
@@ -261,18 +261,18 @@ def continue_interrupted(cfg: SweepConfig, trial_cfg: SweepConfig, method: str, 
     successor. Only a trial whose process is known to be gone (same host, pid not alive) is taken over."""
     if trial_dir.read_result() is not None:
         return None  # a retry of this very trial: it resumes from its own checkpoints
-    for other in _same_config(cfg, trial_config_hash(trial_cfg, method, setting), trial_dir):
+    for other in siblings:
         if other["status"] != "running" or not _process_gone(other):
             continue
-        source = SweepDir.of(cfg).trial(other["trial_id"])
+        source = sweep_dir.trial(other["trial_id"])
         try:
             trial_dir.take_checkpoints(source)
         except FileNotFoundError:  # another trial of the same config took them a moment ago
             continue
-        moved = {str(source.checkpoint(c["step"])): str(trial_dir.checkpoint(c["step"])) for c in other["checkpoints"]}
         trial_dir.write_result({**other, "trial_id": trial_dir.trial_id, "trial_dir": str(trial_dir.root),
                                 "continues": other["trial_id"],
-                                "checkpoints": [c | {"path": moved.get(c["path"], c["path"])} for c in other["checkpoints"]]})
+                                "checkpoints": [c | {"path": str(trial_dir.checkpoint(c["step"]))}
+                                                for c in other["checkpoints"]]})
         source.write_result(other | {"status": "abandoned", "continued_by": trial_dir.trial_id, "checkpoints": [],
                                      "failure_reason": "its sweep's driver was killed before Tune recorded the trial; "
                                      f"trial {trial_dir.trial_id} continued from its checkpoints"})
@@ -284,9 +284,10 @@ def trial_config_hash(trial_cfg: SweepConfig, method: str, setting: dict[str, An
     return config_hash(trial.trial_config(trial_cfg, method, setting))
 
 
-def _same_config(cfg: SweepConfig, digest: str, trial_dir: TrialDir) -> list[dict[str, Any]]:
-    """The sweep's other trials whose trial config hashes to `digest`."""
-    return [other for other in SweepDir.of(cfg).collect()
+def same_config_trials(sweep_dir: SweepDir, digest: str, trial_dir: TrialDir) -> list[dict[str, Any]]:
+    """The sweep's other trials whose trial config hashes to `digest` (read once per trial start: what a
+    duplicate reuses and an interrupted trial's successor takes over)."""
+    return [other for other in sweep_dir.collect()
             if other.get("config_hash") == digest and other["trial_id"] != trial_dir.trial_id]
 
 

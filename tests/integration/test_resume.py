@@ -110,7 +110,7 @@ def test_a_trial_tune_never_recorded_is_continued_by_its_successor_not_redone(tm
                                                                              isolated_cache):
     """A driver killed before Tune saved its state leaves trial "t" running with checkpoints; the resumed
     sweep runs that configuration under a new id, which takes over t's checkpoints and resumes exactly."""
-    from orchestrator.sweep import continue_interrupted
+    from orchestrator.sweep import continue_interrupted, same_config_trials, trial_config_hash
 
     whole = config.validate(_config(tiny_model_dir, tmp_path / "whole", 0, "sft"))
     uninterrupted = trial.run(whole, "lora", {"r": 2}, SweepDir.of(whole).trial("t"))
@@ -119,13 +119,19 @@ def test_a_trial_tune_never_recorded_is_continued_by_its_successor_not_redone(tm
     _killed_after(data, 4, 0.0)
     cfg = config.validate(data)
     where = SweepDir.of(cfg)
-    assert continue_interrupted(cfg, cfg, "lora", {"r": 3}, where.trial("other-config")) is None
+
+    def continued(setting: dict, trial_id: str) -> str | None:
+        trial_dir = where.trial(trial_id)
+        return continue_interrupted(where, same_config_trials(where, trial_config_hash(cfg, "lora", setting), trial_dir),
+                                    trial_dir)
+
+    assert continued({"r": 3}, "other-config") is None
     successor = where.trial("successor")
-    assert continue_interrupted(cfg, cfg, "lora", {"r": 2}, successor) == "t"
+    assert continued({"r": 2}, "successor") == "t"
     result = trial.run(cfg, "lora", {"r": 2}, successor)
     assert result["status"] == "completed" and result["resumed"] == "exact" and result["resumed_from_step"] >= 4
     assert _final_sha(result) == _final_sha(uninterrupted)
     assert all(Path(c["path"]).is_relative_to(successor.root) for c in result["checkpoints"])
     left = where.trial("t").read_result()
     assert left["status"] == "abandoned" and left["continued_by"] == "successor" and left["checkpoints"] == []
-    assert continue_interrupted(cfg, cfg, "lora", {"r": 2}, where.trial("third")) is None  # taken once only
+    assert continued({"r": 2}, "third") is None  # taken once only
