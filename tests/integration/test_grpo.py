@@ -104,8 +104,10 @@ def test_sampling_draws_from_the_softmax_at_temperature():
     from evals.scorers import _pick
 
     logits = torch.randn(1, 12, generator=torch.Generator().manual_seed(0)) * 2
+    logits[0, [0, 11]] = float("-inf")  # zero probability, at an edge of the CDF's range too: never drawn
     generators = [torch.Generator().manual_seed(1)]
     draws = torch.tensor([int(_pick(logits, generators, temperature=0.7)[0]) for _ in range(40000)])
     frequencies = torch.bincount(draws, minlength=12).float() / len(draws)
     expected = torch.softmax(logits[0] / 0.7, dim=-1)
     assert (frequencies - expected).abs().max() < 0.012
+    assert frequencies[0] == frequencies[11] == 0
