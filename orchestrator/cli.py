@@ -318,7 +318,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 @command("sync", "replay a sweep dir's local results into MLflow (idempotent)", SWEEP_DIR,
          arg("--tracking-uri", help="another store, e.g. http://127.0.0.1:5000"))
 def cmd_sync(args: argparse.Namespace) -> int:
-    from orchestrator import config
+    """Also ends the sweep's run (with its story) when no trial is in flight: the sweep's own end may have
+    found MLflow down."""
+    from orchestrator import config, sweep
     from orchestrator.sweep_dir import SweepDir
     from orchestrator.tracking import Tracker
 
@@ -329,6 +331,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     results = where.collect()
     tracker = Tracker(cfg)
     tracker.sync_all(results)
+    if not any(r["status"] == "running" for r in results):  # a sweep whose own end could not reach MLflow
+        sweep.close_sweep_run(cfg, tracker, sweep.outcome(results))
     print(f"synced {len(results)} trial results of {cfg.name} to {tracker.uri} (parent run {tracker.parent_id})")
     return 0
 

@@ -276,6 +276,10 @@ class TrackingConfig(_Strict):
     uri: str | None = Field(None, description="default: sqlite:///<sweep dir>/mlflow.db; or http(s)://server")
     experiment: str | None = Field(None, description="default: the sweep name")
     log_checkpoints: Literal["all", "final", "none"] = "all"
+    live: bool = Field(True, description="trials stream their metrics into their run while they train (else the "
+                       "driver logs each trial's result when it ends)")
+    live_every_s: float = Field(5.0, ge=0, description="seconds between a trial's batches of step metrics")
+    system_metrics_every_s: float = Field(10.0, gt=0, description="seconds between samples of CPU, memory, GPU")
 
     @field_validator("uri")
     @classmethod

@@ -200,6 +200,7 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
+    from orchestrator import tracking
     from orchestrator.early_stop import STEP_KEY, checkpoint_objectives
 
     cfg = SweepConfig.model_validate(sweep)
@@ -211,15 +212,26 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     labels = {"trial_dir": str(trial_dir.root), "method": method, "setting": json.dumps(setting, sort_keys=True),
               "budget": budget_label or 0.0, "node_id": where["node_id"], "hostname": os.uname().nodename}
 
+    live = tracking.LiveRun(cfg) if cfg.tracking.enabled and cfg.tracking.live else None
+
     def report_checkpoint(step: int, point: dict[str, Any], trainable: dict[str, Any]) -> None:
+        if live is not None:
+            live.log_checkpoint(point)
         tune.report({**checkpoint_objectives(point, trainable), STEP_KEY: step, **labels})
 
     siblings = same_config_trials(sweep_dir, trial_config_hash(trial_cfg, method, setting), trial_dir)
     continued = continue_interrupted(sweep_dir, siblings, trial_dir)
     if continued:
         where["continues"] = continued
-    result = reuse_duplicate(siblings, trial_dir) or \
-        trial.run(trial_cfg, method, setting, trial_dir, context=where, on_scores=report_checkpoint)
+    result = reuse_duplicate(siblings, trial_dir)
+    if result is None:
+        try:
+            result = trial.run(trial_cfg, method, setting, trial_dir, context=where, on_scores=report_checkpoint,
+                               on_start=live.start if live else None,
+                               on_step=live.log_step if live else None)
+        finally:
+            if live is not None:
+                live.close()
     if not has_final_point(result):  # Tune retries up to failure.max_failures, then records the error
         raise RuntimeError(f"trial {trial_dir.trial_id} failed: {result.get('failure_reason')}")
     report = {name: value for name, value in sweep_analysis.objective_values(result).items() if value is not None}
@@ -403,15 +415,39 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = build_tuner(cfg, plan, resume, callbacks or [])
+    if tracker is not None:
+        tracking.best_effort(cfg, "mark the sweep's run as running", lambda t: t.start_sweep(), tracker)
     began = time.time()
-    tuner.fit()
+    try:
+        tuner.fit()
+    except BaseException as err:
+        close_sweep_run(cfg, tracker, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
     atomic_write_json(where.timing(began), {"started": began, "ended": time.time(), "resumed": resume})
     fail_orphaned_trials(cfg)
     abandon_leftovers(where)
     results = where.collect()
     # anything a callback missed (e.g. before a resume)
     tracking.best_effort(cfg, "sync the sweep's trials", lambda t: t.sync_all(results), tracker)
+    close_sweep_run(cfg, tracker, outcome(results))
     return results
+
+
+def outcome(results: list[dict[str, Any]]) -> str:
+    """A sweep that ran to its end finished if any trial reached a final point (the CLI's exit code too)."""
+    return "FINISHED" if any(has_final_point(r) for r in results) else "FAILED"
+
+
+def close_sweep_run(cfg: SweepConfig, tracker: Any, status: str) -> None:
+    """The sweep's MLflow run ends like the sweep, with its story (`sweep_analysis.story`) and outputs."""
+    if tracker is None:
+        return
+    from orchestrator import tracking
+
+    where = SweepDir.of(cfg)
+    counts, hypervolumes = sweep_analysis.story(cfg, where.collect())
+    tracking.best_effort(cfg, "close the sweep's run",
+                         lambda t: t.finish_sweep(status, counts, hypervolumes, [where.pareto, where.report]), tracker)
 
 
 def abandon_leftovers(where: SweepDir) -> int:

@@ -58,6 +58,18 @@ def front(cfg: SweepConfig, results: list[dict[str, Any]]) -> list[str]:
     return frontier(cfg, found)["front"] if found else []
 
 
+def story(cfg: SweepConfig, results: list[dict[str, Any]]) -> tuple[dict[str, int], list[float]]:
+    """What the sweep's own MLflow run shows: its trials by outcome (and how many reused a duplicate's
+    result), and the front's hypervolume after each completed trial, in the order the trials started."""
+    counts = {status: sum(r.get("status") == status for r in results)
+              for status in ("completed", "stopped_early", "failed", "abandoned")}
+    counts["reused"] = sum("duplicate_of" in r for r in results)
+    found = points(results)
+    if not found:
+        return counts, []
+    return counts, pareto.hypervolume_progress(found, objectives(cfg), frontier(cfg, found)["reference"])
+
+
 def analyze(where: SweepDir, budget_factor: float = 1.5) -> tuple[dict[str, Any], dict[str, Any]]:
     """Frontier analysis of a sweep dir, written to analysis/pareto.json and analysis/figures/."""
     cfg = where.load_config()

@@ -1,14 +1,16 @@
 """MLflow: one parent run per sweep, one nested run per trial, the base model's scores as their own run.
 
-Trial workers never talk to MLflow. Every trial writes its result JSON (and checkpoints) locally first;
-the driver replays each finished trial into MLflow from those files (`sync_trial`). So a tracking server
-that is down costs nothing but a later `peft-arena sync`, and syncing is idempotent: a trial's run is
-found by its `peft_arena.trial_id` tag and left alone when it already holds this exact result.
+A trial's run is created when the trial starts and its per-step metrics and checkpoint scores stream into
+it while it trains (`LiveRun`, batched, with MLflow's system metrics beside them). The result JSON on disk
+stays the record: the driver replays each finished trial from it (`sync_trial`), adding exactly the metric
+points the live run lacks (by key and step), so a tracking server that was down, or a worker that could
+not reach it, costs nothing but a later `peft-arena sync`, and no point is ever logged twice.
 Runs live in a local SQLite backend under the sweep dir by default (never the deprecated ./mlruns store),
 or on a tracking server (`tracking.uri: http://...`) for clusters.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -29,6 +31,7 @@ TAG_DIGEST = "peft_arena.result_sha256"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT = "mlflow.parentRunId"
 RUN_STATUS = {"completed": "FINISHED", "stopped_early": "FINISHED", "failed": "FAILED", "abandoned": "KILLED"}
+BATCH = 900  # MLflow caps a log_batch at 1000 entries
 
 
 def tracking_uri(cfg: SweepConfig) -> str:
@@ -50,25 +53,31 @@ def _client(uri: str) -> Any:
 class Tracker:
     """The MLflow side of one sweep."""
 
-    def __init__(self, cfg: SweepConfig) -> None:
+    def __init__(self, cfg: SweepConfig, create: bool = True) -> None:
+        """`create=False` (a trial's worker): attach to the sweep's experiment and run, which the driver
+        created before any trial started; LookupError when they are not there."""
         self.cfg = cfg
         self.uri = tracking_uri(cfg)
         self.client = _client(self.uri)
-        self.experiment_id = self._experiment()
-        self.parent_id = self._parent_run()
+        self.experiment_id = self._experiment(create)
+        self.parent_id = self._parent_run(create)
 
     # ------------------------------------------------------------------------------- setup
 
-    def _experiment(self) -> str:
+    def _experiment(self, create: bool) -> str:
         name = self.cfg.tracking.experiment or self.cfg.name
         try:
             found = self.client.get_experiment_by_name(name)
             if found is not None:
                 return found.experiment_id
+            if not create:
+                raise LookupError(f"no MLflow experiment {name!r}")
             local = self.uri.startswith("sqlite:")  # a server chooses (and proxies) its own artifact store
             return self.client.create_experiment(name, tags=EXPERIMENT_KIND,
                                                  artifact_location=SweepDir.of(self.cfg).mlflow_artifacts.as_uri()
                                                  if local else None)
+        except LookupError:
+            raise
         except Exception as err:  # noqa: BLE001 - any failure to reach the store is the same user problem
             raise ConfigError(f"tracking.uri = {self.uri!r}: MLflow is not reachable ({str(err).splitlines()[0][:200]})") from None
 
@@ -77,10 +86,12 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=2)
         return runs[0] if runs else None
 
-    def _parent_run(self) -> str:
+    def _parent_run(self, create: bool) -> str:
         existing = self._find("sweep")
         if existing is not None:  # a resumed sweep keeps its parent run
             return existing.info.run_id
+        if not create:
+            raise LookupError(f"no MLflow run for sweep {self.cfg.name!r}")
         from mlflow.entities import Param
 
         run = self.client.create_run(self.experiment_id, run_name=f"sweep {self.cfg.name}",
@@ -100,53 +111,85 @@ class Tracker:
 
     # ------------------------------------------------------------------------------- trials
 
-    def sync_trial(self, result: dict[str, Any]) -> str:
-        """The trial's nested run, created or replaced so that it holds exactly this result."""
-        result_digest = digest(result)
+    def start_sweep(self) -> None:
+        """A (resumed) sweep is running again: its parent run says so until `finish_sweep`."""
+        self.client.update_run(self.parent_id, status="RUNNING")
+
+    def finish_sweep(self, status: str, counts: dict[str, int], hypervolumes: list[float],
+                     files: list[Any]) -> None:
+        """The parent run tells the sweep's story: how many trials ended how (at step = trials in the sweep,
+        so a resumed sweep adds a point), the front's hypervolume after each completed trial (step k: the
+        first k), the sweep-level outputs that exist; then its status. Points already there are kept."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        total = sum(v for k, v in counts.items() if k != "reused")
+        metrics = [Metric(f"trials.{k}", float(v), now, total) for k, v in counts.items()]
+        metrics += [Metric("hypervolume", float(v), now, k) for k, v in enumerate(hypervolumes, start=1)]
+        self.log_missing(self.parent_id, metrics, self.logged_points(self.parent_id))
+        self.log_sweep_files([f for f in files if f.is_file()])
+        self.client.set_terminated(self.parent_id, status)
+
+    def trial_run(self, result: dict[str, Any]) -> tuple[str, bool]:
+        """The trial's nested run, found by its trial-id tag or created (spanning the trial's own start
+        time, with the params known before it trains); True when it was created now."""
         existing = self._find("trial", f" and tags.`{TAG_TRIAL}` = '{result['trial_id']}'")
         if existing is not None:
-            if existing.data.tags.get(TAG_DIGEST) == result_digest:
-                return existing.info.run_id  # already synced: nothing is logged twice
-            self.client.delete_run(existing.info.run_id)  # an older (partial) sync of this trial
+            return existing.info.run_id, False
         run = self.client.create_run(self.experiment_id, run_name=f"{result['method']} {result['trial_id']}",
                                      start_time=_millis(result.get("started_at")),
                                      tags={TAG_SWEEP: self.cfg.name, TAG_KIND: "trial", PARENT: self.parent_id,
-                                           TAG_TRIAL: result["trial_id"], "peft_arena.status": result["status"],
-                                           **({"peft_arena.failure_reason": str(result["failure_reason"])[:5000]}
-                                              if result.get("failure_reason") else {})})
-        run_id = run.info.run_id
-        self._log_trial(run_id, result)
+                                           TAG_TRIAL: result["trial_id"], "peft_arena.status": result["status"]})
+        self._log_params(run.info.run_id, result, set())
+        return run.info.run_id, True
+
+    def sync_trial(self, result: dict[str, Any]) -> str:
+        """The trial's nested run, made to hold exactly this result: the metric points a live run (or an
+        earlier sync) already logged are kept and only the missing ones added. A run whose points disagree
+        with the result (a resumed trial that did not replay its steps exactly) is replaced instead, so
+        its history always equals the result's."""
+        result_digest = digest(result)
+        run_id, created = self.trial_run(result)
+        run = self.client.get_run(run_id)
+        if run.data.tags.get(TAG_DIGEST) == result_digest:
+            return run_id  # already synced: nothing is logged twice
+        metrics = trial_metrics(result)
+        logged = {} if created else self.logged_points(run_id)
+        if any(not _same(logged.get((m.key, m.step), m.value), m.value) for m in metrics):
+            self.client.delete_run(run_id)
+            run_id, logged = self.trial_run(result)[0], {}
+            run = self.client.get_run(run_id)
+        self._log_params(run_id, result, set(run.data.params))
+        self.log_missing(run_id, metrics, logged)
+        self.client.set_tag(run_id, "peft_arena.status", result["status"])
+        if result.get("failure_reason"):
+            self.client.set_tag(run_id, "peft_arena.failure_reason", str(result["failure_reason"])[:5000])
+        self._log_trial_files(run_id, result)
         self.client.set_tag(run_id, TAG_DIGEST, result_digest)  # last: a run without it is a partial sync
         self.client.set_terminated(run_id, RUN_STATUS.get(result["status"], "KILLED"),
                                    end_time=_millis(result.get("ended_at")))
         return run_id
 
-    def _log_trial(self, run_id: str, result: dict[str, Any]) -> None:
-        from mlflow.entities import Metric, Param
+    def logged_points(self, run_id: str) -> dict[tuple[str, int], float]:
+        """Every (key, step) point the run holds and its value; system metrics are MLflow's own, not ours."""
+        keys = [k for k in self.client.get_run(run_id).data.metrics if not k.startswith("system/")]
+        return {(m.key, m.step): m.value for key in keys for m in self.client.get_metric_history(run_id, key)}
 
-        now = int(time.time() * 1000)
-        params = {"method": result["method"], **{f"setting.{k}": v for k, v in result["setting"].items()},
-                  "budget": result.get("budget"), "trainable_params": result.get("params", {}).get("trainable"),
-                  "total_params": result.get("params", {}).get("total"),
-                  "lr": result["config"]["train"]["lr"], "steps": result["config"]["train"]["steps"],
-                  "seed": result["config"]["train"]["seed"], "node_id": result.get("node_id")}
-        metrics = [Metric(key, float(value), now, rec["step"]) for rec in result.get("train_log", [])
-                   for key, value in rec.items() if key != "step"]
-        for point in result.get("checkpoints", []):
-            values = {"target": point["target"]["score"], "retention": point["retention"]["score"],
-                      "gain": point["gain"], "forgetting": point["forgetting"]}
-            for kind in ("target", "retention"):
-                values.update({f"{kind}.{task}": scores["score"] for task, scores in point[kind]["tasks"].items()})
-            metrics += [Metric(k, float(v), now, point["step"]) for k, v in values.items()]
-        if "final" in result:
-            metrics += [Metric(f"final.{k}", float(v), now, result["final"]["step"])
-                        for k, v in result["final"].items() if k != "step"]
-        metrics += [Metric(f"time.{k}", float(v), now, 0) for k, v in result.get("timings", {}).items()]
-        if result.get("peak_rss_mb"):
-            metrics.append(Metric("peak_rss_mb", float(result["peak_rss_mb"]), now, 0))
-        param_list = [Param(k, str(v)) for k, v in params.items() if v is not None]
-        for i in range(0, max(len(metrics), 1), 900):  # MLflow caps a batch at 1000 entries
-            self.client.log_batch(run_id, metrics=metrics[i:i + 900], params=param_list if i == 0 else [])
+    def log_missing(self, run_id: str, metrics: list[Any], logged: dict[tuple[str, int], float]) -> None:
+        """The points whose (key, step) the run does not hold yet, in as few requests as MLflow allows."""
+        missing = [m for m in metrics if (m.key, m.step) not in logged]
+        for i in range(0, len(missing), BATCH):
+            self.client.log_batch(run_id, metrics=missing[i:i + BATCH])
+
+    def _log_params(self, run_id: str, result: dict[str, Any], present: set[str]) -> None:
+        """Params not on the run yet (MLflow refuses to change one, and a live run logged the early ones)."""
+        from mlflow.entities import Param
+
+        params = [Param(k, str(v)) for k, v in trial_params(result).items() if v is not None and k not in present]
+        if params:
+            self.client.log_batch(run_id, params=params)
+
+    def _log_trial_files(self, run_id: str, result: dict[str, Any]) -> None:
         self.client.log_dict(run_id, result, TrialDir(result["trial_dir"]).result_path.name)
         if self.cfg.tracking.log_checkpoints != "none":
             points = result.get("checkpoints", [])
@@ -218,6 +261,133 @@ class Tracker:
             if path.is_file():
                 folder = path.parent.relative_to(root).as_posix()
                 self.client.log_artifact(self.parent_id, str(path), None if folder == "." else folder)
+
+
+def trial_params(result: dict[str, Any]) -> dict[str, Any]:
+    """A trial run's params (None: not known yet, e.g. trainable counts before the model is wrapped)."""
+    train = result["config"]["train"]
+    return {"method": result["method"], **{f"setting.{k}": v for k, v in result["setting"].items()},
+            "budget": result.get("budget"), "trainable_params": result.get("params", {}).get("trainable"),
+            "total_params": result.get("params", {}).get("total"), "lr": train["lr"], "steps": train["steps"],
+            "seed": train["seed"], "node_id": result.get("node_id")}
+
+
+def step_metrics(record: dict[str, float], now: int) -> list[Any]:
+    """One training step's log record as metric points at its step."""
+    from mlflow.entities import Metric
+
+    return [Metric(key, float(value), now, record["step"]) for key, value in record.items() if key != "step"]
+
+
+def checkpoint_metrics(point: dict[str, Any], now: int) -> list[Any]:
+    """A scored checkpoint's suite and task scores, gain and forgetting, at its step."""
+    from mlflow.entities import Metric
+
+    values = {"target": point["target"]["score"], "retention": point["retention"]["score"],
+              "gain": point["gain"], "forgetting": point["forgetting"]}
+    for kind in ("target", "retention"):
+        values.update({f"{kind}.{task}": scores["score"] for task, scores in point[kind]["tasks"].items()})
+    return [Metric(k, float(v), now, point["step"]) for k, v in values.items()]
+
+
+def trial_metrics(result: dict[str, Any]) -> list[Any]:
+    """Every metric point of a trial result: per step, per checkpoint, final values, timings."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [m for rec in result.get("train_log", []) for m in step_metrics(rec, now)]
+    metrics += [m for point in result.get("checkpoints", []) for m in checkpoint_metrics(point, now)]
+    if "final" in result:
+        metrics += [Metric(f"final.{k}", float(v), now, result["final"]["step"])
+                    for k, v in result["final"].items() if k != "step"]
+    metrics += [Metric(f"time.{k}", float(v), now, 0) for k, v in result.get("timings", {}).items()]
+    if result.get("peak_rss_mb"):
+        metrics.append(Metric("peak_rss_mb", float(result["peak_rss_mb"]), now, 0))
+    return metrics
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+class LiveRun:
+    """A trial's MLflow run while the trial trains, driven from the trial's own process: created at the
+    start (with its params), step metrics batched into one `log_batch` every `tracking.live_every_s`
+    seconds, each checkpoint's scores at once, MLflow's system metrics (CPU, memory, disk, network, GPU
+    when present) sampled beside them. Points an earlier attempt of the trial logged are not logged again.
+    Any failure to reach the store turns live logging off for the rest of the trial with one warning: the
+    result JSON keeps everything and the driver's sync adds what the run lacks."""
+
+    def __init__(self, cfg: SweepConfig) -> None:
+        self.cfg = cfg
+        self.tracker: Tracker | None = None
+        self.run_id = ""
+        self.logged: set[tuple[str, int]] = set()
+        self.pending: list[Any] = []
+        self.last_flush = time.monotonic()
+        self.monitor: Any = None
+
+    def start(self, result: dict[str, Any]) -> None:
+        def attach() -> None:
+            self.tracker = Tracker(self.cfg, create=False)
+            self.run_id, created = self.tracker.trial_run(result)
+            if not created:  # a retry or resumed attempt: keep what the earlier one logged
+                self.logged = set(self.tracker.logged_points(self.run_id))
+                self.tracker.client.update_run(self.run_id, status="RUNNING")
+            self.monitor = _system_metrics(self.run_id, self.tracker.uri, self.cfg.tracking.system_metrics_every_s,
+                                           resume=not created)
+
+        self._safely("start the trial's run", attach)
+
+    def log_step(self, step: int, record: dict[str, float]) -> None:
+        del step  # the record carries it
+        self._queue(step_metrics(record, int(time.time() * 1000)))
+        if time.monotonic() - self.last_flush >= self.cfg.tracking.live_every_s:
+            self.flush()
+
+    def log_checkpoint(self, point: dict[str, Any]) -> None:
+        self._queue(checkpoint_metrics(point, int(time.time() * 1000)))
+        self.flush()
+
+    def _queue(self, metrics: list[Any]) -> None:
+        if self.tracker is not None:
+            self.pending += [m for m in metrics if (m.key, m.step) not in self.logged]
+
+    def flush(self) -> None:
+        pending, self.pending, self.last_flush = self.pending, [], time.monotonic()
+        if self.tracker is None or not pending:
+            return
+        tracker = self.tracker
+        self._safely("log live metrics", lambda: tracker.log_missing(self.run_id, pending, {}))
+        self.logged.update((m.key, m.step) for m in pending)
+
+    def close(self) -> None:
+        """The last batch; the run itself is ended by the driver's sync, from the result."""
+        self.flush()
+        self._stop_monitor()
+
+    def _stop_monitor(self) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()
+            self.monitor = None
+
+    def _safely(self, what: str, action: Callable[[], Any]) -> None:
+        try:
+            action()
+        except Exception as err:  # noqa: BLE001 - tracking never costs a trial; the sync fills the gap
+            print(f"warning: MLflow: could not {what} ({str(err).splitlines()[0][:160]}); live tracking is off "
+                  f"for this trial, its result is synced when it ends", file=sys.stderr)
+            self.tracker = None
+            self._stop_monitor()
+
+
+def _system_metrics(run_id: str, uri: str, every_s: float, resume: bool) -> Any:
+    """MLflow's own sampler of CPU / memory / disk / network (and GPU, with pynvml) into the run."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=every_s, resume_logging=resume, tracking_uri=uri)
+    monitor.start()
+    return monitor
 
 
 def best_effort(cfg: SweepConfig, what: str, action: Callable[[Tracker], Any],

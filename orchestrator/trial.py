@@ -51,12 +51,13 @@ def trial_config(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> dict
 def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: TrialDir,
         on_step: Callable[[int, dict[str, float]], None] | None = None,
         on_phase: Callable[[str], None] | None = None, context: dict[str, Any] | None = None,
-        on_scores: Scores | None = None) -> dict[str, Any]:
+        on_scores: Scores | None = None, on_start: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one trial and write `trial_dir/result.json`. User errors (ConfigError) propagate; any other
     failure is recorded in the result as status "failed" with its reason, and the result is returned.
     Run again in the same dir (a retry, a resumed sweep), a completed trial of the same config returns its
     result at once, and an interrupted one resumes from its last verified checkpoint.
 
+    `on_start` sees the result as it begins (identity, config, context), before the model loads.
     `on_scores` hears each scored checkpoint (a sweep reports it to Tune); if it raises SystemExit, the
     scheduler stopped the trial: the result is written with status "stopped_early" and its last
     checkpoint as the final point, and SystemExit is raised again for Tune."""
@@ -76,6 +77,8 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Trial
         result["checkpoints"] = previous.get("checkpoints", [])
         result["train_log"] = previous.get("train_log", [])
         result["attempts"] = previous.get("attempts", 1) + 1
+    if on_start is not None:
+        on_start(result)
     stopped = None
     try:
         _execute(cfg, spec, trial_dir, result, on_step, phase, on_scores)

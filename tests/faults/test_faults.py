@@ -166,6 +166,11 @@ def test_mlflow_server_lost_mid_sweep_then_restarted_and_synced(tmp_path, tiny_m
         assert kinds == ["base", "sweep", "trial", "trial", "trial"]
         trial_ids = [r.data.tags["peft_arena.trial_id"] for r in runs if r.data.tags.get("peft_arena.kind") == "trial"]
         assert len(set(trial_ids)) == 3
+        for run in runs:  # streamed live until the outage, filled by sync: every step once
+            if run.data.tags.get("peft_arena.kind") == "trial":
+                assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == list(range(1, 41))
+        parent = next(r for r in runs if r.data.tags.get("peft_arena.kind") == "sweep")
+        assert parent.info.status == "FINISHED" and parent.data.metrics["trials.completed"] == 3  # ended by sync
     finally:
         sw.stop_mlflow(server)
 

@@ -72,6 +72,11 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     assert {r.data.params["setting.r"] for r in trials} == {"2", "4"}
     assert all(r.info.status == "FINISHED" for r in trials)
     assert "sweep_config.yaml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    # the sweep's run ends with the sweep and tells its story: outcomes, and the front's hypervolume per trial
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials.completed"] == 2 and parent.data.metrics["trials.failed"] == 0
+    progress = _history(client, parent.info.run_id, "hypervolume")
+    assert [step for step, _ in progress] == [1, 2] and progress[0][1] <= progress[1][1]
 
     run = trials[0]
     loss = client.get_metric_history(run.info.run_id, "loss")
@@ -148,3 +153,68 @@ def test_unreachable_tracking_server_is_a_config_error(tmp_path, tiny_model_dir)
     done = _cli("sweep", str(config))
     assert done.returncode == 2 and "error: tracking.uri" in done.stderr, done.stderr[-2000:]
     assert time.time() - started < 120
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_a_trial_streams_into_its_run_while_it_trains_and_a_server_outage_is_filled_by_sync(
+        tmp_path, tiny_model_dir, isolated_cache):
+    """Live: the loss history gains a point per step while the trial runs. Outage: the server is stopped
+    after step 3 and back after step 6; the trial goes on, and the driver's sync leaves every metric's
+    history equal to the result JSON, point for point, none missing and none twice."""
+    from mlflow import MlflowClient
+
+    from orchestrator import config, trial
+    from orchestrator.sweep_dir import SweepDir
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_mlflow(tmp_path / "server", port)
+    cfg = tiny_config(tiny_model_dir, tmp_path / "sweep", steps=8, checkpoint_every=2)
+    cfg["tracking"] = {"uri": url, "live_every_s": 0, "system_metrics_every_s": 1}
+    cfg = config.validate(cfg)
+    tracking.Tracker(cfg)  # the driver's part: experiment and sweep run
+    client = MlflowClient(url)
+    live = tracking.LiveRun(cfg)
+    seen: dict[int, int] = {}
+
+    def on_step(step: int, record: dict[str, float]) -> None:
+        nonlocal server
+        live.log_step(step, record)
+        if step <= 3:  # a look at the run, as the UI's chart does, while the trial is in flight
+            run = client.get_run(live.run_id)
+            assert run.info.status == "RUNNING"
+            seen[step] = len(client.get_metric_history(live.run_id, "loss"))
+        if step == 3:
+            stop_mlflow(server)
+        if step == 6:
+            server = start_mlflow(tmp_path / "server", port)
+
+    def on_scores(step: int, point: dict, params: dict) -> None:
+        live.log_checkpoint(point)
+
+    trial_dir = SweepDir.of(cfg).trial("live")
+    try:
+        result = trial.run(cfg, "lora", {"r": 2}, trial_dir, on_start=live.start, on_step=on_step,
+                           on_scores=on_scores)
+        live.close()
+        assert result["status"] == "completed", result.get("traceback")
+        assert seen == {1: 1, 2: 2, 3: 3}
+        assert live.tracker is None  # the outage turned live logging off for the rest of the trial
+        run_id = tracking.Tracker(cfg).sync_trial(result)
+        assert run_id == live.run_id  # the live run completed, not replaced
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        for key in ("loss", "lr", "grad_norm"):
+            assert _history(client, run_id, key) == [(r["step"], r[key]) for r in result["train_log"]]
+        for key, field in (("gain", "gain"), ("forgetting", "forgetting")):
+            assert _history(client, run_id, key) == [(c["step"], c[field]) for c in result["checkpoints"]]
+        assert run.data.params["trainable_params"] == str(result["params"]["trainable"])  # known only after it started
+        assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics)
+        before = {key: _history(client, run_id, key) for key in run.data.metrics if not key.startswith("system/")}
+        tracking.Tracker(cfg).sync_trial(result | {"note": "changed, so not skipped by its digest"})
+        assert {key: _history(client, run_id, key) for key in before} == before  # a second sync adds nothing
+    finally:
+        stop_mlflow(server)
