@@ -337,23 +337,38 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("ui", "start the MLflow UI on a sweep's tracking store", SWEEP_DIR,
-         arg("--port", type=int, default=5000), arg("--host", default="127.0.0.1", help="bind address (default loopback only)"))
+@command("ui", "start the MLflow UI (or, with --study, optuna-dashboard) on a sweep", SWEEP_DIR,
+         arg("--port", type=int, default=5000), arg("--host", default="127.0.0.1", help="bind address (default loopback only)"),
+         arg("--study", action="store_true", help="optuna-dashboard on the sweep's Optuna study instead of MLflow"),
+         arg("--password-file", help="beyond loopback: the MLflow admin password (else $MLFLOW_AUTH_ADMIN_PASSWORD)"),
+         arg("--insecure", action="store_true", help="beyond loopback without authentication (warned)"))
 def cmd_ui(args: argparse.Namespace) -> int:
+    """Beyond loopback the MLflow UI asks for a login (user `admin`); trials logging to it then need
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in their environment."""
     import subprocess
 
-    from orchestrator import tracking
+    from orchestrator import tracking, ui
     from orchestrator.process import is_loopback
     from orchestrator.sweep_dir import SweepDir
 
-    cfg = SweepDir.open(args.sweep_dir).load_config()
-    tracking.Tracker(cfg)  # creates the store and experiment if the sweep has not logged yet
-    command_line = tracking.sweep_server_command(cfg, args.host, args.port)
-    if not is_loopback(args.host):
-        print(f"binding to {args.host}: others on the network can reach this UI; allowed Host headers: "
-              f"{command_line[command_line.index('--allowed-hosts') + 1]} (mlflow server --allowed-hosts)")
-    print(f"MLflow UI for sweep {cfg.name}: http://{args.host}:{args.port}  (Ctrl-C to stop)")
-    return subprocess.call(command_line)
+    where = SweepDir.open(args.sweep_dir)
+    cfg = where.load_config()
+    if args.study:
+        command_line, env, what = ui.study_dashboard(where, args.host, args.port, args.insecure), None, "optuna-dashboard"
+    else:
+        command_line, env = ui.mlflow_ui(where, args.host, args.port, ui.admin_password(args.password_file), args.insecure)
+        tracking.Tracker(cfg)  # creates the store and experiment if the sweep has not logged yet
+        what = "MLflow UI"
+        if not is_loopback(args.host):
+            print(f"binding to {args.host}: allowed Host headers: "
+                  f"{command_line[command_line.index('--allowed-hosts') + 1]} (mlflow server --allowed-hosts)")
+    if not is_loopback(args.host) and args.insecure:
+        print(f"warning: {what} on {args.host} WITHOUT authentication: anyone who reaches the port sees every run",
+              file=sys.stderr)
+    elif not is_loopback(args.host):
+        print(f"{what} on {args.host}: log in as user admin")
+    print(f"{what} for sweep {cfg.name}: http://{args.host}:{args.port}  (Ctrl-C to stop)")
+    return subprocess.call(command_line, env=env)
 
 
 @command("eval", "score a model or a checkpoint on a suite",

@@ -371,6 +371,10 @@ def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]
     # RDBStorage survives Tune's pickling of the searcher (JournalStorage holds a lock and does not).
     storage = RDBStorage(where.optuna_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # created here (OptunaSearch loads it) so the objectives carry their names in optuna-dashboard
+    optuna.create_study(storage=storage, study_name=cfg.name, load_if_exists=True,
+                        directions=["maximize" if o.mode == "max" else "minimize" for o in cfg.search.objectives]
+                        ).set_metric_names([o.name for o in cfg.search.objectives])
     searcher = OptunaSearch(space=DefineByRun(plan), metric=[o.name for o in cfg.search.objectives],
                             mode=[o.mode for o in cfg.search.objectives],
                             sampler=make_sampler(sampler_name(cfg, plan), cfg.search.seed, samples),

@@ -7,6 +7,7 @@
   report.html                the self-contained HTML report
   optuna.db                  the Optuna study (SQLite, owned by the driver)
   mlflow.db, mlartifacts/    the default MLflow store and its artifacts
+  mlflow-auth.ini, .db       MLflow's basic-auth app: its config and user store (a UI bound beyond loopback)
   ray/<name>/                Ray Tune's experiment state (what --resume restores)
   timing/fit-<t>.json        wall-clock span of each (re)start of the search
   analysis/                  pareto.json, figures/, geometry.json|html, rewind.json|html
@@ -161,6 +162,14 @@ class SweepDir:
     @property
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+    @property
+    def mlflow_auth_config(self) -> Path:
+        return self.root / "mlflow-auth.ini"
+
+    @property
+    def mlflow_auth_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow-auth.db'}"
 
     def timing(self, began: float) -> Path:
         return self.root / "timing" / f"fit-{int(began)}.json"

@@ -4,8 +4,10 @@ runs with per-step metrics, downloadable checkpoints that rebuild the trained mo
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -122,29 +124,59 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
 
     if shutil.which("chromium"):
         _check_ui_in_chromium(mlflow_server, experiment.experiment_id, run, tmp_path)
+        _check_study_dashboard_in_chromium(tmp_path / "sweep", tmp_path)
     else:
         pytest.skip("chromium is not installed (make test installs Debian's chromium); UI check skipped")
 
 
-def _check_ui_in_chromium(url: str, experiment_id: str, run, tmp_path: Path) -> None:
-    """The MLflow UI, rendered by a real browser: the experiment's run table lists the sweep's parent run
-    (trials nest under it), and a trial's own page shows it; screenshots are kept in runs/test-artifacts/."""
+def _render(page: str, shot: str, tmp_path: Path) -> str:
+    """A page as a real browser renders it (its DOM after scripts ran); the screenshot is kept in
+    runs/test-artifacts/ for a person to look at."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000", "--window-size=1400,900"]
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", page], capture_output=True, text=True, timeout=180)
+    subprocess.run(["chromium", *flags, f"--screenshot={ARTIFACTS / shot}", page], capture_output=True, timeout=180)
+    assert (ARTIFACTS / shot).stat().st_size > 10_000
+    return dom.stdout
 
-    def render(page: str, shot: str) -> str:
-        dom = subprocess.run(["chromium", *flags, "--dump-dom", page], capture_output=True, text=True, timeout=180)
-        subprocess.run(["chromium", *flags, f"--screenshot={ARTIFACTS / shot}", page], capture_output=True, timeout=180)
-        assert (ARTIFACTS / shot).stat().st_size > 10_000
-        return dom.stdout
 
-    runs_page = render(f"{url}/#/experiments/{experiment_id}/runs", "mlflow-ui.png")
+def _check_ui_in_chromium(url: str, experiment_id: str, run, tmp_path: Path) -> None:
+    """The MLflow UI: the experiment's run table lists the sweep's parent run (trials nest under it), and a
+    trial's own page shows it."""
+    runs_page = _render(f"{url}/#/experiments/{experiment_id}/runs", "mlflow-ui.png", tmp_path)
     assert "Training runs" in runs_page and "sweep tiny" in runs_page
     assert re.search(r">5</strong> matching runs", runs_page)  # the parent, the base-model run, 2 trials, 1 rewound
-    trial_page = render(f"{url}/#/experiments/{experiment_id}/runs/{run.info.run_id}", "mlflow-ui-trial.png")
+    trial_page = _render(f"{url}/#/experiments/{experiment_id}/runs/{run.info.run_id}", "mlflow-ui-trial.png", tmp_path)
     assert run.info.run_name in trial_page
+
+
+def _check_study_dashboard_in_chromium(sweep_dir: Path, tmp_path: Path) -> None:
+    """`peft-arena ui --study`: optuna-dashboard on the sweep's study draws its Pareto front, with the
+    objectives under their names."""
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", str(sweep_dir), "--study", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    studies = json.loads(response.read())["study_summaries"]
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, "optuna-dashboard did not start"
+                time.sleep(0.5)
+        assert [s["study_name"] for s in studies] == ["tiny"]
+        page = _render(f"http://127.0.0.1:{port}/dashboard/studies/{studies[0]['study_id']}", "optuna-dashboard.png",
+                       tmp_path)
+        assert "Pareto Front" in page and "target_gain" in page and "forgetting" in page
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
 
 
 def test_unreachable_tracking_server_is_a_config_error(tmp_path, tiny_model_dir):
@@ -218,3 +250,42 @@ def test_a_trial_streams_into_its_run_while_it_trains_and_a_server_outage_is_fil
         assert {key: _history(client, run_id, key) for key in before} == before  # a second sync adds nothing
     finally:
         stop_mlflow(server)
+
+
+def test_a_ui_beyond_loopback_asks_for_a_login(tmp_path, tiny_model_dir):
+    """Bound beyond loopback, the MLflow UI runs MLflow's basic-auth app: 401 without credentials, 200 with
+    the admin password from the environment, which no file of the sweep dir holds. Without a password
+    (or --insecure) it refuses to start: one line, exit 2."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from orchestrator import config
+    from orchestrator.sweep_dir import SweepDir
+
+    cfg = config.validate(tiny_config(tiny_model_dir, tmp_path / "sweep"))
+    SweepDir.of(cfg).claim(cfg, resume=False)
+    ui = [sys.executable, "-m", "orchestrator.cli", "ui", str(tmp_path / "sweep"), "--host", "0.0.0.0"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_AUTH_ADMIN_PASSWORD"}
+    refused = subprocess.run(ui, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr[-2000:]
+    assert "--host = '0.0.0.0'" in refused.stderr and "MLFLOW_AUTH_ADMIN_PASSWORD" in refused.stderr
+
+    port, password = free_port(), "a-long-test-password-7f3e"
+    proc = subprocess.Popen([*ui, "--port", str(port)], cwd=ROOT, env={**env, "MLFLOW_AUTH_ADMIN_PASSWORD": password},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5"
+    try:
+        tracking.wait_healthy(f"http://127.0.0.1:{port}", timeout=180)
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            urllib.request.urlopen(url, timeout=10)
+        assert anonymous.value.code == 401
+        login = base64.b64encode(f"admin:{password}".encode()).decode()
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Basic {login}"}),
+                                    timeout=10) as response:
+            assert response.status == 200 and "experiments" in json.loads(response.read())
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    written = [p for p in (tmp_path / "sweep").rglob("*") if p.is_file() and p.suffix in (".ini", ".json", ".yaml")]
+    assert written and not any(password in p.read_text() for p in written)
