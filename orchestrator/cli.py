@@ -304,6 +304,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("register", "put a trial's point into MLflow's model registry (transformers flavor)", SWEEP_DIR,
+         arg("trial", help="trial id"), arg("--name", required=True, help="the registered model's name"),
+         arg("--step", type=int, help="a checkpoint step (default: the trial's last)"),
+         arg("--rewound", action="store_true", help="the trial's rewound point (`peft-arena rewind`)"),
+         arg("--merged", action="store_true", help="merged weights instead of an adapter on the base model"))
+def cmd_register(args: argparse.Namespace) -> int:
+    """Loads back with `mlflow.transformers.load_model(models:/NAME/VERSION)`."""
+    from orchestrator import export
+    from orchestrator.sweep_dir import SweepDir
+
+    done = export.register(SweepDir.open(args.sweep_dir), args.trial, args.name, args.step, args.rewound, args.merged)
+    print(f"{args.trial}: {done['kind']} registered as {done['model_uri']} (run {done['run_id']}); load it with "
+          f"mlflow.transformers.load_model({done['model_uri']!r})")
+    return 0
+
+
 @command("doctor", "check this machine: packages, DeepSpeed, GPU, assets, disk, Ray, MLflow",
          arg("--address", help="a Ray cluster to check"), arg("--mlflow", help="an MLflow server URL to check"))
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -4,10 +4,12 @@ merged transformers model (`AutoModelForCausalLM.from_pretrained(dir)`), with a 
 
 How a point becomes an adapter is `methods.portable` and the registry's interpolation rule; this module
 checks the request (one-line errors, nothing written), writes into a staging dir that is renamed into place
-only when complete, and records the export in the trial's MLflow run.
+only when complete, and records the export in the trial's MLflow run. `register` puts the same point
+into MLflow's model registry instead.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import shutil
@@ -134,6 +136,43 @@ def export(where: SweepDir, trial_id: str, target: Path, step: int | None = None
     written = write_point(spec, target, merged, card, force)
     _track(where, trial_id, written["path"])
     return written
+
+
+def register(where: SweepDir, trial_id: str, name: str, step: int | None = None, rewound: bool = False,
+             merged: bool = False) -> dict[str, Any]:
+    """One trial's point as a new version of MLflow registered model `name`, logged under the trial's run
+    with MLflow's transformers flavor: an adapter (the flavor stores the adapter alone and records the
+    base model's local dir, under which `mlflow.transformers.load_model` rebuilds it) or merged weights.
+    Returns the model URI and version."""
+    import mlflow
+
+    from orchestrator import tracking
+
+    result, spec, card = _point(where, trial_id, step, rewound)
+    model, tokenizer, kind, why, meta = _adapter_or_merged(spec, merged)
+    tracker = tracking.Tracker(where.load_config())
+    run_id = tracker.sync_trial(result)  # the trial's run, complete, before a model hangs under it
+    run = tracker.client.get_run(run_id)
+    base_dir = models.resolve(ModelConfig(**meta["model"])) if kind == "adapter" else None
+    mlflow.set_tracking_uri(tracker.uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.transformers.log_model({"model": model, "tokenizer": tokenizer}, name="model",
+                                             task="text-generation", registered_model_name=name,
+                                             base_model_path=base_dir, tags={"peft_arena.trial_id": trial_id},
+                                             pip_requirements=_loader_requirements(kind),
+                                             metadata={"peft_arena": {"kind": kind, "merged_because": why or None,
+                                                                      **card, "spec": spec}})
+    # logging reopened the run: it keeps the status and end its trial gave it
+    tracker.client.set_terminated(run_id, run.info.status, end_time=run.info.end_time)
+    return {"name": name, "version": info.registered_model_version, "model_uri": f"models:/{name}/{info.registered_model_version}",
+            "kind": kind, "run_id": run_id}
+
+
+def _loader_requirements(kind: str) -> list[str]:
+    """What loading the model needs, pinned to this environment (without a local label like +cpu).
+    Given explicitly: MLflow's own inference assumes torchvision is installed beside torch."""
+    needed = ["torch", "transformers", "accelerate", *(["peft"] if kind == "adapter" else [])]
+    return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in needed]
 
 
 def export_front(where: SweepDir, target_root: Path, merged: bool = False, force: bool = False,

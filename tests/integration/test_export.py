@@ -13,6 +13,9 @@ from safetensors.torch import load_file
 
 from methods import registry
 from orchestrator import checkpoints, export, regimes
+from tests.helpers import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -143,3 +146,33 @@ def test_a_merged_export_equals_merging_the_adapter_export(exported, tiny_model_
         torch.testing.assert_close(value, merged[key], atol=1e-5, rtol=1e-5)
     card = (exported["root"] / "out" / "lora" / "README.md").read_text()
     assert "PeftModel.from_pretrained" in card and "| method | lora |" in card
+
+
+def test_a_registered_adapter_loads_through_mlflow_and_reproduces_the_checkpoint(tmp_path, tiny_model_dir,
+                                                                                  isolated_cache):
+    """`peft-arena register`: a version of an MLflow registered model, under the trial's run, that
+    `mlflow.transformers.load_model` rebuilds on the base model with the checkpoint's outputs (1e-5)."""
+    import mlflow
+
+    from orchestrator import config, trial
+    from orchestrator.sweep_dir import SweepDir
+
+    cfg = config.validate(tiny_config(tiny_model_dir, tmp_path / "sweep"))
+    where = SweepDir.of(cfg)
+    where.claim(cfg, resume=False)
+    result = trial.run(cfg, "lora", {"r": 2}, where.trial("lora-r2"))
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "register", str(where.root), "lora-r2",
+                           "--name", "tiny-lora"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "models:/tiny-lora/1" in done.stdout
+
+    mlflow.set_tracking_uri(where.mlflow_uri)
+    loaded = mlflow.transformers.load_model("models:/tiny-lora/1", return_type="components")
+    trained, tokenizer, _ = checkpoints.load_trained(Path(result["checkpoints"][-1]["path"]))
+    ids = torch.tensor([tokenizer("Question: What is 3 + 4?\nAnswer:")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded["model"](input_ids=ids).logits, trained(input_ids=ids).logits,
+                                   atol=1e-5, rtol=0)
+    version = mlflow.MlflowClient().get_model_version("tiny-lora", "1")
+    run = mlflow.MlflowClient().get_run(version.run_id)
+    assert run.data.tags["peft_arena.trial_id"] == "lora-r2" and run.info.status == "FINISHED"
