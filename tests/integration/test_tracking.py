@@ -289,3 +289,31 @@ def test_a_ui_beyond_loopback_asks_for_a_login(tmp_path, tiny_model_dir):
         proc.wait(timeout=60)
     written = [p for p in (tmp_path / "sweep").rglob("*") if p.is_file() and p.suffix in (".ini", ".json", ".yaml")]
     assert written and not any(password in p.read_text() for p in written)
+
+
+def test_trials_on_two_nodes_stream_into_the_default_sqlite_store_beside_the_driver(tmp_path, tiny_model_dir, cluster):
+    """The default store (SQLite in the sweep dir), two trials at once on a two-node cluster writing live
+    while the driver syncs: no tracking warning, and each trial's run is FINISHED with every step once,
+    logged while it trained."""
+    from mlflow import MlflowClient
+
+    from orchestrator.sweep_dir import SweepDir
+    from tests import sweeps as sw
+
+    config = sw.write_config(tmp_path, tiny_model_dir, samples=3, concurrent=2, steps=6, checkpoint_every=3,
+                             tracking={"live_every_s": 0})
+    proc = sw.sweep(config, cluster)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    assert "warning: MLflow" not in output, output[-3000:]
+
+    client = MlflowClient(SweepDir(tmp_path / "sweep").mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=100)
+    trials = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"]
+    assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
+    for run in trials:
+        loss = client.get_metric_history(run.info.run_id, "loss")
+        assert sorted(m.step for m in loss) == [1, 2, 3, 4, 5, 6]
+        # logged while the trial trained (by its worker), not replayed by the driver after it ended
+        assert max(m.timestamp for m in loss) <= run.info.end_time
+    assert next(r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "sweep").info.status == "FINISHED"
