@@ -28,7 +28,8 @@ def _uninterrupted(sweep_dir, result: dict, tmp_path) -> dict:
 
 def test_driver_sigkill_then_resume_finishes_exactly_the_planned_trials(tmp_path, tiny_model_dir, cluster,
                                                                         isolated_cache):
-    config = sw.write_config(tmp_path, tiny_model_dir, samples=4, concurrent=1, steps=12, checkpoint_every=4)
+    config = sw.write_config(tmp_path, tiny_model_dir, samples=4, concurrent=1, steps=12, checkpoint_every=4,
+                             tracking={"live_every_s": 0})
     sweep_dir = tmp_path / "sweep"
     proc = sw.sweep(config, cluster, start_new_session=True)
 
@@ -66,6 +67,25 @@ def test_driver_sigkill_then_resume_finishes_exactly_the_planned_trials(tmp_path
         reference = _uninterrupted(sweep_dir, result, tmp_path)
         assert result["final"] == reference["final"]
         assert [c["step"] for c in result["checkpoints"]] == [c["step"] for c in reference["checkpoints"]]
+    _check_tracking_after_resume(sweep_dir, finished)
+
+
+def _check_tracking_after_resume(sweep_dir, finished) -> None:
+    """MLflow after a killed and resumed sweep: the sweep's run FINISHED with its story, one run per trial
+    whose loss history equals its result's, step for step, although the killed trial streamed part of it."""
+    from mlflow import MlflowClient
+
+    from orchestrator.sweep_dir import SweepDir
+
+    client = MlflowClient(SweepDir(sweep_dir).mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=100)
+    parent = next(r for r in runs if r.data.tags.get("peft_arena.kind") == "sweep")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials.completed"] == 4
+    trials = {r.data.tags["peft_arena.trial_id"]: r for r in runs if r.data.tags.get("peft_arena.kind") == "trial"}
+    for result in finished:
+        if result["status"] == "completed":
+            loss = client.get_metric_history(trials[result["trial_id"]].info.run_id, "loss")
+            assert sorted((m.step, m.value) for m in loss) == [(r["step"], r["loss"]) for r in result["train_log"]]
 
 
 def test_killed_worker_with_a_truncated_checkpoint_resumes_from_the_last_good_one(tmp_path, tiny_model_dir, cluster):
