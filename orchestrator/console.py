@@ -38,6 +38,7 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
     final = result.get("final", {})
     base = result.get("base", {})
     return {"trial": result["trial_id"], "method": result["method"], "status": result["status"],
+            "regime": result.get("config", {}).get("train", {}).get("regime", "sft"),
             "setting": registry.get(result["method"]).display(result.get("setting")),
             "trainable_params": result.get("params", {}).get("trainable"),
             "target_base": base.get("target", {}).get("score"), "target": final.get("target"),
@@ -74,6 +75,7 @@ def results_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[s
     rows = [r for r in map(_row, results) if not r["duplicate_of"]]
     base = next((r for r in rows if r["target_base"] is not None), None)
     show_status = any(r["status"] != "completed" for r in rows)  # failed, or stopped early
+    show_regime = len({r["regime"] for r in rows}) > 1  # SFT and GRPO trials on one frontier
     table = Table(title=f"{cfg.name}: target gain vs forgetting ({cfg.model.name})", box=None,
                   padding=(0, 1), pad_edge=False, header_style="bold underline")
     headers = ["trial", "method", "setting", "params", "target", "gain", "retention", "forgetting"]
@@ -81,7 +83,8 @@ def results_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[s
         table.add_column(header, justify="left" if header in ("trial", "method", "setting", "status") else "right",
                          overflow="fold")
     for row in rows:
-        cells = [row["trial"] + ("*" if row["trial"] in (front or []) else " "), row["method"], row["setting"],
+        method = f"{row['method']} {row['regime']}" if show_regime else row["method"]  # "lora grpo": fits 80 columns
+        cells = [row["trial"] + ("*" if row["trial"] in (front or []) else " "), method, row["setting"],
                  _count(row["trainable_params"]), _fmt(row["target"], ".3f"), _fmt(row["gain"], "+.3f"),
                  _fmt(row["retention"], ".3f"), _fmt(row["forgetting"], "+.3f")]
         table.add_row(*cells, *([row["status"]] if show_status else []))

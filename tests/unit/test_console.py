@@ -38,3 +38,18 @@ def test_table_fits_80_columns_with_one_row_per_configuration():
     assert "2.14M" in text and "base model: target 0.096, retention 0.396" in text
     rows = [line.strip() for line in lines if line.strip().startswith(("ef2ec045", "469567c1", "bdab13e3"))]
     assert len(rows) == 3 and rows[0].startswith("ef2ec045*") and rows[2].startswith("bdab13e3 ")
+
+
+def test_a_sweep_of_both_regimes_says_which_each_row_trained_with():
+    cfg = config.load("quick-rl")
+    mixed = [_result("11111111", "lora", {"r": 2, "lora_alpha": 4, "dropout": 0.0}, 610_560, 0.14,
+                     config={"train": {"regime": "sft"}}),
+             _result("22222222", "lora", {"r": 2, "lora_alpha": 4, "dropout": 0.0}, 610_560, -0.01,
+                     config={"train": {"regime": "grpo"}})]
+    screen = Console(width=100, record=True, file=io.StringIO())
+    screen.print(console.results_table(cfg, mixed))
+    rows = {line.split()[0]: line for line in screen.export_text().splitlines() if line.strip()[:1] in "12"}
+    assert "lora sft" in rows["11111111"] and "lora grpo" in rows["22222222"]
+    screen = Console(width=100, record=True, file=io.StringIO())
+    screen.print(console.results_table(config.load("quick"), RESULTS))
+    assert " sft" not in screen.export_text()  # one regime: not repeated on every row
