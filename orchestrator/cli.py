@@ -348,7 +348,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     tracker = Tracker(cfg)
     tracker.sync_all(results)
     if not any(r["status"] == "running" for r in results):  # a sweep whose own end could not reach MLflow
-        sweep.close_sweep_run(cfg, tracker, sweep.outcome(results))
+        sweep.close_sweep_run(cfg, tracker, sweep.outcome(results), results)
     print(f"synced {len(results)} trial results of {cfg.name} to {tracker.uri} (parent run {tracker.parent_id})")
     return 0
 

@@ -425,7 +425,7 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     try:
         tuner.fit()
     except BaseException as err:
-        close_sweep_run(cfg, tracker, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        close_sweep_run(cfg, tracker, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", where.collect())
         raise
     atomic_write_json(where.timing(began), {"started": began, "ended": time.time(), "resumed": resume})
     fail_orphaned_trials(cfg)
@@ -433,7 +433,7 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     results = where.collect()
     # anything a callback missed (e.g. before a resume)
     tracking.best_effort(cfg, "sync the sweep's trials", lambda t: t.sync_all(results), tracker)
-    close_sweep_run(cfg, tracker, outcome(results))
+    close_sweep_run(cfg, tracker, outcome(results), results)
     return results
 
 
@@ -442,14 +442,14 @@ def outcome(results: list[dict[str, Any]]) -> str:
     return "FINISHED" if any(has_final_point(r) for r in results) else "FAILED"
 
 
-def close_sweep_run(cfg: SweepConfig, tracker: Any, status: str) -> None:
+def close_sweep_run(cfg: SweepConfig, tracker: Any, status: str, results: list[dict[str, Any]]) -> None:
     """The sweep's MLflow run ends like the sweep, with its story (`sweep_analysis.story`) and outputs."""
     if tracker is None:
         return
     from orchestrator import tracking
 
     where = SweepDir.of(cfg)
-    counts, hypervolumes = sweep_analysis.story(cfg, where.collect())
+    counts, hypervolumes = sweep_analysis.story(cfg, results)
     tracking.best_effort(cfg, "close the sweep's run",
                          lambda t: t.finish_sweep(status, counts, hypervolumes, [where.pareto, where.report]), tracker)
 

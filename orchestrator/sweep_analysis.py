@@ -67,7 +67,7 @@ def story(cfg: SweepConfig, results: list[dict[str, Any]]) -> tuple[dict[str, in
     found = points(results)
     if not found:
         return counts, []
-    return counts, pareto.hypervolume_progress(found, objectives(cfg), frontier(cfg, found)["reference"])
+    return counts, pareto.hypervolume_progress(found, objectives(cfg), pareto.default_reference(found, objectives(cfg)))
 
 
 def analyze(where: SweepDir, budget_factor: float = 1.5) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -144,9 +144,12 @@ class SweepDir:
     def report(self) -> Path:
         return self.root / "report.html"
 
+    def _sqlite(self, name: str) -> str:
+        return f"sqlite:///{self.root / name}"
+
     @property
     def optuna_url(self) -> str:
-        return f"sqlite:///{self.root / 'optuna.db'}"
+        return self._sqlite("optuna.db")
 
     @property
     def ray_storage(self) -> Path:
@@ -157,7 +160,7 @@ class SweepDir:
 
     @property
     def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.root / 'mlflow.db'}"
+        return self._sqlite("mlflow.db")
 
     @property
     def mlflow_artifacts(self) -> Path:
@@ -169,7 +172,7 @@ class SweepDir:
 
     @property
     def mlflow_auth_uri(self) -> str:
-        return f"sqlite:///{self.root / 'mlflow-auth.db'}"
+        return self._sqlite("mlflow-auth.db")
 
     def timing(self, began: float) -> Path:
         return self.root / "timing" / f"fit-{int(began)}.json"

@@ -119,7 +119,7 @@ class Tracker:
                      files: list[Any]) -> None:
         """The parent run tells the sweep's story: how many trials ended how (at step = trials in the sweep,
         so a resumed sweep adds a point), the front's hypervolume after each completed trial (step k: the
-        first k), the sweep-level outputs that exist; then its status. Points already there are kept."""
+        first k), the sweep-level outputs that exist (`log_sweep_files` skips the others); then its status. Points already there are kept."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -127,7 +127,7 @@ class Tracker:
         metrics = [Metric(f"trials.{k}", float(v), now, total) for k, v in counts.items()]
         metrics += [Metric("hypervolume", float(v), now, k) for k, v in enumerate(hypervolumes, start=1)]
         self.log_missing(self.parent_id, metrics, self.logged_points(self.parent_id))
-        self.log_sweep_files([f for f in files if f.is_file()])
+        self.log_sweep_files(files)
         self.client.set_terminated(self.parent_id, status)
 
     def trial_run(self, result: dict[str, Any]) -> tuple[str, bool]:
@@ -426,11 +426,6 @@ def server_command(backend_uri: str, artifacts: Any, host: str, port: int) -> li
 
         command += ["--allowed-hosts", f"{host}:{port},{socket.gethostname()}:{port},localhost:{port},127.0.0.1:{port}"]
     return command
-
-
-def sweep_server_command(cfg: SweepConfig, host: str, port: int) -> list[str]:
-    where = SweepDir.of(cfg)
-    return server_command(where.mlflow_uri, where.mlflow_artifacts, host, port)
 
 
 def wait_healthy(url: str, timeout: float = 120.0) -> None:

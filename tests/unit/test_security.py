@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from evals import suites
-from orchestrator import checkpoints, cli, config, files, models, sweep_dir, tracking
+from orchestrator import checkpoints, cli, config, files, models, sweep_dir, ui
 from orchestrator.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,10 +20,10 @@ SOURCES = [p for d in ("orchestrator", "methods", "evals", "analysis", "bench") 
 def test_mlflow_ui_binds_loopback_unless_told_otherwise(tmp_path):
     args = cli.build_parser().parse_args(["ui", str(tmp_path)])
     assert args.host == "127.0.0.1"
-    cfg = config.validate({"name": "s", "output_dir": str(tmp_path), "methods": [{"name": "lora"}]})
-    command = tracking.sweep_server_command(cfg, args.host, 5000)
+    where = sweep_dir.SweepDir.of(config.validate({"name": "s", "output_dir": str(tmp_path), "methods": [{"name": "lora"}]}))
+    command, _ = ui.mlflow_ui(where, args.host, 5000, password=None, insecure=False)
     assert command[command.index("--host") + 1] == "127.0.0.1" and "--allowed-hosts" not in command
-    exposed = tracking.sweep_server_command(cfg, "0.0.0.0", 5000)  # explicit: then the allowed Host headers are set
+    exposed, _ = ui.mlflow_ui(where, "0.0.0.0", 5000, password=None, insecure=True)  # explicit: then the allowed Host headers are set
     assert "--allowed-hosts" in exposed
 
 
