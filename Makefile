@@ -11,7 +11,7 @@ STAMP     := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 STACK     := transformers==5.24.0 peft==0.21.2 accelerate==1.15.0 gguf==0.19.0 deepspeed==0.19.8 \
              "ray[tune,data]==2.60.0" optuna==5.0.0 optuna-dashboard==0.21.0 "mlflow[auth]==3.17.2" reasoning-gym==0.1.25 plotly==7.1.0 lm-eval==0.4.13 greenlet==3.5.6 \
-             datasets==5.2.0
+             datasets==5.2.0 playwright==1.65.2
 export RAY_AUTH_MODE ?= disabled
 SHELL     := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -35,7 +35,8 @@ assets: install
 demo: assets
 	$(BIN)/peft-arena demo
 
-# The UI and report tests drive a real headless Chromium (Debian's package); without root or apt they
+# The UI and report tests drive a real headless Chromium (Debian's package, through Playwright, which then
+# downloads no browser of its own); without root or apt they
 # skip with that reason instead.
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.browser import chromium, skip_without
 from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "runs" / "test-artifacts"
 pytestmark = pytest.mark.timeout(900)
 
 
@@ -61,16 +60,9 @@ def test_analyze_and_report_of_a_sweep(tmp_path, tiny_model_dir, isolated_cache)
     assert "Leaderboard" in page and "Spearman vs forgetting" in page  # the geometry section is in
     assert "training vs interpolation" in page and "not run yet" not in page  # and the rewinding one
 
-    if not shutil.which("chromium"):
-        pytest.skip("chromium is not installed (make test installs Debian's chromium); render check skipped")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=15000", "--window-size=1300,2600"]
-    url = (tmp_path / "sweep" / "report.html").as_uri()
-    dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
     figures = page.count('class="plotly-graph-div"')
     assert figures >= 10  # frontier plots + published overlay + geometry + rewinding plots
+    with chromium(1300, 2600) as browser:
+        skip_without(browser)
+        dom = browser.look((tmp_path / "sweep" / "report.html").as_uri(), "report.png", min_shot_bytes=20_000)
     assert dom.count('class="main-svg"') >= figures, "plotly did not render every figure"
-    subprocess.run(["chromium", *flags, f"--screenshot={ARTIFACTS / 'report.png'}", url], capture_output=True, timeout=180)
-    assert (ARTIFACTS / "report.png").stat().st_size > 20_000

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,11 +18,11 @@ import yaml
 
 from orchestrator import checkpoints, tracking
 from orchestrator.process import free_port
+from tests.browser import Chromium, chromium, skip_without
 from tests.helpers import tiny_config
 from tests.sweeps import start_mlflow, stop_mlflow
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "runs" / "test-artifacts"  # screenshots a person can look at after `make test`
 pytestmark = pytest.mark.timeout(900)
 
 
@@ -122,37 +121,24 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
         assert synced.returncode == 0, synced.stderr[-2000:]
     assert sorted(r.info.run_id for r in _runs(client, experiment.experiment_id)) == before
 
-    if shutil.which("chromium"):
-        _check_ui_in_chromium(mlflow_server, experiment.experiment_id, run, tmp_path)
-        _check_study_dashboard_in_chromium(tmp_path / "sweep", tmp_path)
-    else:
-        pytest.skip("chromium is not installed (make test installs Debian's chromium); UI check skipped")
+    with chromium() as browser:
+        skip_without(browser)
+        _check_ui_in_chromium(browser, mlflow_server, experiment.experiment_id, run)
+        _check_study_dashboard_in_chromium(browser, tmp_path / "sweep")
 
 
-def _render(page: str, shot: str, tmp_path: Path) -> str:
-    """A page as a real browser renders it (its DOM after scripts ran); the screenshot is kept in
-    runs/test-artifacts/ for a person to look at."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000", "--window-size=1400,900"]
-    dom = subprocess.run(["chromium", *flags, "--dump-dom", page], capture_output=True, text=True, timeout=180)
-    subprocess.run(["chromium", *flags, f"--screenshot={ARTIFACTS / shot}", page], capture_output=True, timeout=180)
-    assert (ARTIFACTS / shot).stat().st_size > 10_000
-    return dom.stdout
-
-
-def _check_ui_in_chromium(url: str, experiment_id: str, run, tmp_path: Path) -> None:
+def _check_ui_in_chromium(browser: Chromium, url: str, experiment_id: str, run) -> None:
     """The MLflow UI: the experiment's run table lists the sweep's parent run (trials nest under it), and a
     trial's own page shows it."""
-    runs_page = _render(f"{url}/#/experiments/{experiment_id}/runs", "mlflow-ui.png", tmp_path)
+    runs_page = browser.look(f"{url}/#/experiments/{experiment_id}/runs", "mlflow-ui.png", ready="text=matching runs")
     assert "Training runs" in runs_page and "sweep tiny" in runs_page
     assert re.search(r">5</strong> matching runs", runs_page)  # the parent, the base-model run, 2 trials, 1 rewound
-    trial_page = _render(f"{url}/#/experiments/{experiment_id}/runs/{run.info.run_id}", "mlflow-ui-trial.png", tmp_path)
+    trial_page = browser.look(f"{url}/#/experiments/{experiment_id}/runs/{run.info.run_id}", "mlflow-ui-trial.png",
+                              ready=f"text={run.info.run_name}")
     assert run.info.run_name in trial_page
 
 
-def _check_study_dashboard_in_chromium(sweep_dir: Path, tmp_path: Path) -> None:
+def _check_study_dashboard_in_chromium(browser: Chromium, sweep_dir: Path) -> None:
     """`peft-arena ui --study`: optuna-dashboard on the sweep's study draws its Pareto front, with the
     objectives under their names."""
     import urllib.request
@@ -171,8 +157,8 @@ def _check_study_dashboard_in_chromium(sweep_dir: Path, tmp_path: Path) -> None:
                 assert time.time() < deadline and proc.poll() is None, "optuna-dashboard did not start"
                 time.sleep(0.5)
         assert [s["study_name"] for s in studies] == ["tiny"]
-        page = _render(f"http://127.0.0.1:{port}/dashboard/studies/{studies[0]['study_id']}", "optuna-dashboard.png",
-                       tmp_path)
+        page = browser.look(f"http://127.0.0.1:{port}/dashboard/studies/{studies[0]['study_id']}",
+                            "optuna-dashboard.png", ready="text=Pareto Front")
         assert "Pareto Front" in page and "target_gain" in page and "forgetting" in page
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -193,9 +179,10 @@ def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
 
 def test_a_trial_streams_into_its_run_while_it_trains_and_a_server_outage_is_filled_by_sync(
         tmp_path, tiny_model_dir, isolated_cache):
-    """Live: the loss history gains a point per step while the trial runs. Outage: the server is stopped
-    after step 3 and back after step 6; the trial goes on, and the driver's sync leaves every metric's
-    history equal to the result JSON, point for point, none missing and none twice."""
+    """Live: while the trial runs, the loss chart on its MLflow page (headless Chromium) gains a point per
+    step between two looks. Outage: the server is stopped after step 3 and back after step 6; the trial goes
+    on, and the driver's sync leaves every metric's history equal to the result JSON, point for point, none
+    missing and none twice."""
     from mlflow import MlflowClient
 
     from orchestrator import config, trial
@@ -211,14 +198,20 @@ def test_a_trial_streams_into_its_run_while_it_trains_and_a_server_outage_is_fil
     client = MlflowClient(url)
     live = tracking.LiveRun(cfg)
     seen: dict[int, int] = {}
+    charted: dict[int, list[tuple[float, float]]] = {}
+    losses: dict[int, float] = {}
 
     def on_step(step: int, record: dict[str, float]) -> None:
         nonlocal server
         live.log_step(step, record)
-        if step <= 3:  # a look at the run, as the UI's chart does, while the trial is in flight
+        losses[step] = record["loss"]
+        if step <= 3:  # a look at the run through the REST API the UI reads, while the trial is in flight
             run = client.get_run(live.run_id)
             assert run.info.status == "RUNNING"
             seen[step] = len(client.get_metric_history(live.run_id, "loss"))
+        if step in (2, 3) and browser:  # and at the trial's page itself, as a person watching it would
+            page = f"{url}/#/experiments/{run.info.experiment_id}/runs/{live.run_id}/model-metrics"
+            charted[step] = browser.metric_charts(page, f"mlflow-live-step{step}.png")["loss"]
         if step == 3:
             stop_mlflow(server)
         if step == 6:
@@ -229,11 +222,14 @@ def test_a_trial_streams_into_its_run_while_it_trains_and_a_server_outage_is_fil
 
     trial_dir = SweepDir.of(cfg).trial("live")
     try:
-        result = trial.run(cfg, "lora", {"r": 2}, trial_dir, on_start=live.start, on_step=on_step,
-                           on_scores=on_scores)
+        with chromium() as browser:
+            result = trial.run(cfg, "lora", {"r": 2}, trial_dir, on_start=live.start, on_step=on_step,
+                               on_scores=on_scores)
         live.close()
         assert result["status"] == "completed", result.get("traceback")
         assert seen == {1: 1, 2: 2, 3: 3}
+        if browser:
+            assert charted == {n: [(s, pytest.approx(losses[s], rel=1e-6)) for s in range(1, n + 1)] for n in (2, 3)}
         assert live.tracker is None  # the outage turned live logging off for the rest of the trial
         run_id = tracking.Tracker(cfg).sync_trial(result)
         assert run_id == live.run_id  # the live run completed, not replaced
@@ -250,6 +246,7 @@ def test_a_trial_streams_into_its_run_while_it_trains_and_a_server_outage_is_fil
         assert {key: _history(client, run_id, key) for key in before} == before  # a second sync adds nothing
     finally:
         stop_mlflow(server)
+    skip_without(browser)
 
 
 def test_a_ui_beyond_loopback_asks_for_a_login(tmp_path, tiny_model_dir):
