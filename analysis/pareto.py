@@ -73,15 +73,28 @@ def hypervolume(points: Sequence[Sequence[float]], modes: Sequence[Mode], refere
 DEFAULT_OBJECTIVES = (("gain", "max"), ("forgetting", "min"))
 
 
-def default_reference(points: Sequence[dict], objectives: Sequence[tuple[str, Mode]]) -> dict[str, float]:
-    """The base model's point: gain 0 (no gain), and each other objective at its worst observed value."""
+# How far beyond the worst observed value the default reference lies, as a fraction of the observed range.
+# At the worst value itself (the usual nadir choice) the method that is worst in one objective encloses no
+# volume at all, however much it gains in the other: a 10% margin lets every front point count.
+NADIR_MARGIN = 0.1
+
+
+def default_reference(points: Sequence[dict], objectives: Sequence[tuple[str, Mode]],
+                      fixed: dict[str, float] | None = None) -> dict[str, float]:
+    """The reference point: a `fixed` value where given (so two sweeps compare on one reference); gain 0 (the
+    base model gains nothing); any other objective NADIR_MARGIN of its observed range beyond its worst
+    observed value (of its magnitude when all points share one value)."""
     reference = {}
     for name, mode in objectives:
-        if name == "gain":
+        if fixed and name in fixed:
+            reference[name] = fixed[name]
+        elif name == "gain":
             reference[name] = 0.0
         else:
             values = [p[name] for p in points]
-            reference[name] = min(values) if mode == "max" else max(values)
+            worst = min(values) if mode == "max" else max(values)
+            span = (max(values) - min(values)) or abs(worst) or 1.0
+            reference[name] = worst - NADIR_MARGIN * span if mode == "max" else worst + NADIR_MARGIN * span
     return reference
 
 
@@ -118,10 +131,11 @@ def hypervolume_progress(points: Sequence[dict], objectives: Sequence[tuple[str,
 def frontier_analysis(points: Sequence[dict], objectives: Sequence[tuple[str, Mode]] = DEFAULT_OBJECTIVES,
                       reference: dict[str, float] | None = None, budget_factor: float = 1.5) -> dict:
     """Global and per-method fronts with their hypervolumes, all against one reference point, which is
-    recorded with the numbers (a hypervolume means nothing without it)."""
+    recorded with the numbers (a hypervolume means nothing without it). `reference` may fix some
+    objectives only; the others take `default_reference`'s value."""
     if not points:
         raise ValueError("no points to analyse")
-    reference = reference or default_reference(points, objectives)
+    reference = default_reference(points, objectives, reference)
     modes, ref = [m for _, m in objectives], [reference[n] for n, _ in objectives]
     values = _values(points, objectives)
     front = non_dominated(values, modes)

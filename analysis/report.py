@@ -26,6 +26,15 @@ def _front_line(points: list[dict], x: str, y: str) -> tuple[list[float], list[f
     return [p[x] for p in ordered], [p[y] for p in ordered]
 
 
+def _error_bars(points: list[dict], key: str) -> dict | None:
+    """Plotly error bars from each point's `<key>_ci` interval (asymmetric: percentile intervals are)."""
+    if not points or not all(p.get(f"{key}_ci") for p in points):
+        return None
+    return {"type": "data", "symmetric": False, "thickness": 1, "width": 3,
+            "array": [p[f"{key}_ci"][1] - p[key] for p in points],
+            "arrayminus": [p[key] - p[f"{key}_ci"][0] for p in points]}
+
+
 def plane_figure(analysis: dict, x: str, y: str, title: str, x_title: str, y_title: str,
                  overlay: list[dict] | None = None) -> go.Figure:
     """Scatter of every point with each method's front as a line; the global front ringed."""
@@ -37,6 +46,7 @@ def plane_figure(analysis: dict, x: str, y: str, title: str, x_title: str, y_tit
         if not own:
             continue
         fig.add_trace(go.Scatter(x=[p[x] for p in own], y=[p[y] for p in own], mode="markers", name=method,
+                                 error_x=_error_bars(own, x), error_y=_error_bars(own, y),
                                  marker={"color": color, "size": 10,
                                          "line": {"width": [3 if p["on_front"] else 0 for p in own], "color": "black"}},
                                  text=[p["label"] for p in own], hovertemplate="%{text}<br>%{x:.4f}, %{y:.4f}"))
@@ -103,6 +113,8 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
+    if isinstance(value, list) and len(value) == 2:  # an interval
+        return f"[{value[0]:.4f}, {value[1]:.4f}]"
     if isinstance(value, bool):
         return "yes" if value else ""
     return "" if value is None else str(value)
@@ -124,7 +136,10 @@ def render(title: str, config: dict, leaderboard: list[dict], analysis: dict, fi
     parts.append(f"<p>Global hypervolume <b>{analysis['hypervolume']:.5g}</b> (reference point: {ref}); "
                  f"{len(analysis['front'])} of {len(analysis['points'])} points on the front.</p>")
     parts.append("<h2>Leaderboard</h2>" + _table(leaderboard, ["trial", "method", "setting", "params", "target",
-                                                                 "retention", "gain", "forgetting", "on_front"]))
+                                                                 "retention", "gain", "gain_ci", "forgetting",
+                                                                 "forgetting_ci", "on_front"]))
+    parts.append("<p>gain_ci, forgetting_ci: 95% paired bootstrap intervals over the evaluation items (items "
+                 "resampled jointly for the base and the finetuned model, per task); error bars in the plots.</p>")
     parts.append("<h2>Frontiers</h2>")
     for i, fig in enumerate(figs.values()):
         parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0)))  # JS inlined once, no CDN

@@ -113,7 +113,7 @@ def select(points: Sequence[dict], final: dict, base: dict, rule: Rule, tau: flo
 def hypervolume_before_after(trials: Sequence[dict], base: dict) -> dict[str, Any]:
     """The frontier of the final points vs the frontier with each trial's rewound point added (rewinding
     only adds options, so the second can only be larger). Gain / forgetting against the base model; the
-    reference is gain 0 and the worst forgetting among all points, recorded."""
+    reference (`pareto.default_reference` over all points, both sets on the same one) is recorded."""
     def gain_forgetting(p: dict, label: str) -> dict:
         return {"label": label, "method": p.get("method", "?"), "gain": p["target"] - base["target"],
                 "forgetting": base["retention"] - p["retention"]}

@@ -17,7 +17,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from torch import nn
 
-from evals import scorers, sources
+from evals import scorers, sources, uncertainty
 
 TASK_DIR = Path(__file__).parent / "tasks"
 SUITES_FILE = Path(__file__).parent / "suites.yaml"
@@ -150,10 +150,15 @@ def _prompt(task: Task, tokenizer: Any, item: dict[str, Any]) -> str:
     return f"Question: {text}\nAnswer:" if task.chat else text
 
 
+def item_id(item: dict[str, Any]) -> str:
+    """An item's stable id (a hash of its content): base and finetuned scores pair item by item through it."""
+    return f"{sources.stable_hash(json.dumps(item, sort_keys=True)):016x}"
+
+
 def select_items(task: Task, split: str, limit: int | None) -> list[dict[str, Any]]:
     """A deterministic, shuffled-by-hash subset: the same items on every machine and every pool size."""
     items = sources.load_items(task.source, split)
-    items.sort(key=lambda it: sources.stable_hash(json.dumps(it, sort_keys=True)))
+    items.sort(key=item_id)
     return items[:limit]
 
 
@@ -218,27 +223,31 @@ _AGGREGATE: dict[str, Callable[[list[dict[str, Any]]], dict[str, Any]]] = {
 def task_chunks(task: Task, tokenizer: Any, split: str = "test", max_items: int | None = None) -> list[dict[str, Any]]:
     """The task's rendered requests, cut into fixed chunks (plain data: they travel to Ray actors)."""
     limit = min(task.n_items, max_items) if max_items else task.n_items
-    reqs = requests(task, tokenizer, select_items(task, split, limit))
+    items = select_items(task, split, limit)
+    reqs, ids = requests(task, tokenizer, items), [item_id(it) for it in items]
     if not reqs:
         raise TaskError(f"task {task.name}: no items in split {split!r}")
     params = {"max_new_tokens": task.max_new_tokens, "max_tokens": task.max_tokens}
     return [{"task": task.name, "chunk": i // CHUNK_ITEMS, "scorer": task.scorer, "params": params,
-             "requests": reqs[i:i + CHUNK_ITEMS]} for i in range(0, len(reqs), CHUNK_ITEMS)]
+             "requests": reqs[i:i + CHUNK_ITEMS], "ids": ids[i:i + CHUNK_ITEMS]} for i in range(0, len(reqs), CHUNK_ITEMS)]
 
 
 def score_chunk(model: nn.Module, tokenizer: Any, chunk: dict[str, Any], batch_size: int = 16) -> list[dict[str, Any]]:
-    """Per-item results of one chunk (in eval mode, without gradients)."""
+    """Per-item results of one chunk (in eval mode, without gradients), each with its item's id."""
     was_training = model.training
     model.eval()
     try:
-        return _ITEM_FNS[chunk["scorer"]](model, tokenizer, chunk["requests"], chunk["params"], batch_size)
+        scored = _ITEM_FNS[chunk["scorer"]](model, tokenizer, chunk["requests"], chunk["params"], batch_size)
     finally:
         model.train(was_training)
+    return [{"id": item, **result} for item, result in zip(chunk["ids"], scored)]
 
 
 def aggregate_task(task: Task, per_item: list[dict[str, Any]]) -> dict[str, Any]:
+    """The task's metrics, and its per-item record (ids + what the metric needs) for paired intervals."""
     result = _AGGREGATE[task.scorer](per_item)
-    return {"score": float(result[task.metric]), "metric": task.metric, **result}
+    return {"score": float(result[task.metric]), "metric": task.metric, **result,
+            "items": uncertainty.item_record(task.metric, per_item)}
 
 
 def aggregate_suite(name: SuiteRef, tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:

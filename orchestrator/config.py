@@ -150,6 +150,9 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
 class Objective(_Strict):
     name: Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
     mode: Literal["max", "min"]
+    reference: float | None = Field(None, description="this objective's value in the hypervolume reference point "
+                                    "(fix it to compare sweeps); default: 0 for target_gain, else 10% of the "
+                                    "observed range beyond the worst observed value")
 
 
 class LogRange(_Strict):

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from evals import uncertainty
 from methods import registry
 from orchestrator import trial
 from orchestrator.config import SweepConfig
@@ -44,6 +45,7 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
             "target_base": base.get("target", {}).get("score"), "target": final.get("target"),
             "retention_base": base.get("retention", {}).get("score"), "retention": final.get("retention"),
             "gain": final.get("gain"), "forgetting": final.get("forgetting"),
+            "gain_ci": final.get("gain_ci"), "forgetting_ci": final.get("forgetting_ci"),
             "train_s": result["timings"].get("train_s"), "duplicate_of": result.get("duplicate_of"),
             "result": str(TrialDir(result["trial_dir"]).result_path)}
 
@@ -59,6 +61,13 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _fmt_ci(value: float | None, interval: list[float] | None) -> str:
+    """+0.193 ± 0.031: the estimate and the half-width of its 95% interval."""
+    if value is None or not interval:
+        return _fmt(value, "+.3f")
+    return f"{value:+.3f} ± {uncertainty.half_width(interval):.3f}"
+
+
 def _count(value: int | None) -> str:
     """2,136,960 -> 2.14M: narrow enough for an 80-column table, exact in the result JSON."""
     if value is None:
@@ -69,24 +78,31 @@ def _count(value: int | None) -> str:
     return str(value)
 
 
-def results_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[str] | None = None) -> Table:
+def results_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[str] | None = None,
+                  width: int | None = None) -> Table:
     """One row per distinct configuration (a trial that reused an identical finished one is not repeated);
-    base-model scores, shared by every row, go in the caption. Fits an 80-column terminal."""
+    base-model scores, shared by every row, go in the caption. Fits an 80-column terminal: below 100
+    columns the finetuned target and retention scores (base + gain, base - forgetting) are left to the
+    caption's arithmetic so that every estimate keeps its interval."""
     rows = [r for r in map(_row, results) if not r["duplicate_of"]]
     base = next((r for r in rows if r["target_base"] is not None), None)
     show_status = any(r["status"] != "completed" for r in rows)  # failed, or stopped early
     show_regime = len({r["regime"] for r in rows}) > 1  # SFT and GRPO trials on one frontier
+    show_scores = width is None or width >= 100
     table = Table(title=f"{cfg.name}: target gain vs forgetting ({cfg.model.name})", box=None,
                   padding=(0, 1), pad_edge=False, header_style="bold underline")
-    headers = ["trial", "method", "setting", "params", "target", "gain", "retention", "forgetting"]
+    headers = ["trial", "method", "setting", "params"] + (
+        ["target", "gain", "retention", "forgetting"] if show_scores else ["gain", "forgetting"])
     for header in headers + (["status"] if show_status else []):
         table.add_column(header, justify="left" if header in ("trial", "method", "setting", "status") else "right",
                          overflow="fold")
     for row in rows:
         method = f"{row['method']} {row['regime']}" if show_regime else row["method"]  # "lora grpo": fits 80 columns
+        scores = {"target": _fmt(row["target"], ".3f"), "gain": _fmt_ci(row["gain"], row["gain_ci"]),
+                  "retention": _fmt(row["retention"], ".3f"),
+                  "forgetting": _fmt_ci(row["forgetting"], row["forgetting_ci"])}
         cells = [row["trial"] + ("*" if row["trial"] in (front or []) else " "), method, row["setting"],
-                 _count(row["trainable_params"]), _fmt(row["target"], ".3f"), _fmt(row["gain"], "+.3f"),
-                 _fmt(row["retention"], ".3f"), _fmt(row["forgetting"], "+.3f")]
+                 _count(row["trainable_params"])] + [scores[h] for h in headers[4:]]
         table.add_row(*cells, *([row["status"]] if show_status else []))
     if base is not None:
         table.caption = f"base model: target {base['target_base']:.3f}, retention {base['retention_base']:.3f}"
@@ -94,12 +110,13 @@ def results_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[s
 
 
 def print_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[str] | None = None) -> None:
-    console.print(results_table(cfg, results, front))
+    console.print(results_table(cfg, results, front, console.width))
     reused = sum(1 for r in results if r.get("duplicate_of"))
     if reused:
         console.print(f"{reused} trial(s) proposed a configuration already run and reused its result.", soft_wrap=True)
     console.print("gain = target(ft) - target(base); forgetting = retention(base) - retention(ft); "
-                  "scores in [0, 1], higher is better; trial* = on the Pareto front of the sweep's objectives.",
+                  "scores in [0, 1], higher is better; ± = half-width of the 95% paired bootstrap interval over "
+                  "the evaluation items; trial* = on the Pareto front of the sweep's objectives.",
                   soft_wrap=True)
     where = SweepDir.of(cfg)
     console.print(f"results: {where.trial('<trial>').result_path}, summary: {where.summary}", soft_wrap=True)

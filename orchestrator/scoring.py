@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from evals import runner, suites
+from evals import runner, suites, uncertainty
 from evals.sources import cache_dir
 from orchestrator import checkpoints, models
 from orchestrator.config import EvalConfig, ModelConfig
@@ -22,12 +22,15 @@ def evaluate(model: nn.Module, tokenizer: Any, cfg: EvalConfig, split: str | Non
             for kind in suites.SUITE_KINDS}
 
 
+_BASE_FORMAT = "items"  # cached scores from before per-item records are not reused: they could not be paired
+
+
 def base_scores(model: nn.Module, tokenizer: Any, model_cfg: ModelConfig, cfg: EvalConfig) -> dict[str, Any]:
     """The unmodified base model's scores, cached per (weights, suite definition + items, split)."""
     scores = {}
     for kind in suites.SUITE_KINDS:
         suite = getattr(cfg, f"{kind}_suite")
-        key = "-".join([models.fingerprint(model_cfg), kind, cfg.split,
+        key = "-".join([models.fingerprint(model_cfg), kind, cfg.split, _BASE_FORMAT,
                         suites.suite_fingerprint(kind, suite, cfg.split, cfg.max_items)])
         path = cache_dir() / "base_scores" / f"{key}.json"
         if path.is_file():
@@ -39,10 +42,12 @@ def base_scores(model: nn.Module, tokenizer: Any, model_cfg: ModelConfig, cfg: E
     return scores
 
 
-def deltas(scores: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
-    """gain = target(ft) - target(base); forgetting = retention(base) - retention(ft) (positive = lost)."""
+def deltas(scores: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """gain = target(ft) - target(base); forgetting = retention(base) - retention(ft) (positive = lost); each
+    with its paired-bootstrap 95% interval (`gain_ci`, `forgetting_ci`)."""
     return {"gain": scores["target"]["score"] - base["target"]["score"],
-            "forgetting": base["retention"]["score"] - scores["retention"]["score"]}
+            "forgetting": base["retention"]["score"] - scores["retention"]["score"],
+            **uncertainty.delta_intervals(scores, base)}
 
 
 def score_spec(spec: dict[str, Any], kind: str, suite: suites.SuiteRef, split: str, max_items: int | None,

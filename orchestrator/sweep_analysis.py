@@ -17,6 +17,7 @@ from orchestrator.sweep_dir import SweepDir, has_final_point
 
 # Sweep objectives under the names a frontier point carries them (plots read gain, forgetting, params).
 POINT_KEYS = {"target_gain": "gain", "trainable_params": "params"}
+INTERVALS = ("gain_ci", "forgetting_ci")  # 95% paired-bootstrap intervals a final point carries
 
 
 def _lookup(result: dict[str, Any], dotted: str) -> Any:
@@ -38,7 +39,8 @@ def points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not has_final_point(r):
             continue
         values = {POINT_KEYS.get(k, k): v for k, v in objective_values(r).items()}
-        found.append({**values, "label": r["trial_id"], "method": r["method"],
+        intervals = {k: r["final"][k] for k in INTERVALS if k in r["final"]}
+        found.append({**values, **intervals, "label": r["trial_id"], "method": r["method"],
                       "setting": registry.get(r["method"]).display(r["setting"])})
     return found
 
@@ -47,9 +49,18 @@ def objectives(cfg: SweepConfig) -> list[tuple[str, str]]:
     return [(POINT_KEYS.get(o.name, o.name), o.mode) for o in cfg.search.objectives]
 
 
+def fixed_reference(cfg: SweepConfig) -> dict[str, float]:
+    """The reference values the config fixes (`search.objectives[].reference`), under point names."""
+    return {POINT_KEYS.get(o.name, o.name): o.reference for o in cfg.search.objectives if o.reference is not None}
+
+
+def reference(cfg: SweepConfig, found: list[dict[str, Any]]) -> dict[str, float]:
+    return pareto.default_reference(found, objectives(cfg), fixed_reference(cfg))
+
+
 def frontier(cfg: SweepConfig, found: list[dict[str, Any]], budget_factor: float = 1.5) -> dict[str, Any]:
-    """Fronts and hypervolumes of the sweep's points under the sweep's own objectives."""
-    return pareto.frontier_analysis(found, objectives(cfg), budget_factor=budget_factor)
+    """Fronts and hypervolumes of the sweep's points under the sweep's own objectives and reference."""
+    return pareto.frontier_analysis(found, objectives(cfg), fixed_reference(cfg), budget_factor=budget_factor)
 
 
 def front(cfg: SweepConfig, results: list[dict[str, Any]]) -> list[str]:
@@ -67,7 +78,7 @@ def story(cfg: SweepConfig, results: list[dict[str, Any]]) -> tuple[dict[str, in
     found = points(results)
     if not found:
         return counts, []
-    return counts, pareto.hypervolume_progress(found, objectives(cfg), pareto.default_reference(found, objectives(cfg)))
+    return counts, pareto.hypervolume_progress(found, objectives(cfg), reference(cfg, found))
 
 
 def analyze(where: SweepDir, budget_factor: float = 1.5) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -95,8 +106,9 @@ def write_report(where: SweepDir, overlay: str | None = None) -> Any:
         figs["published"] = report.plane_figure(pareto.frontier_analysis(published_points), "forgetting", "gain",
                                                 f"Published reference: {overlay} (SFT, percentage points)",
                                                 "forgetting (pp)", "target gain (pp)")
-    leaderboard = [{"trial": p["label"], **{k: p[k] for k in ("method", "setting", "params", "target", "retention",
-                                                             "gain", "forgetting", "on_front")}}
+    leaderboard = [{"trial": p["label"], **{k: p.get(k) for k in ("method", "setting", "params", "target", "retention",
+                                                                 "gain", "gain_ci", "forgetting", "forgetting_ci",
+                                                                 "on_front")}}
                    for p in result["points"]]
     # sections that later analyses write; shown as "not run yet" until their files exist
     later = {"Geometry (weight spectra, activation distortion)": where.geometry_section,

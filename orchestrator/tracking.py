@@ -279,12 +279,18 @@ def step_metrics(record: dict[str, float], now: int) -> list[Any]:
     return [Metric(key, float(value), now, record["step"]) for key, value in record.items() if key != "step"]
 
 
+def interval_metrics(point: dict[str, Any]) -> dict[str, float]:
+    """gain_ci = [low, high] as gain.ci_low and gain.ci_high: MLflow metrics are single numbers."""
+    return {f"{name}.ci_{end}": point[f"{name}_ci"][i] for name in ("gain", "forgetting") if f"{name}_ci" in point
+            for i, end in enumerate(("low", "high"))}
+
+
 def checkpoint_metrics(point: dict[str, Any], now: int) -> list[Any]:
     """A scored checkpoint's suite and task scores, gain and forgetting, at its step."""
     from mlflow.entities import Metric
 
     values = {"target": point["target"]["score"], "retention": point["retention"]["score"],
-              "gain": point["gain"], "forgetting": point["forgetting"]}
+              "gain": point["gain"], "forgetting": point["forgetting"], **interval_metrics(point)}
     for kind in ("target", "retention"):
         values.update({f"{kind}.{task}": scores["score"] for task, scores in point[kind]["tasks"].items()})
     return [Metric(k, float(v), now, point["step"]) for k, v in values.items()]
@@ -298,8 +304,9 @@ def trial_metrics(result: dict[str, Any]) -> list[Any]:
     metrics = [m for rec in result.get("train_log", []) for m in step_metrics(rec, now)]
     metrics += [m for point in result.get("checkpoints", []) for m in checkpoint_metrics(point, now)]
     if "final" in result:
+        final = {k: v for k, v in result["final"].items() if k != "step" and not k.endswith("_ci")}
         metrics += [Metric(f"final.{k}", float(v), now, result["final"]["step"])
-                    for k, v in result["final"].items() if k != "step"]
+                    for k, v in (final | interval_metrics(result["final"])).items()]
     metrics += [Metric(f"time.{k}", float(v), now, 0) for k, v in result.get("timings", {}).items()]
     if result.get("peak_rss_mb"):
         metrics.append(Metric("peak_rss_mb", float(result["peak_rss_mb"]), now, 0))

@@ -107,7 +107,7 @@ def _finalise(result: dict[str, Any]) -> None:
     """The trial's final point: its last scored checkpoint."""
     if result["checkpoints"]:
         last = result["checkpoints"][-1]
-        result["final"] = {k: last[k] for k in ("step", "gain", "forgetting")} | {
+        result["final"] = {k: last[k] for k in ("step", "gain", "forgetting", "gain_ci", "forgetting_ci") if k in last} | {
             "target": last["target"]["score"], "retention": last["retention"]["score"]}
 
 

@@ -58,6 +58,7 @@ def test_analyze_and_report_of_a_sweep(tmp_path, tiny_model_dir, isolated_cache)
     page = (tmp_path / "sweep" / "report.html").read_text()
     assert not re.search(r"<script[^>]+src=", page), "the report must not load scripts from anywhere"
     assert "Leaderboard" in page and "Spearman vs forgetting" in page  # the geometry section is in
+    assert "<th>gain_ci</th>" in page and '"arrayminus"' in page  # intervals in the table, error bars in the plots
     assert "training vs interpolation" in page and "not run yet" not in page  # and the rewinding one
 
     figures = page.count('class="plotly-graph-div"')

@@ -84,6 +84,9 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     assert [m.step for m in sorted(loss, key=lambda m: m.step)] == [1, 2, 3, 4]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "retention")] == [2, 4]
     assert {"gain", "forgetting", "target.arithmetic", "retention.mc_local", "final.gain"} <= set(run.data.metrics)
+    for name in ("gain", "forgetting"):  # its 95% interval beside each estimate, per checkpoint
+        assert [m.step for m in client.get_metric_history(run.info.run_id, f"{name}.ci_low")] == [2, 4]
+        assert run.data.metrics[f"final.{name}.ci_low"] <= run.data.metrics[f"final.{name}"] + 1e-12
     recorded = json.loads((tmp_path / "sweep" / "trials" / run.data.tags[tracking.TAG_TRIAL] / "result.json").read_text())
     # the run spans the trial itself, not the moment it was synced
     assert run.info.start_time == int(recorded["started_at"] * 1000)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
+from evals import uncertainty
 from orchestrator import checkpoints, config, trial
 from orchestrator.sweep_dir import SweepDir
 from tests.helpers import tiny_config
@@ -23,6 +25,16 @@ def test_trial_writes_a_complete_result_and_reloadable_checkpoints(tmp_path, tin
         for kind in ("target", "retention"):
             assert 0.0 <= checkpoint[kind]["score"] <= 1.0
         assert checkpoint["gain"] == checkpoint["target"]["score"] - on_disk["base"]["target"]["score"]
+        # each estimate with its paired 95% interval, computed from the per-item scores kept beside it
+        for name in ("gain", "forgetting"):  # (to rounding: a tiny model's change can be one float's width)
+            low, high = checkpoint[f"{name}_ci"]
+            assert low - 1e-12 <= checkpoint[name] <= high + 1e-12
+        for kind in ("target", "retention"):
+            for name, task in checkpoint[kind]["tasks"].items():
+                assert task["items"]["id"] == on_disk["base"][kind]["tasks"][name]["items"]["id"]  # paired by id
+                assert len(task["items"]["id"]) == task["n"] and float(uncertainty.task_metric(task)) == \
+                    pytest.approx(task["score"], rel=1e-12)
+    assert on_disk["final"]["gain_ci"] == on_disk["checkpoints"][-1]["gain_ci"]
     assert set(on_disk["base"]["retention"]["tasks"]) == {"text_local", "mc_local"}
     # LoRA r=2 on q,k,v,o (32->32, 32->16 twice, 32->32) and gate, up, down (32<->64), 2 layers: r*(in+out)
     assert on_disk["params"]["trainable"] == 2 * 2 * ((32 + 32) * 2 + (32 + 16) * 2 + (32 + 64) * 3)

@@ -14,7 +14,8 @@ BASE = {"target": {"score": 0.096}, "retention": {"score": 0.396}}
 def _result(trial_id: str, method: str, setting: dict, trainable: int, gain: float, **extra) -> dict:
     return {"trial_id": trial_id, "trial_dir": f"/runs/quick/trials/{trial_id}", "method": method,
             "status": "completed", "setting": setting, "params": {"trainable": trainable}, "base": BASE,
-            "final": {"target": 0.096 + gain, "retention": 0.35, "gain": gain, "forgetting": 0.046},
+            "final": {"target": 0.096 + gain, "retention": 0.35, "gain": gain, "forgetting": 0.046,
+                      "gain_ci": [gain - 0.030, gain + 0.032], "forgetting_ci": [0.036, 0.058]},
             "timings": {"train_s": 41.0}, **extra}
 
 
@@ -29,13 +30,19 @@ RESULTS = [
 def test_table_fits_80_columns_with_one_row_per_configuration():
     cfg = config.load("quick")
     screen = Console(width=80, record=True, file=io.StringIO())
-    screen.print(console.results_table(cfg, RESULTS, front=["ef2ec045", "469567c1"]))
+    screen.print(console.results_table(cfg, RESULTS, front=["ef2ec045", "469567c1"], width=80))
     text = screen.export_text()
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 80
     assert "…" not in text and "block_size=24" in text and "block_share" not in text
     assert sum("469567c1" in line for line in lines) == 1 and "a0a0a0a0" not in text  # the repeat is not a row
     assert "2.14M" in text and "base model: target 0.096, retention 0.396" in text
+    assert "+0.193 ± 0.031" in text and "+0.046 ± 0.011" in text  # estimates with their 95% half-widths
+    assert "0.289" not in text  # the finetuned target, 0.096 + 0.193: the caption's arithmetic at 80 columns
+    wide = Console(width=130, record=True, file=io.StringIO())
+    wide.print(console.results_table(cfg, RESULTS, width=130))
+    wide_text = wide.export_text()
+    assert "0.289" in wide_text and "+0.193 ± 0.031" in wide_text
     rows = [line.strip() for line in lines if line.strip().startswith(("ef2ec045", "469567c1", "bdab13e3"))]
     assert len(rows) == 3 and rows[0].startswith("ef2ec045*") and rows[2].startswith("bdab13e3 ")
 

@@ -68,3 +68,26 @@ def test_two_d_staircase_by_hand():
 def test_bad_mode_is_rejected():
     with pytest.raises(ValueError, match="allowed: max, min"):
         pareto.non_dominated([[1, 2]], ["max", "up"])
+
+
+def test_the_default_reference_lies_a_tenth_of_the_range_beyond_the_worst_forgetting():
+    """The method that forgets most still encloses volume for what it gains (at the nadir itself it would
+    not); a single point's reference is a tenth of its own value beyond it."""
+    points = [{"label": "a", "method": "oft", "gain": 0.3, "forgetting": 0.05},
+              {"label": "b", "method": "lora", "gain": 0.1, "forgetting": 0.01}]
+    result = pareto.frontier_analysis(points)
+    assert result["reference"] == {"gain": 0.0, "forgetting": pytest.approx(0.05 + 0.1 * 0.04)}
+    assert result["methods"]["oft"]["hypervolume"] == pytest.approx(0.3 * 0.004)
+    assert pareto.default_reference(points[:1], pareto.DEFAULT_OBJECTIVES) == {"gain": 0.0, "forgetting": pytest.approx(0.055)}
+
+
+def test_a_sweep_config_fixes_the_reference_so_two_sweeps_compare_on_one():
+    from orchestrator import config, sweep_analysis
+
+    cfg = config.validate({"name": "x", "methods": [{"name": "lora"}], "search": {"objectives": [
+        {"name": "target_gain", "mode": "max"}, {"name": "forgetting", "mode": "min", "reference": 0.1}]}})
+    points = [{"label": "a", "method": "lora", "params": 10, "gain": 0.2, "forgetting": 0.04}]
+    result = sweep_analysis.frontier(cfg, points)
+    assert result["reference"] == {"gain": 0.0, "forgetting": 0.1}
+    assert result["hypervolume"] == pytest.approx(0.2 * 0.06)
+    assert sweep_analysis.summary_lines(result)[0].startswith("global hypervolume 0.012 (reference gain = 0, forgetting = 0.1)")

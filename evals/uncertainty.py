@@ -1,0 +1,101 @@
+"""How sure a score is: paired bootstrap confidence intervals over a suite's items.
+
+A suite score is the mean over tasks of each task's metric, and a task's metric is a statistic of its items
+(a mean of 0/1 hits, or exp of a token-weighted mean log-likelihood). Gain and forgetting are differences of
+two such scores measured on the *same* items, so their uncertainty is that of a paired difference: each
+bootstrap draw resamples a task's items once and scores both models on that draw, independently per task
+(a stratified bootstrap), then averages over tasks as the suite does.
+
+Written by hand because `scipy.stats.bootstrap` resamples one set of observations for one statistic: it has
+no strata (tasks of different sizes whose metrics are averaged) and no ratio statistics over two per-item
+arrays drawn jointly. Everything here is vectorised numpy over (draws x items).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+RESAMPLES = 2000
+LEVEL = 0.95
+SEED = 0  # a fixed seed: the same scores always give the same interval
+
+Arrays = Mapping[str, np.ndarray]
+
+
+def _mean_of(field: str) -> Callable[[Arrays], np.ndarray]:
+    return lambda a: a[field].mean(axis=-1)
+
+
+def _probability_of_nll(a: Arrays) -> np.ndarray:
+    """exp(-token-weighted NLL): the same ratio estimator `scorers.aggregate_*_nll` computes."""
+    return np.exp(a["logprob"].sum(axis=-1) / np.maximum(a["tokens"].sum(axis=-1), 1))
+
+
+# metric -> (the per-item fields it needs, the metric as a function of those fields along the last axis)
+STATISTICS: dict[str, tuple[tuple[str, ...], Callable[[Arrays], np.ndarray]]] = {
+    "acc": (("acc",), _mean_of("acc")),
+    "acc_norm": (("acc_norm",), _mean_of("acc_norm")),
+    "exact_match": (("hit",), _mean_of("hit")),
+    "answer_token_prob": (("logprob", "tokens"), _probability_of_nll),
+    "token_prob": (("logprob", "tokens"), _probability_of_nll),
+}
+
+
+def item_record(metric: str, per_item: Sequence[dict[str, Any]]) -> dict[str, list]:
+    """The compact per-item record kept with a task's result: its item ids and the fields its metric needs."""
+    fields, _ = STATISTICS[metric]
+    return {"id": [it["id"] for it in per_item], **{f: [it[f] for it in per_item] for f in fields}}
+
+
+def task_metric(task: Mapping[str, Any], draws: np.ndarray | None = None) -> np.ndarray:
+    """The task's metric recomputed from its items, on each row of item indices in `draws` (all items once
+    when None)."""
+    fields, statistic = STATISTICS[task["metric"]]
+    arrays = {f: np.asarray(task["items"][f], dtype=float) for f in fields}
+    if draws is not None:
+        arrays = {f: values[draws] for f, values in arrays.items()}
+    return statistic(arrays)
+
+
+def has_items(suite: Mapping[str, Any]) -> bool:
+    return all("items" in task for task in suite["tasks"].values())
+
+
+def _draws(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, n, size=(resamples, n))
+
+
+def paired_difference_ci(finetuned: Mapping[str, Any], base: Mapping[str, Any], resamples: int = RESAMPLES,
+                         level: float = LEVEL, seed: int = SEED) -> list[float]:
+    """Percentile interval of score(finetuned) - score(base) for two results of the same suite on the same
+    items (paired item by item through their ids)."""
+    rng = np.random.default_rng(seed)
+    differences = np.zeros(resamples)
+    for name, task in finetuned["tasks"].items():
+        reference = base["tasks"].get(name)
+        if reference is None or reference["items"]["id"] != task["items"]["id"]:
+            raise ValueError(f"task {name}: the two results were not scored on the same items; they cannot be paired")
+        draws = _draws(len(task["items"]["id"]), resamples, rng)
+        differences += task_metric(task, draws) - task_metric(reference, draws)
+    differences /= len(finetuned["tasks"])
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(differences, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+def delta_intervals(scores: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, list[float]]:
+    """95% intervals of gain (target, finetuned - base) and forgetting (retention, base - finetuned), where
+    both results kept their items."""
+    intervals: dict[str, list[float]] = {}
+    if has_items(scores["target"]) and has_items(base["target"]):
+        intervals["gain_ci"] = paired_difference_ci(scores["target"], base["target"])
+    if has_items(scores["retention"]) and has_items(base["retention"]):
+        low, high = paired_difference_ci(scores["retention"], base["retention"])
+        intervals["forgetting_ci"] = [-high, -low]
+    return intervals
+
+
+def half_width(interval: Sequence[float]) -> float:
+    return (interval[1] - interval[0]) / 2
