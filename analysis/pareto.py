@@ -23,6 +23,13 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
+def point_dominates(a: dict, b: dict, objectives: Sequence[tuple[str, Mode]]) -> bool:
+    """Point a dominates point b (dicts with one value per objective name)."""
+    first, second = _as_minimisation([[a[n] for n, _ in objectives], [b[n] for n, _ in objectives]],
+                                     [m for _, m in objectives])
+    return dominates(first, second)
+
+
 def non_dominated(points: Sequence[Sequence[float]], modes: Sequence[Mode]) -> list[int]:
     """Indices of the points no other point dominates, in input order. O(n^2 d): sweeps hold hundreds of
     trials, not millions."""

@@ -147,6 +147,8 @@ def render(title: str, config: dict, leaderboard: list[dict], analysis: dict, fi
     parts.append(f"<h2>Budget-matched comparisons (budgets within x{analysis['budget_factor']:g})</h2>")
     parts.append(_table(matched, ["a", "b", "a_params", "b_params", "budget_ratio", "dominates"]) if matched
                  else "<p class='pending'>no pair of methods has points at comparable budgets</p>")
+    if analysis.get("replicates"):
+        parts.append("<h2>Seeds as replicates</h2>" + replicates_section(analysis["replicates"]))
     for name, content in (sections or {}).items():
         parts.append(f"<h2>{html.escape(name)}</h2>" + (content or "<p class='pending'>not run yet</p>"))
     parts.append("<h2>Sweep config</h2><pre>" + html.escape(json.dumps(config, indent=2, default=str)) + "</pre>")
@@ -155,6 +157,24 @@ def render(title: str, config: dict, leaderboard: list[dict], analysis: dict, fi
 
 
 # ------------------------------------------------------------------------ sections of later analyses
+
+
+def replicates_section(analysis: dict) -> str:
+    """Configuration means over seeds with their t intervals, and whether each dominance is significant."""
+    names = [o["name"] for o in analysis["objectives"]]
+    rows = []
+    for row in analysis["configurations"]:
+        verdict = ("on the front" if row["on_front"] else
+                   f"dominated by {', '.join(row['significantly_dominated_by'])}" if row["significantly_dominated_by"]
+                   else f"not significantly dominated (by means: {', '.join(row['dominated_by'])})")
+        rows.append({"configuration": row["label"], "method": row["method"], "setting": row["setting"],
+                     "seeds": len(row["seeds"]), **{n: row[n] for n in names},
+                     **{f"{n}_ci": row[f"{n}_ci"] for n in names}, "verdict": verdict})
+    return (f"<p>Trials that differ only in their seed, as one configuration: the mean over seeds with a 95% t "
+            f"interval; the front is drawn over the means (hypervolume {analysis['hypervolume']:.5g}); a dominance "
+            f"is significant when a Welch 95% interval in some objective excludes zero.</p>"
+            + _table(rows, ["configuration", "method", "setting", "seeds", *[c for n in names for c in (n, f"{n}_ci")],
+                            "verdict"]))
 
 
 def geometry_section(out: dict, examples: dict[str, dict]) -> str:

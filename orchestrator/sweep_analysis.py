@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from analysis import pareto, published, report
+from analysis import pareto, published, replicates, report
 from methods import registry
-from orchestrator.config import OBJECTIVES, ConfigError, SweepConfig
+from orchestrator.config import OBJECTIVES, ConfigError, SweepConfig, config_hash
 from orchestrator.files import atomic_write_bytes, atomic_write_json
 from orchestrator.sweep_dir import SweepDir, has_final_point
 
@@ -41,8 +41,15 @@ def points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         values = {POINT_KEYS.get(k, k): v for k, v in objective_values(r).items()}
         intervals = {k: r["final"][k] for k in INTERVALS if k in r["final"]}
         found.append({**values, **intervals, "label": r["trial_id"], "method": r["method"],
+                      "configuration": configuration_key(r), "seed": r["config"]["train"]["seed"],
                       "setting": registry.get(r["method"]).display(r["setting"])})
     return found
+
+
+def configuration_key(result: dict[str, Any]) -> str:
+    """Trials that differ only in their seed share this key: they replicate one configuration."""
+    spec = result["config"]
+    return config_hash({**spec, "train": {k: v for k, v in spec["train"].items() if k != "seed"}})
 
 
 def objectives(cfg: SweepConfig) -> list[tuple[str, str]]:
@@ -89,6 +96,8 @@ def analyze(where: SweepDir, budget_factor: float = 1.5) -> tuple[dict[str, Any]
         raise ConfigError(f"sweep dir: {where} has no completed trial to analyse")
     result = frontier(cfg, found, budget_factor)
     result["progress"] = pareto.hypervolume_progress(found, objectives(cfg), result["reference"])
+    if len({p["configuration"] for p in found}) < len({(p["configuration"], p["seed"]) for p in found}):
+        result["replicates"] = replicates.analyse(found, objectives(cfg), fixed_reference(cfg))
     atomic_write_json(where.pareto, result)
     figs = report.figures(result, result["progress"])
     for name, fig in figs.items():
@@ -145,6 +154,26 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     for row in result["budget_matched"]:
         verdict = f"{row['dominates']} dominates" if row["dominates"] != "neither" else "neither dominates"
         lines.append(f"  budget-matched {row['a']} vs {row['b']} (x{row['budget_ratio']:.2f}): {verdict}")
+    return lines + replicate_lines(result.get("replicates"))
+
+
+def replicate_lines(analysis: dict[str, Any] | None) -> list[str]:
+    """Configuration means over seeds (± the t interval's half-width) and the dominance the seeds support."""
+    if not analysis:
+        return []
+    lines = [f"over seeds: front of configuration means {', '.join(analysis['front'])} "
+             f"(hypervolume {analysis['hypervolume']:.5g})"]
+    names = [o["name"] for o in analysis["objectives"]]
+    for row in analysis["configurations"]:
+        values = "  ".join(f"{n} {row[n]:+.4f}" + (f" ± {(row[f'{n}_ci'][1] - row[f'{n}_ci'][0]) / 2:.4f}"
+                                                  if row[f"{n}_ci"] else "") for n in names)
+        if row["on_front"]:
+            verdict = "on the front"
+        elif row["significantly_dominated_by"]:
+            verdict = f"dominated by {', '.join(row['significantly_dominated_by'])} (significant)"
+        else:
+            verdict = f"dominated by {', '.join(row['dominated_by'])} in the means, not significantly"
+        lines.append(f"  {row['label']} {row['method']} {row['setting']} ({len(row['seeds'])} seeds): {values}; {verdict}")
     return lines
 
 
