@@ -240,6 +240,13 @@ def rewind_section(summary: dict[str, Any]) -> str:
                    f"{r['chosen_test']['retention']:.4f}</td></tr>" for r in summary["trials"])
     head = ("<p>Frontier hypervolume on validation scores: before rewinding <b>{:.5g}</b>, after <b>{:.5g}</b> "
             "(reference {}).</p>").format(hv["before"], hv["after"], hv["reference"])
+    test = summary.get("test_hypervolume")
+    if test:
+        head += ("<p>On the test split (each chosen point scored once): before <b>{:.5g}</b> [{:.4g}, {:.4g}], after "
+                 "<b>{:.5g}</b> [{:.4g}, {:.4g}], difference <b>{:+.5g}</b> [{:.4g}, {:.4g}] (95% paired bootstrap over "
+                 "the test items; reference {}).</p>").format(
+                     test["before"], *test["before_ci"], test["after"], *test["after_ci"], test["difference"],
+                     *test["difference_ci"], test["reference"])
     table = ("<table><thead><tr><th>trial</th><th>method</th><th>final target / retention</th><th>chosen point</th>"
              "<th>chosen (validation)</th><th>chosen (test, scored once)</th></tr></thead><tbody>" + rows + "</tbody></table>")
     return head + table + "".join(parts)

@@ -17,7 +17,10 @@ import json
 import math
 from typing import Any, Callable, Literal, Sequence
 
+import numpy as np
+
 from analysis import pareto
+from evals import uncertainty
 
 PathKind = Literal["trajectory", "interp", "layerwise"]
 Rule = Literal["max_target", "max_retention", "knee", "dominate_final"]
@@ -125,3 +128,37 @@ def hypervolume_before_after(trials: Sequence[dict], base: dict) -> dict[str, An
     after = pareto.frontier_analysis(rewound, reference=reference)
     return {"reference": reference, "before": before["hypervolume"], "after": after["hypervolume"],
             "front_before": before["front"], "front_after": after["front"]}
+
+
+def test_hypervolume_before_after(trials: Sequence[dict]) -> dict[str, Any] | None:
+    """The front's hypervolume on the *test* split, of the final points vs the final plus chosen points,
+    with 95% paired bootstrap intervals: each draw resamples every task's items once, for the base model,
+    every final and every chosen point alike, and recomputes both hypervolumes against one reference (the
+    point estimates' `pareto.default_reference`). Each trial's `test` holds the three suite results; None
+    when some of them kept no per-item scores (a trial scored before they were kept)."""
+    kinds = ("target", "retention")
+    suites = {kind: [trials[0]["test"]["base"][kind]] + [t["test"]["final"][kind] for t in trials]
+              + [t["test"]["chosen"][kind] for t in trials] for kind in kinds}
+    if not all(uncertainty.has_items(s) for kind in kinds for s in suites[kind]):
+        return None
+    estimates = {kind: np.array([[s["score"]] for s in suites[kind]]) for kind in kinds}
+    draws = {kind: uncertainty.resampled_scores(suites[kind]) for kind in kinds}
+    labels = [t["trial_id"] for t in trials] + [f"{t['trial_id']} {t['chosen']['label']}" for t in trials]
+    methods = [t["method"] for t in trials] * 2
+
+    def hypervolumes(scores: dict[str, np.ndarray], reference: dict[str, float] | None) -> tuple[list, list, dict]:
+        points = [{"label": label, "method": method, "gain": scores["target"][i + 1] - scores["target"][0],
+                   "forgetting": scores["retention"][0] - scores["retention"][i + 1]}
+                  for i, (label, method) in enumerate(zip(labels, methods))]
+        reference = reference or pareto.default_reference(points, pareto.DEFAULT_OBJECTIVES)
+        before = pareto.frontier_analysis(points[:len(trials)], reference=reference)["hypervolume"]
+        after = pareto.frontier_analysis(points, reference=reference)["hypervolume"]
+        return before, after, reference
+
+    before, after, reference = hypervolumes({k: v[:, 0] for k, v in estimates.items()}, None)
+    resampled = np.array([hypervolumes({k: v[:, b] for k, v in draws.items()}, reference)[:2]
+                          for b in range(draws["target"].shape[1])])
+    return {"reference": reference, "before": before, "after": after, "difference": after - before,
+            "before_ci": uncertainty.percentile_interval(resampled[:, 0]),
+            "after_ci": uncertainty.percentile_interval(resampled[:, 1]),
+            "difference_ci": uncertainty.percentile_interval(resampled[:, 1] - resampled[:, 0])}

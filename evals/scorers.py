@@ -121,12 +121,15 @@ def choice_loglikelihoods(model: nn.Module, tokenizer: Any, items: Sequence[dict
 def multiple_choice_items(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, Any]],
                           batch_size: int = 16) -> list[dict[str, Any]]:
     """Per item: `acc` (argmax of summed log-likelihood) and `acc_norm` (argmax of log-likelihood per
-    character of the choice), lm-eval's definitions. Items: {context, choices, gold}."""
+    character of the choice), lm-eval's definitions; and `gold_prob`, the probability the model puts on the
+    gold choice among the choices (softmax of their summed log-likelihoods): a continuous score that moves
+    before an argmax flips, so it sees small losses that accuracy rounds away. Items: {context, choices, gold}."""
     results = []
     for item, lls in zip(items, choice_loglikelihoods(model, tokenizer, items, batch_size)):
         normed = [ll / len(choice) for ll, choice in zip(lls, item["choices"])]
         results.append({"acc": int(max(range(len(lls)), key=lls.__getitem__) == item["gold"]),
-                        "acc_norm": int(max(range(len(normed)), key=normed.__getitem__) == item["gold"])})
+                        "acc_norm": int(max(range(len(normed)), key=normed.__getitem__) == item["gold"]),
+                        "gold_prob": float(torch.softmax(torch.tensor(lls, dtype=torch.float64), 0)[item["gold"]])})
     return results
 
 
@@ -157,7 +160,8 @@ def _nll(items: Sequence[dict[str, Any]]) -> float:
 
 
 def aggregate_multiple_choice(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {"acc": _mean(items, "acc"), "acc_norm": _mean(items, "acc_norm"), "n": len(items)}
+    return {"acc": _mean(items, "acc"), "acc_norm": _mean(items, "acc_norm"), "gold_prob": _mean(items, "gold_prob"),
+            "n": len(items)}
 
 
 def aggregate_answer_nll(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

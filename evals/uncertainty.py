@@ -37,6 +37,7 @@ def _probability_of_nll(a: Arrays) -> np.ndarray:
 STATISTICS: dict[str, tuple[tuple[str, ...], Callable[[Arrays], np.ndarray]]] = {
     "acc": (("acc",), _mean_of("acc")),
     "acc_norm": (("acc_norm",), _mean_of("acc_norm")),
+    "gold_prob": (("gold_prob",), _mean_of("gold_prob")),
     "exact_match": (("hit",), _mean_of("hit")),
     "answer_token_prob": (("logprob", "tokens"), _probability_of_nll),
     "token_prob": (("logprob", "tokens"), _probability_of_nll),
@@ -67,22 +68,35 @@ def _draws(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, n, size=(resamples, n))
 
 
+def resampled_scores(results: Sequence[Mapping[str, Any]], resamples: int = RESAMPLES,
+                     seed: int = SEED) -> np.ndarray:
+    """Each suite result's score on the same bootstrap draws of items, shape (results, resamples): the
+    results must be of one suite on the same items (paired item by item through their ids)."""
+    rng = np.random.default_rng(seed)
+    scores = np.zeros((len(results), resamples))
+    first = results[0]
+    for name, task in first["tasks"].items():
+        for other in results[1:]:
+            if name not in other["tasks"] or other["tasks"][name]["items"]["id"] != task["items"]["id"]:
+                raise ValueError(f"task {name}: the results were not scored on the same items; they cannot be paired")
+        draws = _draws(len(task["items"]["id"]), resamples, rng)
+        for i, result in enumerate(results):
+            scores[i] += task_metric(result["tasks"][name], draws)
+    return scores / len(first["tasks"])
+
+
+def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> list[float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
 def paired_difference_ci(finetuned: Mapping[str, Any], base: Mapping[str, Any], resamples: int = RESAMPLES,
                          level: float = LEVEL, seed: int = SEED) -> list[float]:
     """Percentile interval of score(finetuned) - score(base) for two results of the same suite on the same
-    items (paired item by item through their ids)."""
-    rng = np.random.default_rng(seed)
-    differences = np.zeros(resamples)
-    for name, task in finetuned["tasks"].items():
-        reference = base["tasks"].get(name)
-        if reference is None or reference["items"]["id"] != task["items"]["id"]:
-            raise ValueError(f"task {name}: the two results were not scored on the same items; they cannot be paired")
-        draws = _draws(len(task["items"]["id"]), resamples, rng)
-        differences += task_metric(task, draws) - task_metric(reference, draws)
-    differences /= len(finetuned["tasks"])
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(differences, [tail, 100 - tail])
-    return [float(low), float(high)]
+    items."""
+    scores = resampled_scores([finetuned, base], resamples, seed)
+    return percentile_interval(scores[0] - scores[1], level)
 
 
 def delta_intervals(scores: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, list[float]]:

@@ -162,3 +162,14 @@ def print_rewind(summary: dict[str, Any]) -> None:
     hv = summary["hypervolume"]
     console.print(f"frontier hypervolume (validation, reference {hv['reference']}): before {hv['before']:.5g}, "
                   f"after {hv['after']:.5g}", soft_wrap=True, highlight=False)
+    if summary.get("test_hypervolume"):
+        console.print(rewind_test_line(summary["test_hypervolume"]), soft_wrap=True, highlight=False)
+
+
+def rewind_test_line(hv: dict[str, Any]) -> str:
+    """The claim rewinding is judged by: the front's test hypervolume before and after, with intervals."""
+    def ci(interval: list[float]) -> str:
+        return f"[{interval[0]:.4g}, {interval[1]:.4g}]"
+    return (f"frontier hypervolume (test, reference {hv['reference']}): before {hv['before']:.5g} {ci(hv['before_ci'])}, "
+            f"after {hv['after']:.5g} {ci(hv['after_ci'])}, difference {hv['difference']:+.5g} "
+            f"{ci(hv['difference_ci'])} (95% paired bootstrap over test items)")

@@ -59,6 +59,11 @@ def rewind_trial(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alp
     base, final = scored[0], scored[1]
     chosen = rewind.select(scored[2:] + [final], final, base, rule, tau, delta)  # validation scores only
     test = evaluate(chosen["spec"], "test")  # the one look at the test split
+    last = result["checkpoints"][-1]
+    if cfg.eval.split == "test":  # the trial scored its base and final point on the test split already
+        test_base, test_final = result["base"], {kind: last[kind] for kind in ("target", "retention")}
+    else:
+        test_base, test_final = evaluate(base_point["spec"], "test"), evaluate(final_point["spec"], "test")
     record = {"trial_id": result["trial_id"], "trial_dir": result["trial_dir"], "method": result["method"], "rule": rule,
               "tau": tau, "delta": delta,
               "kinds": kinds, "alphas": alphas, "validation_split": "validation",
@@ -66,7 +71,8 @@ def rewind_trial(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alp
               "base": {"target": base["target"], "retention": base["retention"]},
               "final": {"target": final["target"], "retention": final["retention"], "method": result["method"]},
               "chosen": {k: v for k, v in chosen.items() if k != "scores"} | {"method": result["method"]},
-              "chosen_test": {"target": test["target"]["score"], "retention": test["retention"]["score"]}}
+              "chosen_test": {"target": test["target"]["score"], "retention": test["retention"]["score"]},
+              "test": {"base": test_base, "final": test_final, "chosen": test}}
     trial_dir = TrialDir(result["trial_dir"])
     # the chosen point as a checkpoint of its own: the adapter plus the scales that define the point
     record["checkpoint"] = str(checkpoints.save_point(trial_dir.rewound(chosen["label"]), chosen["label"],
@@ -102,7 +108,8 @@ def rewind_sweep(where: SweepDir, trial_ids: list[str] | None, kinds: list[str],
         raise ConfigError("rewind: no completed trial with checkpoints matches")
     records = [rewind_trial(cfg, r, kinds, alphas, rule, tau, delta) for r in results]
     log_to_mlflow(cfg, records)
-    summary = {"trials": records, "hypervolume": rewind.hypervolume_before_after(records, records[0]["base"])}
+    summary = {"trials": records, "hypervolume": rewind.hypervolume_before_after(records, records[0]["base"]),
+               "test_hypervolume": rewind.test_hypervolume_before_after(records)}
     atomic_write_json(where.rewinding, summary)
     atomic_write_bytes(where.rewinding_section, report.rewind_section(summary).encode())
     return summary

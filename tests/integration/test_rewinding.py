@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from analysis import rewind
 from orchestrator import config, sweep_rewind, trial
 from orchestrator.sweep_dir import SweepDir
 from tests.helpers import tiny_config
@@ -36,6 +37,10 @@ def test_path_ends_selection_and_rewound_checkpoint(tmp_path, tiny_model_dir, is
     tests = [spec for split, spec in calls if split == "test"]
     assert len(tests) == 1 and tests[0] == record["chosen"]["spec"]  # one test look, at the chosen point
     assert all(split in ("validation", "test") for split, _ in calls)
+    # the test split's base, final and chosen scores, item by item: the front's test hypervolume with intervals
+    hv = rewind.test_hypervolume_before_after([record])
+    assert hv["before_ci"][0] - 1e-12 <= hv["before"] <= hv["before_ci"][1] + 1e-12 and hv["after"] >= hv["before"]
+    assert hv["difference_ci"][0] >= 0  # adding a point never shrinks a front, on any draw
 
     again = inner({"checkpoint": record["checkpoint"]}, "validation")
     assert again["target"]["score"] == pytest.approx(record["chosen"]["target"], abs=1e-4)

@@ -45,3 +45,32 @@ def test_rewinding_can_only_add_hypervolume():
     trials = [{"trial_id": "t1", "final": {**FINAL, "method": "lora"}, "chosen": {**POINTS[1], "method": "lora"}}]
     hv = rewind.hypervolume_before_after(trials, BASE)
     assert hv["after"] > hv["before"] and hv["reference"]["gain"] == 0.0
+
+
+def _suite(hits: list[int]) -> dict:
+    task = {"metric": "exact_match", "score": sum(hits) / len(hits),
+            "items": {"id": [str(i) for i in range(len(hits))], "hit": hits}}
+    return {"score": task["score"], "tasks": {"t": task}}
+
+
+def _scored(target: list[int], retention: list[int]) -> dict:
+    return {"target": _suite(target), "retention": _suite(retention)}
+
+
+def test_test_hypervolume_before_and_after_rewinding_carries_paired_intervals():
+    """One trial on 40 test items: the final point gains 10 target items and loses 8 retention items; the
+    rewound point keeps 7 of the gains and loses 2. Adding it grows the front's test hypervolume, and
+    the bootstrap interval of that growth (same item draws for all points) lies above zero."""
+    base = _scored([0] * 40, [1] * 40)
+    final = _scored([1] * 10 + [0] * 30, [0] * 8 + [1] * 32)
+    chosen = _scored([1] * 7 + [0] * 33, [0] * 2 + [1] * 38)
+    trials = [{"trial_id": "t1", "method": "lora", "chosen": {"label": "interp a=0.5"},
+               "test": {"base": base, "final": final, "chosen": chosen}}]
+    hv = rewind.test_hypervolume_before_after(trials)
+    # reference: gain 0, forgetting 0.2 + 10% of (0.2 - 0.05) = 0.215
+    assert hv["reference"] == {"gain": 0.0, "forgetting": pytest.approx(0.215)}
+    assert hv["before"] == pytest.approx(0.25 * 0.015) and hv["after"] == pytest.approx(0.25 * 0.015 + 0.175 * 0.15)
+    assert hv["difference_ci"][0] > 0 and hv["difference_ci"][0] <= hv["difference"] <= hv["difference_ci"][1]
+    assert hv["before_ci"][0] <= hv["before"] <= hv["before_ci"][1]
+    same = [dict(trials[0], test={"base": base, "final": final, "chosen": final})]
+    assert rewind.test_hypervolume_before_after(same)["difference_ci"] == [0.0, 0.0]  # nothing added, on any draw

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.unit
 
 def _task(metric: str, per_item: list[dict]) -> dict:
     aggregate = {"acc": scorers.aggregate_multiple_choice, "acc_norm": scorers.aggregate_multiple_choice,
+                 "gold_prob": scorers.aggregate_multiple_choice,
                  "exact_match": scorers.aggregate_exact_match, "answer_token_prob": scorers.aggregate_answer_nll,
                  "token_prob": scorers.aggregate_text_nll}[metric](per_item)
     return {"score": aggregate[metric], "metric": metric, "items": uncertainty.item_record(metric, per_item)}
@@ -62,10 +63,11 @@ def test_pairing_narrows_the_interval_of_correlated_scores():
     assert width < unpaired / 2
 
 
-@pytest.mark.parametrize("metric", ["acc", "acc_norm", "exact_match", "answer_token_prob", "token_prob"])
+@pytest.mark.parametrize("metric", ["acc", "acc_norm", "gold_prob", "exact_match", "answer_token_prob", "token_prob"])
 def test_the_metric_recomputed_from_its_items_equals_the_reported_score(metric):
     rng = np.random.default_rng(3)
     per_item = [{"id": str(i), "acc": int(rng.random() < 0.4), "acc_norm": int(rng.random() < 0.5),
+                 "gold_prob": float(rng.random()),
                  "hit": int(rng.random() < 0.3), "reply": "", "logprob": float(-rng.random() * 20),
                  "tokens": int(rng.integers(1, 30))} for i in range(57)]
     task = _task(metric, per_item)
@@ -97,7 +99,7 @@ def test_results_scored_on_different_items_are_not_paired():
     rng = np.random.default_rng(5)
     items, _ = _binary_pair(rng, 30, 0.5, 1.0)
     other = [dict(it, id=f"x{it['id']}") for it in items]
-    with pytest.raises(ValueError, match="task t: the two results were not scored on the same items"):
+    with pytest.raises(ValueError, match="task t: the results were not scored on the same items"):
         uncertainty.paired_difference_ci(_suite({"t": _task("exact_match", items)}),
                                          _suite({"t": _task("exact_match", other)}))
 
