@@ -225,7 +225,7 @@ def test_a_trial_streams_into_its_run_while_it_trains_and_a_server_outage_is_fil
 
     trial_dir = SweepDir.of(cfg).trial("live")
     try:
-        with chromium() as browser:
+        with chromium(1400, 3200) as browser:  # tall: MLflow draws only the charts in view
             result = trial.run(cfg, "lora", {"r": 2}, trial_dir, on_start=live.start, on_step=on_step,
                                on_scores=on_scores)
         live.close()
