@@ -71,6 +71,15 @@ def significantly_dominates(a: dict, b: dict, objectives: Sequence[tuple[str, st
             and any(_better(a, b, n, m) for n, m in objectives))
 
 
+def verdict(row: dict[str, Any]) -> str:
+    """Where a configuration stands: on the front of means, or dominated (significantly or only by means)."""
+    if row["on_front"]:
+        return "on the front"
+    if row["significantly_dominated_by"]:
+        return f"dominated by {', '.join(row['significantly_dominated_by'])} (significant)"
+    return f"dominated by {', '.join(row['dominated_by'])} in the means, not significantly"
+
+
 def analyse(points: Sequence[dict], objectives: Sequence[tuple[str, str]],
             reference: dict[str, float] | None = None) -> dict[str, Any]:
     """Configuration means, their front and hypervolume, and which dominance relations the seeds support."""

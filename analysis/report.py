@@ -10,6 +10,7 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from analysis import replicates
 from methods.interpolate import layer_of
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
@@ -164,12 +165,9 @@ def replicates_section(analysis: dict) -> str:
     names = [o["name"] for o in analysis["objectives"]]
     rows = []
     for row in analysis["configurations"]:
-        verdict = ("on the front" if row["on_front"] else
-                   f"dominated by {', '.join(row['significantly_dominated_by'])}" if row["significantly_dominated_by"]
-                   else f"not significantly dominated (by means: {', '.join(row['dominated_by'])})")
         rows.append({"configuration": row["label"], "method": row["method"], "setting": row["setting"],
                      "seeds": len(row["seeds"]), **{n: row[n] for n in names},
-                     **{f"{n}_ci": row[f"{n}_ci"] for n in names}, "verdict": verdict})
+                     **{f"{n}_ci": row[f"{n}_ci"] for n in names}, "verdict": replicates.verdict(row)})
     return (f"<p>Trials that differ only in their seed, as one configuration: the mean over seeds with a 95% t "
             f"interval; the front is drawn over the means (hypervolume {analysis['hypervolume']:.5g}); a dominance "
             f"is significant when a Welch 95% interval in some objective excludes zero.</p>"

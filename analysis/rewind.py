@@ -141,23 +141,21 @@ def test_hypervolume_before_after(trials: Sequence[dict]) -> dict[str, Any] | No
               + [t["test"]["chosen"][kind] for t in trials] for kind in kinds}
     if not all(uncertainty.has_items(s) for kind in kinds for s in suites[kind]):
         return None
-    estimates = {kind: np.array([[s["score"]] for s in suites[kind]]) for kind in kinds}
-    draws = {kind: uncertainty.resampled_scores(suites[kind]) for kind in kinds}
-    labels = [t["trial_id"] for t in trials] + [f"{t['trial_id']} {t['chosen']['label']}" for t in trials]
-    methods = [t["method"] for t in trials] * 2
+    names, modes = zip(*pareto.DEFAULT_OBJECTIVES)
 
-    def hypervolumes(scores: dict[str, np.ndarray], reference: dict[str, float] | None) -> tuple[list, list, dict]:
-        points = [{"label": label, "method": method, "gain": scores["target"][i + 1] - scores["target"][0],
-                   "forgetting": scores["retention"][0] - scores["retention"][i + 1]}
-                  for i, (label, method) in enumerate(zip(labels, methods))]
-        reference = reference or pareto.default_reference(points, pareto.DEFAULT_OBJECTIVES)
-        before = pareto.frontier_analysis(points[:len(trials)], reference=reference)["hypervolume"]
-        after = pareto.frontier_analysis(points, reference=reference)["hypervolume"]
-        return before, after, reference
+    def gain_forgetting(target: Sequence[float], retention: Sequence[float]) -> list[list[float]]:
+        """Finals then chosen points, as (gain, forgetting) against the base model (row 0)."""
+        return [[float(t - target[0]), float(retention[0] - r)] for t, r in zip(target[1:], retention[1:])]
 
-    before, after, reference = hypervolumes({k: v[:, 0] for k, v in estimates.items()}, None)
-    resampled = np.array([hypervolumes({k: v[:, b] for k, v in draws.items()}, reference)[:2]
-                          for b in range(draws["target"].shape[1])])
+    def before_after(values: list[list[float]]) -> tuple[float, float]:
+        return (pareto.hypervolume(values[:len(trials)], modes, ref), pareto.hypervolume(values, modes, ref))
+
+    estimate = gain_forgetting(*([s["score"] for s in suites[kind]] for kind in kinds))
+    reference = pareto.default_reference([dict(zip(names, v)) for v in estimate], pareto.DEFAULT_OBJECTIVES)
+    ref = [reference[n] for n in names]
+    before, after = before_after(estimate)
+    draws = [uncertainty.resampled_scores(suites[kind]) for kind in kinds]
+    resampled = np.array([before_after(gain_forgetting(target, retention)) for target, retention in zip(*(d.T for d in draws))])
     return {"reference": reference, "before": before, "after": after, "difference": after - before,
             "before_ci": uncertainty.percentile_interval(resampled[:, 0]),
             "after_ci": uncertainty.percentile_interval(resampled[:, 1]),

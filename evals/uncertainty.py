@@ -20,6 +20,7 @@ import numpy as np
 RESAMPLES = 2000
 LEVEL = 0.95
 SEED = 0  # a fixed seed: the same scores always give the same interval
+DELTAS = ("gain", "forgetting")  # each comes with `<name>_ci`, its 95% interval (see `delta_intervals`)
 
 Arrays = Mapping[str, np.ndarray]
 

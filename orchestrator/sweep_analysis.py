@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from analysis import pareto, published, replicates, report
+from evals import uncertainty
 from methods import registry
 from orchestrator.config import OBJECTIVES, ConfigError, SweepConfig, config_hash
 from orchestrator.files import atomic_write_bytes, atomic_write_json
@@ -17,7 +18,6 @@ from orchestrator.sweep_dir import SweepDir, has_final_point
 
 # Sweep objectives under the names a frontier point carries them (plots read gain, forgetting, params).
 POINT_KEYS = {"target_gain": "gain", "trainable_params": "params"}
-INTERVALS = ("gain_ci", "forgetting_ci")  # 95% paired-bootstrap intervals a final point carries
 
 
 def _lookup(result: dict[str, Any], dotted: str) -> Any:
@@ -39,7 +39,7 @@ def points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not has_final_point(r):
             continue
         values = {POINT_KEYS.get(k, k): v for k, v in objective_values(r).items()}
-        intervals = {k: r["final"][k] for k in INTERVALS if k in r["final"]}
+        intervals = {f"{n}_ci": r["final"][f"{n}_ci"] for n in uncertainty.DELTAS if f"{n}_ci" in r["final"]}
         found.append({**values, **intervals, "label": r["trial_id"], "method": r["method"],
                       "configuration": configuration_key(r), "seed": r["config"]["train"]["seed"],
                       "setting": registry.get(r["method"]).display(r["setting"])})
@@ -165,15 +165,10 @@ def replicate_lines(analysis: dict[str, Any] | None) -> list[str]:
              f"(hypervolume {analysis['hypervolume']:.5g})"]
     names = [o["name"] for o in analysis["objectives"]]
     for row in analysis["configurations"]:
-        values = "  ".join(f"{n} {row[n]:+.4f}" + (f" ± {(row[f'{n}_ci'][1] - row[f'{n}_ci'][0]) / 2:.4f}"
+        values = "  ".join(f"{n} {row[n]:+.4f}" + (f" ± {uncertainty.half_width(row[f'{n}_ci']):.4f}"
                                                   if row[f"{n}_ci"] else "") for n in names)
-        if row["on_front"]:
-            verdict = "on the front"
-        elif row["significantly_dominated_by"]:
-            verdict = f"dominated by {', '.join(row['significantly_dominated_by'])} (significant)"
-        else:
-            verdict = f"dominated by {', '.join(row['dominated_by'])} in the means, not significantly"
-        lines.append(f"  {row['label']} {row['method']} {row['setting']} ({len(row['seeds'])} seeds): {values}; {verdict}")
+        lines.append(f"  {row['label']} {row['method']} {row['setting']} ({len(row['seeds'])} seeds): {values}; "
+                     f"{replicates.verdict(row)}")
     return lines
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import yaml
 
+from evals import uncertainty
 from orchestrator.config import ConfigError, SweepConfig, digest
 from orchestrator.process import git_commit, is_loopback, package_versions
 from orchestrator.sweep_dir import SweepDir, TrialDir
@@ -281,7 +282,7 @@ def step_metrics(record: dict[str, float], now: int) -> list[Any]:
 
 def interval_metrics(point: dict[str, Any]) -> dict[str, float]:
     """gain_ci = [low, high] as gain.ci_low and gain.ci_high: MLflow metrics are single numbers."""
-    return {f"{name}.ci_{end}": point[f"{name}_ci"][i] for name in ("gain", "forgetting") if f"{name}_ci" in point
+    return {f"{name}.ci_{end}": point[f"{name}_ci"][i] for name in uncertainty.DELTAS if f"{name}_ci" in point
             for i, end in enumerate(("low", "high"))}
 
 

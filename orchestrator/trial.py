@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-from evals import scorers, sources, suites
+from evals import scorers, sources, suites, uncertainty
 from methods import registry
 from orchestrator import checkpoints, models, regimes, trainer
 from orchestrator.config import ConfigError, SweepConfig, config_hash
@@ -107,7 +107,8 @@ def _finalise(result: dict[str, Any]) -> None:
     """The trial's final point: its last scored checkpoint."""
     if result["checkpoints"]:
         last = result["checkpoints"][-1]
-        result["final"] = {k: last[k] for k in ("step", "gain", "forgetting", "gain_ci", "forgetting_ci") if k in last} | {
+        kept = ("step", *uncertainty.DELTAS, *(f"{name}_ci" for name in uncertainty.DELTAS))
+        result["final"] = {k: last[k] for k in kept if k in last} | {
             "target": last["target"]["score"], "retention": last["retention"]["score"]}
 
 
