@@ -142,8 +142,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         registry.get(method).resolve_setting(setting)
     except registry.UnknownMethodError as err:
         raise ConfigError(str(err)) from None
+    where = SweepDir.of(cfg)
+    where.check()
     assets.ensure_for(assets.config_tasks(cfg))
-    result = console.run_with_progress(cfg, method, setting, SweepDir.of(cfg).trial(trial_name(method, setting)))
+    result = console.run_with_progress(cfg, method, setting, where.trial(trial_name(method, setting)))
     console.print_table(cfg, [result])
     return 0 if result["status"] == "completed" else 1
 
@@ -161,38 +163,37 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.address:
         cfg = config.validate(cfg.model_dump() | {"ray": cfg.ray.model_dump() | {"address": args.address}})
     plan = sweep.make_plan(cfg)
+    SweepDir.of(cfg).check()  # object storage: credentials, bucket, the store answering (also on --dry-run)
     for line in sweep.describe(cfg, plan):
         _say(line)
     if args.dry_run:
         return 0
     assets.ensure_for(assets.config_tasks(cfg))
     results = sweep.run(cfg, resume=args.resume, callbacks=[SweepProgress(sweep.num_samples(cfg, plan))])
-    front = sweep_analysis.front(cfg, results)
-    summary = console.write_summary(cfg, results, front)
-    console.print_table(cfg, results, front)
-    where = SweepDir.of(cfg)
-    if cfg.rewind.enabled and front:
-        from analysis.rewind import parse_alphas
+    with SweepDir.of(cfg) as where:  # on object storage, the summary and rewinding outputs go up at the end
+        front = sweep_analysis.front(cfg, results)
+        summary = console.write_summary(cfg, results, front)
+        console.print_table(cfg, results, front)
+        if cfg.rewind.enabled and front:
+            from analysis.rewind import parse_alphas
 
-        r = cfg.rewind
-        console.print_rewind(sweep_rewind.rewind_sweep(where, None, r.paths, parse_alphas(r.alphas), r.select,
-                                                       r.tau, r.delta))
-    if cfg.tracking.enabled:
-        from orchestrator.tracking import tracking_uri
+            r = cfg.rewind
+            console.print_rewind(sweep_rewind.rewind_sweep(where, None, r.paths, parse_alphas(r.alphas), r.select,
+                                                           r.tau, r.delta))
+        if cfg.tracking.enabled:
+            from orchestrator.tracking import tracking_uri
 
-        sweep_analysis.log_outputs(cfg, [summary])
-        _say(f"MLflow: {tracking_uri(cfg)} (browse: peft-arena ui {where})")
+            sweep_analysis.log_outputs(cfg, [summary])
+            _say(f"MLflow: {tracking_uri(cfg)} (browse: peft-arena ui {where})")
     return 0 if any(has_final_point(r) for r in results) else 1
 
 
 @command("demo", "run the embedded quick sweep end to end and print the table", CONFIG_OPTION, SET)
 def cmd_demo(args: argparse.Namespace) -> int:
     """A fresh sweep each time: an earlier demo's dir is replaced."""
-    import shutil
-
     from orchestrator.sweep_dir import SweepDir
 
-    shutil.rmtree(SweepDir.of(_load(args)).root, ignore_errors=True)
+    SweepDir.of(_load(args)).clear()
     args.resume, args.dry_run, args.address = False, False, None
     return cmd_sweep(args)
 
@@ -218,20 +219,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         if not args.sweep_dir:
             raise ConfigError("analyze: give a SWEEP_DIR or --published MODEL/DOMAIN")
-        where = SweepDir.open(args.sweep_dir)
-        result, _ = sweep_analysis.analyze(where, args.budget_factor)
-        written = [where.pareto]
-        if args.geometry:
-            from orchestrator import sweep_geometry
+        with SweepDir.open(args.sweep_dir) as where:
+            result, _ = sweep_analysis.analyze(where, args.budget_factor)
+            written = [where.pareto]
+            if args.geometry:
+                from orchestrator import sweep_geometry
 
-            geo = sweep_geometry.analyze(where, args.all_checkpoints, args.layer_stride)
-            written += [where.geometry, where.geometry_section]
-            best = geo["best_predictor_of_forgetting"]
-            print("geometry: " + (f"best predictor of forgetting: {best['metric']} (Spearman {best['spearman']:+.3f}, "
-                                  f"n={len(geo['rows'])})" if best else "too few points to correlate"))
-            print(f"spectral analysis per checkpoint: {', '.join(f'{s:.1f} s' for s in geo['spectral_seconds'])}")
-        sweep_analysis.log_outputs(where.load_config(), written)
-        print(f"wrote {', '.join(str(p) for p in written)}")
+                geo = sweep_geometry.analyze(where, args.all_checkpoints, args.layer_stride)
+                written += [where.geometry, where.geometry_section]
+                best = geo["best_predictor_of_forgetting"]
+                print("geometry: " + (f"best predictor of forgetting: {best['metric']} (Spearman {best['spearman']:+.3f}, "
+                                      f"n={len(geo['rows'])})" if best else "too few points to correlate"))
+                print(f"spectral analysis per checkpoint: {', '.join(f'{s:.1f} s' for s in geo['spectral_seconds'])}")
+            sweep_analysis.log_outputs(where.load_config(), written)
+            print(f"wrote {', '.join(str(p) for p in written)}")
     for line in sweep_analysis.summary_lines(result):
         print(line)
     if args.json:
@@ -245,11 +246,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator import sweep_analysis
     from orchestrator.sweep_dir import SweepDir
 
-    where = SweepDir.open(args.sweep_dir)
-    path = sweep_analysis.write_report(where, args.published)
-    sweep_analysis.log_outputs(where.load_config(), [path])
-    print(f"wrote {path} (self-contained; open it in any browser, offline)")
-    return 0
+    with SweepDir.open(args.sweep_dir) as where:
+        path = sweep_analysis.write_report(where, args.published)
+        sweep_analysis.log_outputs(where.load_config(), [path])
+        print(f"wrote {path} (self-contained; open it in any browser, offline)")
+        return 0
 
 
 @command("rewind", "path-wise rewinding of a sweep's trials to a better operating point", SWEEP_DIR,
@@ -267,14 +268,14 @@ def cmd_rewind(args: argparse.Namespace) -> int:
     from orchestrator import console, sweep_rewind
     from orchestrator.sweep_dir import SweepDir
 
-    where = SweepDir.open(args.sweep_dir)
-    try:
-        alphas = rewind.parse_alphas(args.alphas)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    console.print_rewind(sweep_rewind.rewind_sweep(where, args.trial, args.path or ["trajectory", "interp"], alphas,
-                                                   args.select, args.tau, args.delta))
-    return 0
+    with SweepDir.open(args.sweep_dir) as where:
+        try:
+            alphas = rewind.parse_alphas(args.alphas)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        console.print_rewind(sweep_rewind.rewind_sweep(where, args.trial, args.path or ["trajectory", "interp"], alphas,
+                                                       args.select, args.tau, args.delta))
+        return 0
 
 
 @command("export", "write a trial's checkpoint or rewound point as a peft adapter or a merged model", SWEEP_DIR,
@@ -289,19 +290,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from orchestrator import export
     from orchestrator.sweep_dir import SweepDir
 
-    where = SweepDir.open(args.sweep_dir)
-    line = "peft-arena " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["export"] else ""
-    if args.front == bool(args.trial):
-        raise ConfigError("export: give a TRIAL or --front; allowed: exactly one of them")
-    if args.front:
-        written = export.export_front(where, Path(args.to), args.merged, args.force, line)
-    else:
-        written = [export.export(where, args.trial, Path(args.to), args.step, args.rewound, args.merged, args.force,
-                                 line)]
-    for record in written:
-        print(f"{record['trial_id']}: {record['kind']} in {record['path']}"
-              + (f" (merged: {record['merged_because']})" if record.get("merged_because") else ""))
-    return 0
+    with SweepDir.open(args.sweep_dir) as where:
+        line = "peft-arena " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["export"] else ""
+        if args.front == bool(args.trial):
+            raise ConfigError("export: give a TRIAL or --front; allowed: exactly one of them")
+        if args.front:
+            written = export.export_front(where, Path(args.to), args.merged, args.force, line)
+        else:
+            written = [export.export(where, args.trial, Path(args.to), args.step, args.rewound, args.merged, args.force,
+                                     line)]
+        for record in written:
+            print(f"{record['trial_id']}: {record['kind']} in {record['path']}"
+                  + (f" (merged: {record['merged_because']})" if record.get("merged_because") else ""))
+        return 0
 
 
 @command("register", "put a trial's point into MLflow's model registry (transformers flavor)", SWEEP_DIR,
@@ -314,7 +315,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     from orchestrator import export
     from orchestrator.sweep_dir import SweepDir
 
-    done = export.register(SweepDir.open(args.sweep_dir), args.trial, args.name, args.step, args.rewound, args.merged)
+    with SweepDir.open(args.sweep_dir) as where:
+        done = export.register(where, args.trial, args.name, args.step, args.rewound, args.merged)
     print(f"{args.trial}: {done['kind']} registered as {done['model_uri']} (run {done['run_id']}); load it with "
           f"mlflow.transformers.load_model({done['model_uri']!r})")
     return 0
@@ -340,17 +342,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from orchestrator.sweep_dir import SweepDir
     from orchestrator.tracking import Tracker
 
-    where = SweepDir.open(args.sweep_dir)
-    cfg = where.load_config()
-    if args.tracking_uri:
-        cfg = config.validate(cfg.model_dump() | {"tracking": cfg.tracking.model_dump() | {"uri": args.tracking_uri}})
-    results = where.collect()
-    tracker = Tracker(cfg)
-    tracker.sync_all(results)
-    if not any(r["status"] == "running" for r in results):  # a sweep whose own end could not reach MLflow
-        sweep.close_sweep_run(cfg, tracker, sweep.outcome(results), results)
-    print(f"synced {len(results)} trial results of {cfg.name} to {tracker.uri} (parent run {tracker.parent_id})")
-    return 0
+    with SweepDir.open(args.sweep_dir) as where:
+        cfg = where.load_config()
+        if args.tracking_uri:
+            cfg = config.validate(cfg.model_dump() | {"tracking": cfg.tracking.model_dump() | {"uri": args.tracking_uri}})
+        results = where.collect()
+        tracker = Tracker(cfg)
+        tracker.sync_all(results)
+        if not any(r["status"] == "running" for r in results):  # a sweep whose own end could not reach MLflow
+            sweep.close_sweep_run(cfg, tracker, sweep.outcome(results), results)
+        print(f"synced {len(results)} trial results of {cfg.name} to {tracker.uri} (parent run {tracker.parent_id})")
+        return 0
 
 
 @command("ui", "start the MLflow UI (or, with --study, optuna-dashboard) on a sweep", SWEEP_DIR,
@@ -367,24 +369,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from orchestrator.process import is_loopback
     from orchestrator.sweep_dir import SweepDir
 
-    where = SweepDir.open(args.sweep_dir)
-    cfg = where.load_config()
-    if args.study:
-        command_line, env, what = ui.study_dashboard(where, args.host, args.port, args.insecure), None, "optuna-dashboard"
-    else:
-        command_line, env = ui.mlflow_ui(where, args.host, args.port, ui.admin_password(args.password_file), args.insecure)
-        tracking.Tracker(cfg)  # creates the store and experiment if the sweep has not logged yet
-        what = "MLflow UI"
-        if not is_loopback(args.host):
-            print(f"binding to {args.host}: allowed Host headers: "
-                  f"{command_line[command_line.index('--allowed-hosts') + 1]} (mlflow server --allowed-hosts)")
-    if not is_loopback(args.host) and args.insecure:
-        print(f"warning: {what} on {args.host} WITHOUT authentication: anyone who reaches the port sees every run",
-              file=sys.stderr)
-    elif not is_loopback(args.host):
-        print(f"{what} on {args.host}: log in as user admin")
-    print(f"{what} for sweep {cfg.name}: http://{args.host}:{args.port}  (Ctrl-C to stop)")
-    return subprocess.call(command_line, env=env)
+    with SweepDir.open(args.sweep_dir) as where:
+        cfg = where.load_config()
+        if args.study:
+            command_line, env, what = ui.study_dashboard(where, args.host, args.port, args.insecure), None, "optuna-dashboard"
+        else:
+            command_line, env = ui.mlflow_ui(where, args.host, args.port, ui.admin_password(args.password_file), args.insecure)
+            tracking.Tracker(cfg)  # creates the store and experiment if the sweep has not logged yet
+            what = "MLflow UI"
+            if not is_loopback(args.host):
+                print(f"binding to {args.host}: allowed Host headers: "
+                      f"{command_line[command_line.index('--allowed-hosts') + 1]} (mlflow server --allowed-hosts)")
+        if not is_loopback(args.host) and args.insecure:
+            print(f"warning: {what} on {args.host} WITHOUT authentication: anyone who reaches the port sees every run",
+                  file=sys.stderr)
+        elif not is_loopback(args.host):
+            print(f"{what} on {args.host}: log in as user admin")
+        print(f"{what} for sweep {cfg.name}: http://{args.host}:{args.port}  (Ctrl-C to stop)")
+        return subprocess.call(command_line, env=env)
 
 
 @command("eval", "score a model or a checkpoint on a suite",

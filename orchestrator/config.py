@@ -293,6 +293,16 @@ class TrackingConfig(_Strict):
         raise ValueError(f"allowed: {', '.join(allowed)} (the ./mlruns file store is deprecated)")
 
 
+# output_dir may name object storage (orchestrator.storage): these schemes, as pyarrow's filesystems spell them
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")
+
+
+def uri_scheme(location: str) -> str:
+    """`s3` of s3://bucket/x; "" for a local path (Windows drive letters are not schemes)."""
+    found = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+)://", location)
+    return found.group(1).lower() if found else ""
+
+
 class SweepConfig(_Strict):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     output_dir: str = "runs/{name}"
@@ -309,16 +319,24 @@ class SweepConfig(_Strict):
 
     @field_validator("output_dir")
     @classmethod
-    def _local_path(cls, value: str) -> str:
-        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
-            raise ValueError("object storage URIs are not supported; allowed: a local path (on a cluster: a "
-                             "path every node and the driver share, e.g. NFS or a mounted bucket)")
+    def _path_or_store(cls, value: str) -> str:
+        scheme = uri_scheme(value)
+        if scheme and scheme not in OBJECT_STORE_SCHEMES + ("file",):
+            raise ValueError(f"scheme {scheme}:// is not supported; allowed: a local path or "
+                             f"{', '.join(s + '://' for s in OBJECT_STORE_SCHEMES)}")
+        if scheme in OBJECT_STORE_SCHEMES and not re.match(r"^[a-z0-9+.-]+://[^/]+", value):
+            raise ValueError(f"{value!r} names no bucket; allowed: {scheme}://BUCKET/PREFIX")
         return value
 
     @model_validator(mode="after")
     def _absolute_output_dir(self) -> "SweepConfig":
-        """Resolved here, in the driver: trials run in workers whose working dir is Ray's, not the user's."""
-        self.__dict__["output_dir"] = str(Path(self.output_dir.format(name=self.name)).expanduser().resolve())
+        """Resolved here, in the driver: trials run in workers whose working dir is Ray's, not the user's.
+        A URI stays a URI (only `{name}` filled in); file:// is a local path."""
+        named = self.output_dir.format(name=self.name)
+        if uri_scheme(named) in OBJECT_STORE_SCHEMES:
+            self.__dict__["output_dir"] = named.rstrip("/")
+        else:
+            self.__dict__["output_dir"] = str(Path(named.removeprefix("file://")).expanduser().resolve())
         return self
 
     @model_validator(mode="after")

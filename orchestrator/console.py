@@ -119,7 +119,8 @@ def print_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[str
                   "the evaluation items; trial* = on the Pareto front of the sweep's objectives.",
                   soft_wrap=True)
     where = SweepDir.of(cfg)
-    console.print(f"results: {where.trial('<trial>').result_path}, summary: {where.summary}", soft_wrap=True)
+    console.print(f"results: {where.display(where.trial('<trial>').result_path)}, "
+                  f"summary: {where.display(where.summary)}", soft_wrap=True)
 
 
 def print_suite(scores: dict[str, Any]) -> None:

@@ -49,7 +49,7 @@ class ParetoRungs(FIFOScheduler):
     def _load(self) -> None:
         """Every trial's first checkpoint at or past each rung, from the results on disk."""
         self._loaded = True
-        for result in SweepDir(self.sweep_dir).collect():
+        for result in SweepDir.at(self.sweep_dir).collect():
             if result.get("duplicate_of"):
                 continue
             for rung in self.rungs:

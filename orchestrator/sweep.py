@@ -26,8 +26,11 @@ from orchestrator.files import atomic_write_json
 from orchestrator.sweep_dir import SweepDir, TrialDir, has_final_point
 
 # The driver's settings that trial workers must see (workers on `ray start` nodes do not inherit them).
+# Where object storage is and how to reach it, but never credentials: each node brings its own (its
+# environment, credential files or instance role), and nothing secret lands in Ray's job metadata.
 FORWARDED_ENV = ("PEFT_ARENA_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "MLFLOW_TRACKING_URI", "DISABLE_MLFLOW_INTEGRATION",
-                 "TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY")
+                 "TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                 "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "MLFLOW_S3_ENDPOINT_URL")
 # The project's four packages are shipped to remote workers (runtime_env py_modules), from a checkout or
 # an installed wheel alike; caches and weights that may sit beside them stay home.
 SHIPPED_EXCLUDES = ["**/__pycache__", "*.safetensors"]
@@ -206,13 +209,14 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     cfg = SweepConfig.model_validate(sweep)
     plan = make_plan(cfg)
     method, setting, trial_cfg, budget_label = decode(params, plan, cfg)
-    sweep_dir = SweepDir.of(cfg)
+    sweep_dir = SweepDir.of(cfg).for_trial()  # on object storage: a temp mirror of this trial's own
     trial_dir = sweep_dir.trial(tune.get_context().get_trial_id())
+    trial_dir.fetch()  # a retried trial (maybe on another node) continues from what it uploaded
     where = {"node_id": ray.get_runtime_context().get_node_id(), "budget": budget_label}
     labels = {"trial_dir": str(trial_dir.root), "method": method, "setting": json.dumps(setting, sort_keys=True),
               "budget": budget_label or 0.0, "node_id": where["node_id"], "hostname": os.uname().nodename}
 
-    live = tracking.LiveRun(cfg) if cfg.tracking.enabled and cfg.tracking.live else None
+    live = tracking.LiveRun(cfg) if tracking.live_from_workers(cfg) else None
 
     def report_checkpoint(step: int, point: dict[str, Any], trainable: dict[str, Any]) -> None:
         if live is not None:
@@ -234,6 +238,7 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
                 live.close()
     if not has_final_point(result):  # Tune retries up to failure.max_failures, then records the error
         raise RuntimeError(f"trial {trial_dir.trial_id} failed: {result.get('failure_reason')}")
+    sweep_dir.release()  # every file of the trial is in the store (write_result uploaded them)
     report = {name: value for name, value in sweep_analysis.objective_values(result).items() if value is not None}
     tune.report({**report, **labels})
 
@@ -349,7 +354,7 @@ def make_scheduler(cfg: SweepConfig, plan: Plan) -> Any:
     from orchestrator.early_stop import ParetoRungs
 
     longest = max(plan.steps or [cfg.train.steps])
-    return ParetoRungs(str(SweepDir.of(cfg).root), [(o.name, o.mode) for o in cfg.search.objectives],
+    return ParetoRungs(cfg.output_dir, [(o.name, o.mode) for o in cfg.search.objectives],
                        stop.grace_steps or cfg.train.checkpoint_every, stop.reduction_factor, longest, stop.kind,
                        cfg.search.seed)
 
@@ -364,8 +369,10 @@ def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]
     trainable = tune.with_resources(tune.with_parameters(_trainable, sweep=cfg.model_dump()),
                                     {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial})
     if resume:
-        return tune.Tuner.restore(str(where.ray_experiment(cfg.name)), trainable, resume_unfinished=True,
-                                  resume_errored=True)
+        experiment, filesystem = where.tune_storage(cfg.name)
+        return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=filesystem)
+    storage_path, filesystem = where.tune_storage()  # on object storage: Tune's own state goes there too
     samples = num_samples(cfg, plan)
     # Only the driver touches the study (OptunaSearch runs there), so SQLite is safe with many workers; and
     # RDBStorage survives Tune's pickling of the searcher (JournalStorage holds a lock and does not).
@@ -386,7 +393,7 @@ def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=samples, reuse_actors=True,
                                     max_concurrent_trials=cfg.search.max_concurrent_trials,
                                     scheduler=make_scheduler(cfg, plan)),
-        run_config=tune.RunConfig(name=cfg.name, storage_path=str(where.ray_storage), verbose=0,
+        run_config=tune.RunConfig(name=cfg.name, storage_path=storage_path, storage_filesystem=filesystem, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
                                   callbacks=callbacks))
 
@@ -403,7 +410,10 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     plan = make_plan(cfg)
     address = address or cfg.ray.address
     where = SweepDir.of(cfg)
+    where.check()  # an unreachable store or a missing bucket: one line, before anything is written
     where.claim(cfg, resume, write=False)  # every check before anything is written
+    if resume:
+        where.fetch(databases_only=True)  # the study and the tracking store, if this machine has no copy
     if address not in ("local", "auto"):
         probe(address)
     tracker = None
@@ -426,6 +436,7 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
         tuner.fit()
     except BaseException as err:
         close_sweep_run(cfg, tracker, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", where.collect())
+        where.publish()
         raise
     atomic_write_json(where.timing(began), {"started": began, "ended": time.time(), "resumed": resume})
     fail_orphaned_trials(cfg)
@@ -434,6 +445,7 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     # anything a callback missed (e.g. before a resume)
     tracking.best_effort(cfg, "sync the sweep's trials", lambda t: t.sync_all(results), tracker)
     close_sweep_run(cfg, tracker, outcome(results), results)
+    where.publish()  # on object storage: the timing, and backups of the study and the tracking store
     return results
 
 

@@ -18,17 +18,25 @@
     rewound/<point>/         the chosen rewound point, as a checkpoint
 ```
 Other modules ask a `SweepDir` or `TrialDir` for a path; none joins these names by hand (a test checks
-that), so the layout can change, or move to other storage, in this file alone.
+that), so the layout can change in this file alone.
+
+An output_dir may be a URI (s3://, gs://, ...): the sweep dir then lives on object storage and every
+process works on a local mirror of it (`orchestrator.storage`). `root` is always a local folder; a
+remote sweep dir pulls what it reads (`collect`, `read_result`, `open`) and pushes what it writes
+(`write_result`, `claim`, `publish`).
 """
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from orchestrator.config import ConfigError, SweepConfig, config_hash
+from orchestrator.config import ConfigError, SweepConfig, config_hash, uri_scheme
 from orchestrator.files import atomic_write_json, safe_join
+from orchestrator.storage import Store, is_remote, open_store
 
 CONFIG_SNAPSHOT = "sweep_config.json"
 RESULT_FILE = "result.json"
@@ -63,8 +71,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 class TrialDir:
     """One trial's folder: its result, its checkpoints along the trajectory, its rewound points."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, store: Store | None = None) -> None:
         self.root = Path(root)
+        self.store = store
 
     @property
     def trial_id(self) -> str:
@@ -74,11 +83,37 @@ class TrialDir:
     def result_path(self) -> Path:
         return self.root / RESULT_FILE
 
-    def read_result(self) -> dict[str, Any] | None:
-        return _read_json(self.result_path)
+    def read_result(self, fetch: bool = True) -> dict[str, Any] | None:
+        """The result, with its paths pointing into this sweep dir wherever it was written (a trial on
+        another node, a sweep dir moved or mirrored): readers load checkpoints from here. A checkpoint stays
+        in the trial folder that holds it (a duplicate's are its original's)."""
+        if fetch and self.store is not None:
+            self.store.pull_file(self.result_path)
+        result = _read_json(self.result_path)
+        if result is None:
+            return None
+        return {**result, "trial_dir": str(self.root),
+                "checkpoints": [{**c, "path": str(self.holder(c["path"]).checkpoint(c["step"]))} if "path" in c else c
+                                for c in result.get("checkpoints", [])]}
+
+    def holder(self, checkpoint_path: str) -> "TrialDir":
+        """The trial folder of this sweep dir a recorded checkpoint path lies in (.../<trial>/checkpoints/step_N)."""
+        return TrialDir(safe_join(self.root.parent, Path(checkpoint_path).parts[-3]), self.store)
 
     def write_result(self, result: dict[str, Any]) -> None:
+        """Written atomically; on object storage, uploaded with every checkpoint written since the last
+        result (the weights first, the result last: a reader never sees a result naming a missing file)."""
         atomic_write_json(self.result_path, result)
+        self.publish()
+
+    def publish(self) -> None:
+        if self.store is not None:
+            self.store.push(self.root)
+
+    def fetch(self) -> None:
+        """Everything of this trial the store holds (a retried trial's checkpoints, a rewind's inputs)."""
+        if self.store is not None:
+            self.store.pull(self.store.relative(self.root))
 
     @property
     def checkpoints_root(self) -> Path:
@@ -94,6 +129,7 @@ class TrialDir:
     def take_checkpoints(self, other: "TrialDir") -> None:
         """Move another trial's checkpoints here, in one rename (raises FileNotFoundError if another trial
         took them first). Checkpoint folders hold no paths of their own, so they verify where they land."""
+        other.fetch()
         self.root.mkdir(parents=True, exist_ok=True)
         other.checkpoints_root.rename(self.checkpoints_root)
 
@@ -112,23 +148,107 @@ class TrialDir:
 class SweepDir:
     """A sweep's folder. `SweepDir.of(cfg)` for the config's own; `SweepDir.open(path)` for an existing one."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, store: Store | None = None) -> None:
         self.root = Path(root)
+        self.store = store
 
     @classmethod
     def of(cls, cfg: SweepConfig) -> "SweepDir":
-        return cls(cfg.output_dir)
+        return cls.at(cfg.output_dir)
+
+    @classmethod
+    def at(cls, location: str | Path) -> "SweepDir":
+        """A local path, or a URI seen through this machine's mirror of it (under the cache dir)."""
+        if is_remote(location):
+            store = open_store(str(location))
+            return cls(store.mirror, store)
+        return cls(location)
 
     @classmethod
     def open(cls, path: str | Path) -> "SweepDir":
-        """An existing sweep dir (made by `peft-arena sweep`), or a one-line user error."""
-        found = cls(Path(path).expanduser().resolve())
+        """An existing sweep dir (made by `peft-arena sweep`), or a one-line user error. A remote one is
+        brought up to date in the mirror first (only what changed since the last command comes down)."""
+        found = cls.at(path if is_remote(path) else Path(path).expanduser().resolve())
+        found.check()
+        found.fetch()
         if not found.config_snapshot.is_file():
             raise ConfigError(f"sweep dir: {path} holds no {CONFIG_SNAPSHOT}; allowed: a dir made by `peft-arena sweep`")
         return found
 
+    def __enter__(self) -> "SweepDir":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.publish()  # what a command wrote goes up even when it failed halfway
+
     def __str__(self) -> str:
-        return str(self.root)
+        return self.store.uri if self.store is not None else str(self.root)
+
+    def display(self, path: Path) -> str:
+        """A path of the sweep dir as the user should look for it: in the bucket for a remote one."""
+        return f"{self.store.uri}/{self.store.relative(path)}" if self.store is not None else str(path)
+
+    # ----------------------------------------------------------------------------------- the store
+
+    def check(self) -> None:
+        """A remote sweep dir's store answers and its bucket exists (a one-line config error if not)."""
+        if self.store is not None:
+            self.store.check()
+
+    def fetch(self, databases_only: bool = False) -> None:
+        """What the store holds that changed, except Tune's state (Tune reads it from the store) and the
+        driver's databases where a copy is already here (the store holds backups of them). A resumed
+        sweep needs only the databases (`databases_only`): results come with `collect`."""
+        if self.store is None:
+            return
+        ray = self.store.relative(self.ray_storage) + "/"
+
+        def wanted(name: str) -> bool:
+            if name.endswith(".db"):
+                return not (self.root / name).is_file()
+            return not databases_only and not name.startswith(ray)
+
+        self.store.pull(only=wanted)
+
+    def publish(self, path: Path | None = None) -> None:
+        """Upload what changed locally under `path` (all of the sweep dir by default)."""
+        if self.store is not None:
+            self.store.push(path or self.root)
+
+    def for_trial(self) -> "SweepDir":
+        """The sweep dir as a trial worker sees it: a remote one through a temp mirror of the worker's own,
+        so no two trials (or a trial and the driver) share a path; a local one as it is."""
+        if self.store is None:
+            return self
+        mirror = Path(tempfile.mkdtemp(prefix="peft-arena-trial-"))
+        return SweepDir(mirror, self.store.elsewhere(mirror))
+
+    def release(self) -> None:
+        """Drop a trial's temp mirror (`for_trial`) once everything in it is in the store."""
+        if self.store is not None and self.root != open_store(self.store.uri).mirror:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def clear(self) -> None:
+        """Remove the sweep dir (and, on object storage, everything under its prefix)."""
+        if self.store is not None:
+            self.store.check()
+            self.store.delete_all()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def copy_within_store(self, path: Path, destination: str) -> bool:
+        """Copy a folder of a remote sweep dir to `destination`, a URI on the same kind of store, without
+        downloading it (S3 and GCS copy objects server-side); False when there is no such copy to make."""
+        if self.store is None or uri_scheme(destination) != uri_scheme(self.store.uri):
+            return False
+        return self.store.copy_tree(path, destination) > 0
+
+    def tune_storage(self, experiment: str | None = None) -> tuple[str, Any]:
+        """Where Ray Tune keeps its experiment state (or one experiment's, to restore it): a path, and the
+        pyarrow filesystem it is on (None: local disk). Tune writes it straight to object storage."""
+        path = self.ray_experiment(experiment) if experiment else self.ray_storage
+        if self.store is None:
+            return str(path), None
+        return self.store.remote(path), self.store.fs
 
     # ------------------------------------------------------------------------------------ sweep files
 
@@ -165,6 +285,12 @@ class SweepDir:
     @property
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        """Where MLflow puts artifacts: beside the sweep dir, on the same bucket for a remote one (MLflow's
+        clients then upload there directly, with the same credentials)."""
+        return self.display(self.mlflow_artifacts) if self.store is not None else self.mlflow_artifacts.as_uri()
 
     @property
     def mlflow_auth_config(self) -> Path:
@@ -210,16 +336,19 @@ class SweepDir:
     # ------------------------------------------------------------------------------------------ trials
 
     def trial(self, trial_id: str) -> TrialDir:
-        return TrialDir(safe_join(self.root, "trials", trial_id))
+        return TrialDir(safe_join(self.root, "trials", trial_id), self.store)
 
     def trial_dirs(self) -> Iterator[TrialDir]:
         for path in sorted((self.root / "trials").glob("*")):
             if path.is_dir():
-                yield TrialDir(path)
+                yield TrialDir(path, self.store)
 
     def collect(self) -> list[dict[str, Any]]:
-        """Every readable trial result, in the order the trials started."""
-        results = [r for t in self.trial_dirs() if (r := t.read_result()) is not None]
+        """Every readable trial result, in the order the trials started (on object storage, every trial's
+        latest result is fetched first: one listing, then the results)."""
+        if self.store is not None:
+            self.store.pull("trials", only=lambda name: name.endswith(f"/{RESULT_FILE}"))
+        results = [r for t in self.trial_dirs() if (r := t.read_result(fetch=False)) is not None]
         return sorted(results, key=lambda r: (r.get("started_at") or 0.0, r["trial_id"]))
 
     # --------------------------------------------------------------------------------- the snapshot
@@ -236,6 +365,8 @@ class SweepDir:
         """A sweep dir belongs to one config: resuming it with another is refused, and so is silently
         starting over in a dir that already holds a sweep. `write=False` only checks."""
         digest = config_hash(cfg.model_dump())
+        if self.store is not None:
+            self.store.pull_file(self.config_snapshot)
         recorded = _read_json(self.config_snapshot) if self.config_snapshot.is_file() else None
         if recorded is not None:
             if not resume:
@@ -248,3 +379,4 @@ class SweepDir:
             raise ConfigError(f"--resume: {self.root} holds no sweep to resume")
         elif write:
             atomic_write_json(self.config_snapshot, {"name": cfg.name, "hash": digest, "config": cfg.model_dump()})
+            self.publish(self.config_snapshot)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 import sys
 import time
 import urllib.request
@@ -37,6 +38,13 @@ BATCH = 900  # MLflow caps a log_batch at 1000 entries
 
 def tracking_uri(cfg: SweepConfig) -> str:
     return cfg.tracking.uri or SweepDir.of(cfg).mlflow_uri
+
+
+def live_from_workers(cfg: SweepConfig) -> bool:
+    """Whether trials log live from their workers. Not into the default SQLite store of a sweep dir on
+    object storage: that file is the driver's (in its mirror), out of the workers' reach; the driver then
+    logs each trial when it ends, from its result. A tracking server (`tracking.uri`) works from anywhere."""
+    return cfg.tracking.enabled and cfg.tracking.live and (cfg.tracking.uri is not None or SweepDir.of(cfg).store is None)
 
 
 def _client(uri: str) -> Any:
@@ -75,7 +83,7 @@ class Tracker:
                 raise LookupError(f"no MLflow experiment {name!r}")
             local = self.uri.startswith("sqlite:")  # a server chooses (and proxies) its own artifact store
             return self.client.create_experiment(name, tags=EXPERIMENT_KIND,
-                                                 artifact_location=SweepDir.of(self.cfg).mlflow_artifacts.as_uri()
+                                                 artifact_location=SweepDir.of(self.cfg).mlflow_artifact_location
                                                  if local else None)
         except LookupError:
             raise
@@ -165,7 +173,7 @@ class Tracker:
         self.client.set_tag(run_id, "peft_arena.status", result["status"])
         if result.get("failure_reason"):
             self.client.set_tag(run_id, "peft_arena.failure_reason", str(result["failure_reason"])[:5000])
-        self._log_trial_files(run_id, result)
+        self._log_trial_files(run_id, result, run.info.artifact_uri)
         self.client.set_tag(run_id, TAG_DIGEST, result_digest)  # last: a run without it is a partial sync
         self.client.set_terminated(run_id, RUN_STATUS.get(result["status"], "KILLED"),
                                    end_time=_millis(result.get("ended_at")))
@@ -190,15 +198,26 @@ class Tracker:
         if params:
             self.client.log_batch(run_id, params=params)
 
-    def _log_trial_files(self, run_id: str, result: dict[str, Any]) -> None:
+    def _log_trial_files(self, run_id: str, result: dict[str, Any], artifact_uri: str) -> None:
+        """The result and the chosen checkpoints as artifacts, under the trial dir's own folders. A sweep dir
+        on object storage whose artifact root is on the same store copies them there inside the store
+        (the driver downloads nothing); otherwise they are uploaded from the driver's copy."""
         self.client.log_dict(run_id, result, TrialDir(result["trial_dir"]).result_path.name)
-        if self.cfg.tracking.log_checkpoints != "none":
-            points = result.get("checkpoints", [])
-            chosen = points[-1:] if self.cfg.tracking.log_checkpoints == "final" else points
-            trial_dir = TrialDir(result["trial_dir"])
-            for point in chosen:  # artifacts mirror the trial dir's own folders
-                if os.path.isdir(point["path"]):
-                    self.client.log_artifacts(run_id, point["path"], trial_dir.relative(point["path"]))
+        if self.cfg.tracking.log_checkpoints == "none":
+            return
+        points = result.get("checkpoints", [])
+        chosen = points[-1:] if self.cfg.tracking.log_checkpoints == "final" else points
+        where = SweepDir.of(self.cfg)
+        trial_dir = where.trial(result["trial_id"])
+        for point in chosen:
+            holder = trial_dir.holder(point["path"])  # a duplicate's checkpoints are its original's
+            folder = holder.relative(point["path"])
+            if where.copy_within_store(Path(point["path"]), f"{artifact_uri}/{folder}"):
+                continue
+            if not os.path.isdir(point["path"]):
+                holder.fetch()  # a remote sweep dir whose artifacts go elsewhere (a tracking server's store)
+            if os.path.isdir(point["path"]):
+                self.client.log_artifacts(run_id, point["path"], folder)
 
     def sync_base(self, result: dict[str, Any]) -> None:
         """The base model's scores, once per sweep, as their own nested run."""
@@ -425,7 +444,7 @@ def _millis(epoch_s: float | None) -> int | None:
 
 
 def server_command(backend_uri: str, artifacts: Any, host: str, port: int) -> list[str]:
-    """`mlflow server` on a store and artifact folder (a sweep's: `SweepDir.mlflow_uri`, `.mlflow_artifacts`).
+    """`mlflow server` on a store and artifact folder (a sweep's: `SweepDir.mlflow_uri`, `.mlflow_artifact_location`).
     Loopback unless told otherwise; a wider bind names the Host headers it answers."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
                "--artifacts-destination", str(artifacts), "--host", host, "--port", str(port), "--workers", "1"]

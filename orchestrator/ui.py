@@ -38,7 +38,7 @@ def admin_password(password_file: str | None) -> str | None:
 def mlflow_ui(where: SweepDir, host: str, port: int, password: str | None, insecure: bool) -> tuple[list[str], dict[str, str]]:
     """The `mlflow server` command and environment for a sweep's UI: plain on loopback; beyond it, MLflow's
     basic-auth app (admin `admin`, the given password) unless `insecure`."""
-    command = tracking.server_command(where.mlflow_uri, where.mlflow_artifacts, host, port)
+    command = tracking.server_command(where.mlflow_uri, where.mlflow_artifact_location, host, port)
     if is_loopback(host) or insecure:
         return command, dict(os.environ)
     if password is None:

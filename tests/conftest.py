@@ -55,6 +55,24 @@ def cluster(tmp_path, isolated_cache):
     sweeps.stop_cluster(address)
 
 
+@pytest.fixture()
+def s3(tmp_path, monkeypatch):
+    """A real S3-compatible server on loopback (tests/object_store.py) with bucket `test-bucket`; its
+    endpoint and moto's test credentials in the environment (so a cluster started after it inherits them)."""
+    from tests import object_store
+
+    for server in object_store.serve(tmp_path / "moto.log"):
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        yield server
+
+
+@pytest.fixture()
+def s3_cluster(s3, cluster):
+    """The two-node cluster, started with the S3 server's environment (the order of these fixtures)."""
+    return cluster
+
+
 KINDS = ("unit", "integration", "faults", "bad_inputs", "e2e")
 
 

@@ -33,6 +33,13 @@ def start_cluster(cpus_per_node: int = 1) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def worker_logs(address: str) -> str:
+    """What the cluster's worker processes wrote to stderr (warnings of trials land there, not in the
+    driver's output)."""
+    temp = Path(f"/tmp/ray-arena-{address.rsplit(':', 1)[1]}")  # clusters/local-multinode.sh's temp dir
+    return "".join(p.read_text(errors="replace") for p in temp.glob("session_*/logs/worker-*.err"))
+
+
 def stop_cluster(address: str) -> None:
     subprocess.run([str(SCRIPT), "stop", address.rsplit(":", 1)[1]], env=_script_env(), timeout=180)  # this one only
 

@@ -49,7 +49,8 @@ CONFIG_CASES = [
     ("eval-split", patched(eval={"split": "train"}), [], "eval.split"),
     ("unknown-method", patched(methods=[{"name": "lorax"}]), [], "unknown method 'lorax'"),
     ("unknown-method-shorthand", patched(methods=["lora", "some-typo"]), [], "unknown method 'some-typo'; allowed: "),
-    ("object-storage-output-dir", patched(output_dir="s3://bucket/runs/{name}"), [], "output_dir = 's3://"),
+    ("output-dir-unknown-scheme", patched(output_dir="ftp://host/runs/{name}"), [], "scheme ftp:// is not supported"),
+    ("output-dir-no-bucket", patched(output_dir="s3:///runs/{name}"), [], "names no bucket"),
     ("empty-methods", patched(methods=[]), [], "methods"),
     ("unknown-setting-key", patched(methods=[{"name": "lora", "settings": [{"rank": 8}]}]), [], "unknown key 'rank'"),
     ("setting-wrong-type", patched(methods=[{"name": "lora", "settings": [{"r": "big"}]}]), [], "setting.r"),
@@ -274,3 +275,41 @@ def test_export_mistakes_are_one_line_and_write_nothing(tmp_path, capsys, tiny_m
     assert not out.exists() and [p.name for p in occupied.iterdir()] == ["keep.txt"]
     assert cli.main(["export", str(where.root), "t", "--step", "2", "--to", str(out)]) == 0  # the good one still exports
     assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
+
+
+# object storage: each mistake found before anything runs, with --dry-run too (a real S3 server on loopback)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+def test_a_missing_bucket_is_one_line(tmp_path, capsys, s3, dry_run):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(patched(output_dir=f"s3://no-such-bucket/{dry_run}/{{name}}")))
+    assert cli.main(["sweep", str(config), *(["--dry-run"] if dry_run else [])]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "bucket 'no-such-bucket' does not exist" in lines[0], lines
+    assert s3.objects() == {}
+
+
+def test_missing_credentials_are_one_line(tmp_path, capsys, s3, monkeypatch):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(patched(output_dir="s3://test-bucket/no-credentials/{name}")))
+    assert cli.main(["sweep", str(config), "--dry-run"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no S3 credentials found" in lines[0] and "AWS_ACCESS_KEY_ID" in lines[0], lines
+
+
+def test_an_unreachable_store_is_one_line(tmp_path, capsys, s3, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(patched(output_dir="s3://test-bucket/unreachable/{name}")))
+    assert cli.main(["sweep", str(config), "--dry-run"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "the store does not answer" in lines[0], lines
+
+
+def test_a_remote_path_without_a_sweep_is_one_line(capsys, s3):
+    assert cli.main(["analyze", "s3://test-bucket/nothing-here"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "holds no sweep_config.json" in lines[0], lines
