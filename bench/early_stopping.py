@@ -70,8 +70,12 @@ def curves(sweep: Path) -> list[dict]:
 
 
 def record_curves(out: Path) -> None:
-    """Run the sweep (no early stopping) and keep its learning curves."""
+    """Run the sweep (no early stopping) and keep its learning curves, once every trial has them: a sweep
+    stopped early (Ctrl-C ends a sweep cleanly) is resumed by the next --record, not replayed in part."""
     trials = curves(run_sweep("curves"))
+    planned = int(next(a.split("=", 1)[1] for a in RECORD if a.startswith("search.num_samples=")))
+    if len(trials) < planned:
+        raise SystemExit(f"the recorded sweep has {len(trials)} of {planned} trials; run --record again to resume it")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": "peft-arena sweep " + " ".join(RECORD), "trials": trials}, indent=1) + "\n")
 
@@ -140,6 +144,8 @@ def live(eta: float, grace: int) -> None:
     on = curves(run_sweep("early-stop-on", "--set", "search.early_stop.kind=hv",
                           "--set", f"search.early_stop.grace_steps={grace}",
                           "--set", f"search.early_stop.reduction_factor={eta}"))
+    if len(on) < len(off):
+        raise SystemExit(f"the early-stopping sweep has {len(on)} of {len(off)} trials; run --live again to resume it")
     finals_off, finals_on = [t["checkpoints"][-1] for t in off], [t["checkpoints"][-1] for t in on]
     reference = [0.0, max(f["forgetting"] for f in finals_off + finals_on) + 0.01]
     hv_off, hv_on = hypervolume(finals_off, reference), hypervolume(finals_on, reference)

@@ -423,6 +423,10 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     where.claim(cfg, resume)
     connect(address, cfg.ray.num_cpus)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state on disk every few seconds
+    # Ctrl-C is the user's KeyboardInterrupt, not Tune's: Tune's own handler would end fit() as if the
+    # sweep had run to its end, and the trials in flight would then be closed as abandoned. Interrupted,
+    # the sweep's run ends KILLED and `--resume` continues it like a killed driver's (state saved above).
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     # results go to the trial dirs and MLflow: no CSV/JSON/TensorBoard loggers of Tune's own (nor its hint
     # to start TensorBoard, which would point at files nobody needs), and no banner of Tune's: the sweep
     # prints its own plan and progress

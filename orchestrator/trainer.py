@@ -194,8 +194,12 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
             if on_step:
                 on_step(step, record)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                directory = checkpoints.save(model, trial_dir.checkpoint(step), {**meta, **record}, cfg.zero_stage)
-                _keep_resume_state(engine, model, regime, cfg, directory, step, trial_dir)
+                # the resume state before the weights and their JSON: a checkpoint that verifies always has
+                # its resume state, wherever a kill lands (the older ones go only once it is complete)
+                directory = trial_dir.checkpoint(step)
+                _save_resume_state(engine, model, regime, cfg, directory, step)
+                checkpoints.save(model, directory, {**meta, **record}, cfg.zero_stage)
+                _drop_older_resume_states(cfg, directory, trial_dir)
                 result.checkpoints.append(directory)
                 if on_checkpoint:
                     began = time.perf_counter()
@@ -212,12 +216,14 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
     return result
 
 
-def _keep_resume_state(engine: Any, model: nn.Module, regime: Any, cfg: TrainConfig, directory: Path, step: int,
-                       trial_dir: TrialDir) -> None:
-    """The new checkpoint's resume state; with `resume_state: last` every other goes once it is written."""
-    if cfg.resume_state == "none":
-        return
-    checkpoints.save_resume(directory, *resume.capture(engine, model, regime, step))
+def _save_resume_state(engine: Any, model: nn.Module, regime: Any, cfg: TrainConfig, directory: Path,
+                       step: int) -> None:
+    if cfg.resume_state != "none":
+        checkpoints.save_resume(directory, *resume.capture(engine, model, regime, step))
+
+
+def _drop_older_resume_states(cfg: TrainConfig, directory: Path, trial_dir: TrialDir) -> None:
+    """With `resume_state: last`, every other checkpoint's resume state goes once the new checkpoint is whole."""
     if cfg.resume_state == "last":
         for older in trial_dir.checkpoint_dirs():
             if older != directory:

@@ -41,7 +41,7 @@ class Relay:
     def cut(self) -> None:
         with self._lock:
             listener, self._listener = self._listener, None
-            for conn in [listener, *self._open]:
+            for conn in [c for c in (listener, *self._open) if c is not None]:  # cutting twice is fine
                 try:
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:

@@ -70,6 +70,33 @@ def test_driver_sigkill_then_resume_finishes_exactly_the_planned_trials(tmp_path
     _check_tracking_after_resume(sweep_dir, finished)
 
 
+def test_ctrl_c_interrupts_the_sweep_and_resume_finishes_it(tmp_path, tiny_model_dir, cluster):
+    """Ctrl-C (SIGINT to the driver) mid-trial: exit 130 and the sweep's run KILLED, no trial closed as
+    abandoned or failed; `--resume` then finishes every planned trial."""
+    config = sw.write_config(tmp_path, tiny_model_dir, samples=3, concurrent=1, steps=12, checkpoint_every=4,
+                             tracking={"live_every_s": 0})
+    sweep_dir = tmp_path / "sweep"
+    proc = sw.sweep(config, cluster)
+    sw.wait_for(lambda: any(r["status"] == "running" and r["checkpoints"] for r in sw.results(sweep_dir)), proc)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, output[-3000:]
+    assert "interrupted; results written so far are kept" in output
+    assert not [r for r in sw.results(sweep_dir) if r["status"] in ("abandoned", "failed")]
+    for running in [r for r in sw.results(sweep_dir) if r["status"] == "running"]:
+        try:  # the trial in flight on the cluster would outlive its driver a while
+            os.kill(running["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    resumed = sw.sweep(config, cluster, "--resume")
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    finished = sw.results(sweep_dir)
+    assert [r["status"] for r in finished].count("completed") == 3
+    assert not [r for r in finished if r["status"] == "failed"]
+
+
 def _check_tracking_after_resume(sweep_dir, finished) -> None:
     """MLflow after a killed and resumed sweep: the sweep's run FINISHED with its story, one run per trial
     whose loss history equals its result's, step for step, although the killed trial streamed part of it."""

@@ -41,7 +41,7 @@ def _final_sha(result: dict) -> str:
 def _killed_after(data: dict, step: int, delay: float) -> None:
     """Run the trial in its own process and SIGKILL it `delay` seconds after checkpoint `step` is complete."""
     cfg = config.validate(data)
-    marker = SweepDir.of(cfg).trial("t").checkpoint(step) / checkpoints.RESUME_META
+    marker = SweepDir.of(cfg).trial("t").checkpoint(step) / checkpoints.META_FILE  # written last
     proc = subprocess.Popen([sys.executable, "-c", RUN, json.dumps(data)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
