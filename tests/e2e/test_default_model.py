@@ -74,7 +74,7 @@ def test_exact_resume_of_a_killed_run_on_the_default_model(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run(whole).wait(timeout=900) == 0
     proc = run(killed)
-    marker = SweepDir(killed).trial("lora-r2").checkpoint(2) / checkpoints.RESUME_META
+    marker = SweepDir(killed).trial("lora-r2").checkpoint(2) / checkpoints.META_FILE  # written last
     deadline = time.time() + 900
     while not marker.is_file():
         assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
