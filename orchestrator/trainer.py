@@ -194,11 +194,8 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
             if on_step:
                 on_step(step, record)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                # the resume state before the weights and their JSON: a checkpoint that verifies always has
-                # its resume state, wherever a kill lands (the older ones go only once it is complete)
                 directory = trial_dir.checkpoint(step)
-                _save_resume_state(engine, model, regime, cfg, directory, step)
-                checkpoints.save(model, directory, {**meta, **record}, cfg.zero_stage)
+                _write_checkpoint(engine, model, regime, cfg, directory, step, {**meta, **record})
                 _drop_older_resume_states(cfg, directory, trial_dir)
                 result.checkpoints.append(directory)
                 if on_checkpoint:
@@ -216,10 +213,18 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
     return result
 
 
-def _save_resume_state(engine: Any, model: nn.Module, regime: Any, cfg: TrainConfig, directory: Path,
-                       step: int) -> None:
-    if cfg.resume_state != "none":
-        checkpoints.save_resume(directory, *resume.capture(engine, model, regime, step))
+def _write_checkpoint(engine: Any, model: nn.Module, regime: Any, cfg: TrainConfig, directory: Path, step: int,
+                      meta: dict[str, Any]) -> None:
+    """The resume state before the weights and their JSON, so a checkpoint that verifies always has its resume
+    state wherever a kill lands. A write that fails (a full disk) takes the resume state it wrote with it: it
+    belongs to no checkpoint, and the space is what the trial needs to record its failure."""
+    try:
+        if cfg.resume_state != "none":
+            checkpoints.save_resume(directory, *resume.capture(engine, model, regime, step))
+        checkpoints.save(model, directory, meta, cfg.zero_stage)
+    except OSError:
+        checkpoints.remove_resume(directory)
+        raise
 
 
 def _drop_older_resume_states(cfg: TrainConfig, directory: Path, trial_dir: TrialDir) -> None:
