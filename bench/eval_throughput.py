@@ -7,7 +7,6 @@ overhead: a pool of one actor vs a direct in-process call on the same suite; goa
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import tempfile
 import time
@@ -61,8 +60,8 @@ def pool_overhead(suite: str, items: int) -> None:
     direct_s = time.perf_counter() - began
     del model
     began = time.perf_counter()
-    pooled = runner.evaluate(functools.partial(checkpoints.load_for_eval, spec), tokenizer, {"retention": suite},
-                             max_items=items, pool_size=1, cpus_per_actor=float(os.cpu_count()))["retention"]
+    pooled = runner.evaluate_specs(checkpoints.load_for_eval, tokenizer, [spec], {"retention": suite},
+                                   max_items=items, pool_size=1, cpus_per_actor=float(os.cpu_count()))[0]["retention"]
     pool_s = time.perf_counter() - began
     ray.shutdown()
     record("eval_pool_overhead", f"seconds for the {suite} retention suite, model load included (lower is better)",

@@ -101,6 +101,13 @@ class EvalConfig(_Strict):
     split: Literal["validation", "test"] = "test"
     max_items: int | None = Field(None, gt=0, description="cap on items per task")
     batch_size: int = Field(16, gt=0)
+    mode: Literal["inline", "pool"] = Field(
+        "inline", description="inline: a trial scores its checkpoints in its own process while training waits "
+        "(fastest on a few cores); pool: it hands them to the sweep's evaluation service, a Ray Data actor pool, "
+        "and trains on")
+    pool_size: int = Field(1, gt=0, description="actors of the evaluation service (eval.mode: pool)")
+    cpus_per_actor: float = Field(1.0, gt=0)
+    gpus_per_actor: float = Field(0.0, ge=0, description="fractions allowed: several actors share a GPU")
 
     @model_validator(mode="after")
     def _known_suites(self) -> "EvalConfig":
@@ -337,6 +344,21 @@ class SweepConfig(_Strict):
             self.__dict__["output_dir"] = named.rstrip("/")
         else:
             self.__dict__["output_dir"] = str(Path(named.removeprefix("file://")).expanduser().resolve())
+        return self
+
+    @model_validator(mode="after")
+    def _pool_where_it_can_serve(self) -> "SweepConfig":
+        """The evaluation service scores a checkpoint after its trial has trained on, reading it from the
+        sweep dir on whatever node its actor runs."""
+        if self.eval.mode != "pool":
+            return self
+        if self.search.early_stop.kind != "none":
+            raise ValueError(f"eval.mode: pool does not go with search.early_stop.kind {self.search.early_stop.kind!r} "
+                             "(a stop is decided on each checkpoint's scores before training goes on); allowed: "
+                             "eval.mode inline, or early_stop kind none")
+        if uri_scheme(self.output_dir) in OBJECT_STORE_SCHEMES:
+            raise ValueError("eval.mode: pool needs an output_dir every node reads (a shared path): its actors "
+                             "load checkpoints from it; allowed with object storage: eval.mode inline")
         return self
 
     @model_validator(mode="after")

@@ -2,16 +2,16 @@
 pool, the base model's scores cached, and gain / forgetting as differences to them."""
 from __future__ import annotations
 
-import functools
 import json
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 from torch import nn
 
-from evals import runner, suites, uncertainty
+from evals import runner, service, suites, uncertainty
 from evals.sources import cache_dir
 from orchestrator import checkpoints, models
-from orchestrator.config import EvalConfig, ModelConfig
+from orchestrator.config import ConfigError, EvalConfig, ModelConfig, digest
 from orchestrator.files import atomic_write_json
 
 
@@ -60,5 +60,75 @@ def score_spec(spec: dict[str, Any], kind: str, suite: suites.SuiteRef, split: s
         model, tokenizer = checkpoints.load_for_eval(spec)
         return suites.evaluate_suite(model, tokenizer, kind, suite, split, max_items)
     tokenizer = models.load_tokenizer(checkpoints.base_model(spec))
-    loader = functools.partial(checkpoints.load_for_eval, spec)
-    return runner.evaluate(loader, tokenizer, {kind: suite}, split, max_items, pool_size=pool)[kind]
+    return runner.evaluate_specs(checkpoints.load_for_eval, tokenizer, [spec], {kind: suite}, split, max_items,
+                                 pool_size=pool)[0][kind]
+
+
+def service_name(output_dir: str) -> str:
+    """The sweep's evaluation service (a named Ray actor) as its trials find it: one per sweep dir."""
+    return f"peft-arena-eval-{digest(output_dir)[:12]}"
+
+
+SERVICE_START_S = 300  # actors placed, imports done, the base model loaded; beyond it the pool cannot be placed
+
+
+def start_service(output_dir: str, cfg: EvalConfig, model: ModelConfig, timeout_s: float | None = None) -> Any:
+    """The sweep's evaluation service, up and scoring before any trial starts: its actors take their share
+    of the cluster first (trials that took it all would wait forever on their scores), and a pool that
+    cannot be placed is a config error, not a hang at the end of every trial."""
+    import ray
+
+    timeout_s = timeout_s or SERVICE_START_S
+    handle = service.start(service_name(output_dir), checkpoints.load_for_eval, cfg.pool_size, cfg.cpus_per_actor,
+                           cfg.gpus_per_actor, cfg.batch_size)
+    chunk = runner.render(models.load_tokenizer(model), {"target": cfg.target_suite}, cfg.split, 1).chunks[:1]
+    try:
+        ray.get(handle.submit.remote("warm-up", {"model": model.model_dump()}, chunk))
+        ray.get(handle.collect.remote("warm-up", timeout_s))
+    except ray.exceptions.RayTaskError as err:
+        service.stop(handle)
+        if not isinstance(err.as_instanceof_cause(), TimeoutError):
+            raise
+        raise ConfigError(f"eval.pool_size: {cfg.pool_size} actor(s) x {cfg.cpus_per_actor:g} CPU / "
+                          f"{cfg.gpus_per_actor:g} GPU did not start within {timeout_s:g} s on a cluster of "
+                          f"{_cluster_summary()}; allowed: a pool the cluster can place") from None
+    return handle
+
+
+def _cluster_summary() -> str:
+    import ray
+
+    total = ray.cluster_resources()
+    return f"{total.get('CPU', 0):g} CPU / {total.get('GPU', 0):g} GPU"
+
+
+class HandOff:
+    """A trial's checkpoints scored by the sweep's evaluation service (`eval.mode: pool`): each is handed
+    off as it is saved and training goes on; the scores come back in checkpoint order."""
+
+    def __init__(self, output_dir: str, tokenizer: Any, cfg: EvalConfig, request_prefix: str) -> None:
+        self.service = service.connect(service_name(output_dir))
+        refs = {kind: getattr(cfg, f"{kind}_suite") for kind in suites.SUITE_KINDS}
+        self.rendered = runner.render(tokenizer, refs, cfg.split, cfg.max_items)  # the same for every checkpoint
+        self.prefix = request_prefix
+        self.pending: list[tuple[int, Path, str]] = []
+
+    def submit(self, step: int, directory: Path) -> None:
+        import ray
+
+        request = f"{self.prefix}/{step}"
+        ray.get(self.service.submit.remote(request, {"checkpoint": str(directory)}, self.rendered.chunks))
+        self.pending.append((step, directory, request))
+
+    def scored(self, wait: bool) -> Iterator[tuple[int, Path, dict[str, Any]]]:
+        """(step, checkpoint, scores) of the handed-off checkpoints in order: those already scored, or with
+        `wait` every one."""
+        import ray
+
+        while self.pending:
+            step, directory, request = self.pending[0]
+            if not wait and not ray.get(self.service.ready.remote(request)):
+                return
+            results = ray.get(self.service.collect.remote(request))
+            self.pending.pop(0)
+            yield step, directory, runner.assemble(self.rendered, results)

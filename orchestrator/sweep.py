@@ -20,7 +20,8 @@ from typing import Any
 
 from methods import budget as budgets
 from methods import registry
-from orchestrator import sweep_analysis, trial
+from evals import service
+from orchestrator import scoring, sweep_analysis, trial
 from orchestrator.config import ConfigError, SweepConfig, config_hash
 from orchestrator.files import atomic_write_json
 from orchestrator.sweep_dir import SweepDir, TrialDir, has_final_point
@@ -169,6 +170,14 @@ def make_sampler(name: str, seed: int, samples: int) -> Any:
 # ------------------------------------------------------------------------------------------ reporting
 
 
+def evaluation_line(cfg: SweepConfig) -> str:
+    """Where the checkpoints are scored, and what the evaluation service takes from the cluster."""
+    if cfg.eval.mode == "inline":
+        return "checkpoints scored inline: in each trial's process, training waits"
+    return (f"checkpoints scored by the sweep's evaluation service: {cfg.eval.pool_size} Ray Data actor(s) x "
+            f"{cfg.eval.cpus_per_actor:g} CPU / {cfg.eval.gpus_per_actor:g} GPU, beside the trials")
+
+
 def describe(cfg: SweepConfig, plan: Plan) -> list[str]:
     """The planned space and resources, as lines (what --dry-run prints)."""
     sampler = sampler_name(cfg, plan)
@@ -179,7 +188,7 @@ def describe(cfg: SweepConfig, plan: Plan) -> list[str]:
              f"{cfg.resources.gpus_per_trial:g} GPU per trial, Ray address {cfg.ray.address}",
              "objectives: " + ", ".join(f"{o.name} ({o.mode})" for o in cfg.search.objectives),
              f"model {cfg.model.name}; train task {cfg.train.task}; target suite {cfg.eval.target_suite}; "
-             f"retention suite {cfg.eval.retention_suite}"]
+             f"retention suite {cfg.eval.retention_suite}", evaluation_line(cfg)]
     for method in plan.methods:
         for setting, label in zip(plan.settings[method], plan.budget_labels[method]):
             budget = f"budget {label:.3g} -> " if label else ""
@@ -433,6 +442,8 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = build_tuner(cfg, plan, resume, callbacks or [])
+    # eval.mode pool: the sweep's one evaluation service, its start-up paid here once; it goes with the driver
+    evaluator = scoring.start_service(cfg.output_dir, cfg.eval, cfg.model) if cfg.eval.mode == "pool" else None
     if tracker is not None:
         tracking.best_effort(cfg, "mark the sweep's run as running", lambda t: t.start_sweep(), tracker)
     began = time.time()
@@ -442,6 +453,9 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
         close_sweep_run(cfg, tracker, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", where.collect())
         where.publish()
         raise
+    finally:
+        if evaluator is not None:
+            service.stop(evaluator)
     atomic_write_json(where.timing(began), {"started": began, "ended": time.time(), "resumed": resume})
     fail_orphaned_trials(cfg)
     abandon_leftovers(where)

@@ -11,18 +11,34 @@ from typing import Any
 
 from analysis import report, rewind
 from methods import interpolate, registry
-from orchestrator import checkpoints, scoring, sweep_analysis
+from evals import runner, suites
+from orchestrator import checkpoints, models, scoring, sweep_analysis
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.files import atomic_write_bytes, atomic_write_json
 from orchestrator.sweep_dir import SweepDir, TrialDir, has_final_point
 
 
-def make_evaluator(cfg: SweepConfig) -> Any:
-    """evaluate(spec, split) -> {"target": .., "retention": ..}, in this process, on the sweep's suites."""
+def make_evaluator(cfg: SweepConfig, scored: dict[tuple[str, str], dict[str, Any]] | None = None) -> Any:
+    """evaluate(spec, split) -> {"target": .., "retention": ..} on the sweep's suites: from `scored` (keyed
+    by spec key and split) where the pool scored it already, else in this process."""
     def evaluate(spec: dict[str, Any], split: str) -> dict[str, Any]:
+        if scored and (runner.spec_key(spec), split) in scored:
+            return scored[runner.spec_key(spec), split]
         model, tokenizer = checkpoints.load_for_eval(spec)
         return scoring.evaluate(model, tokenizer, cfg.eval, split)
     return evaluate
+
+
+def score_on_pool(cfg: SweepConfig, points: list[dict], split: str = "validation") -> dict[tuple[str, str], Any]:
+    """Every distinct point of every trial scored as one dataset on a Ray Data actor pool (`eval.mode: pool`):
+    points in parallel, and each point's weights loaded once by the actor that scores its chunks."""
+    specs = list({runner.spec_key(p["spec"]): p["spec"] for p in points}.values())
+    tokenizer = models.load_tokenizer(cfg.model)
+    refs = {kind: getattr(cfg.eval, f"{kind}_suite") for kind in suites.SUITE_KINDS}
+    scores = runner.evaluate_specs(checkpoints.load_for_eval, tokenizer, specs, refs, split, cfg.eval.max_items,
+                                   cfg.eval.batch_size, cfg.eval.pool_size, cfg.eval.cpus_per_actor,
+                                   cfg.eval.gpus_per_actor)
+    return {(runner.spec_key(spec), split): score for spec, score in zip(specs, scores)}
 
 
 def _rotates(method: str) -> bool:
@@ -50,12 +66,19 @@ def path_points(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alph
     return points
 
 
-def rewind_trial(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alphas: list[float], rule: str,
-                 tau: float, delta: float, evaluate: Any = None) -> dict[str, Any]:
-    evaluate = evaluate or make_evaluator(cfg)
+def trial_points(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alphas: list[float]) -> list[dict]:
+    """The base, the trial's final checkpoint, then its path points: what rewinding scores for a trial."""
     base_point = {"label": "base", "kind": "base", "spec": {"model": cfg.model.model_dump()}}
     final_point = {"label": "final", "kind": "final", "spec": {"checkpoint": result["checkpoints"][-1]["path"]}}
-    scored = rewind.score_points([base_point, final_point] + path_points(cfg, result, kinds, alphas), evaluate)
+    return [base_point, final_point] + path_points(cfg, result, kinds, alphas)
+
+
+def rewind_trial(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alphas: list[float], rule: str,
+                 tau: float, delta: float, evaluate: Any = None, points: list[dict] | None = None) -> dict[str, Any]:
+    evaluate = evaluate or make_evaluator(cfg)
+    points = points or trial_points(cfg, result, kinds, alphas)
+    base_point, final_point = points[0], points[1]
+    scored = rewind.score_points(points, evaluate)
     base, final = scored[0], scored[1]
     chosen = rewind.select(scored[2:] + [final], final, base, rule, tau, delta)  # validation scores only
     test = evaluate(chosen["spec"], "test")  # the one look at the test split
@@ -106,7 +129,10 @@ def rewind_sweep(where: SweepDir, trial_ids: list[str] | None, kinds: list[str],
         results = list(distinct.values())
     if not results:
         raise ConfigError("rewind: no completed trial with checkpoints matches")
-    records = [rewind_trial(cfg, r, kinds, alphas, rule, tau, delta) for r in results]
+    points = {r["trial_id"]: trial_points(cfg, r, kinds, alphas) for r in results}
+    evaluate = make_evaluator(cfg, score_on_pool(cfg, [p for ps in points.values() for p in ps])
+                              if cfg.eval.mode == "pool" else None)
+    records = [rewind_trial(cfg, r, kinds, alphas, rule, tau, delta, evaluate, points[r["trial_id"]]) for r in results]
     log_to_mlflow(cfg, records)
     summary = {"trials": records, "hypervolume": rewind.hypervolume_before_after(records, records[0]["base"]),
                "test_hypervolume": rewind.test_hypervolume_before_after(records)}

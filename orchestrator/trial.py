@@ -19,10 +19,12 @@ from methods import registry
 from orchestrator import checkpoints, models, regimes, trainer
 from orchestrator.config import ConfigError, SweepConfig, config_hash
 from orchestrator.process import package_versions, peak_rss_mb
-from orchestrator.scoring import base_scores, deltas, evaluate
+from orchestrator.scoring import HandOff, base_scores, deltas, evaluate
 from orchestrator.sweep_dir import TrialDir, has_final_point
 
 SCHEMA_VERSION = 1
+# where checkpoints are scored, not what: the scores are the same either way, so these stay out of the hash
+EVAL_PLACEMENT = ("mode", "pool_size", "cpus_per_actor", "gpus_per_actor")
 Scores = Callable[[int, dict[str, Any], dict[str, Any]], None]  # (step, the checkpoint's record, params)
 
 
@@ -44,7 +46,8 @@ def resolved_setting(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> 
 
 def trial_config(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> dict[str, Any]:
     """Everything that determines a trial's outcome; its hash names the trial and tags its checkpoints."""
-    return {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(), "eval": cfg.eval.model_dump(),
+    return {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
+            "eval": cfg.eval.model_dump(exclude=set(EVAL_PLACEMENT)),
             "method": method, "setting": resolved_setting(cfg, method, setting)}
 
 
@@ -151,26 +154,40 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
     result["params"] = {"trainable": trainable, "total": total, "fraction": trainable / total}
 
     eval_seconds = 0.0
+    handoff = None
+    if cfg.eval.mode == "pool":
+        handoff = HandOff(cfg.output_dir, tokenizer, cfg.eval, f"{trial_dir.trial_id}/{result.get('attempts', 1)}")
 
-    def on_checkpoint(step: int, directory: Path) -> None:
-        nonlocal eval_seconds
-        clock = time.perf_counter()
-        phase(f"scoring checkpoint step {step}")
-        scores = evaluate(wrapped, tokenizer, cfg.eval)
-        eval_seconds += time.perf_counter() - clock
-        record = checkpoints.read_meta(directory)
-        result["checkpoints"].append({"step": step, "loss": record["loss"], "path": str(directory),
-                                      "bytes": checkpoints.sizes(directory), **scores, **deltas(scores, base)})
+    def record_scores(step: int, directory: Path, scores: dict[str, Any]) -> None:
+        point = {"step": step, "loss": checkpoints.read_meta(directory)["loss"], "path": str(directory),
+                 "bytes": checkpoints.sizes(directory), **scores, **deltas(scores, base)}
+        result["checkpoints"] = sorted([*result["checkpoints"], point], key=lambda c: c["step"])
         trial_dir.write_result(result)  # partial progress survives a crash
         if on_scores is not None:
             try:
-                on_scores(step, result["checkpoints"][-1], result["params"])
+                on_scores(step, point, result["params"])
             except SystemExit:
                 raise TrialStopped(step) from None
+
+    def on_checkpoint(step: int, directory: Path) -> None:
+        """Inline: score it while training waits. Pool: hand it off, and record those already scored."""
+        nonlocal eval_seconds
+        clock = time.perf_counter()
+        if handoff is None:
+            phase(f"scoring checkpoint step {step}")
+            scores = evaluate(wrapped, tokenizer, cfg.eval)
+            eval_seconds += time.perf_counter() - clock
+            record_scores(step, directory, scores)
+        else:
+            handoff.submit(step, directory)
+            for scored in handoff.scored(wait=False):
+                record_scores(*scored)
+            eval_seconds += time.perf_counter() - clock
         phase("training")
 
-    if resume is not None and start_step not in {c["step"] for c in result["checkpoints"]}:
-        on_checkpoint(start_step, resume[0])  # saved but never scored before the interruption
+    # saved but never scored before an interruption: inline, only the one whose weights the model now holds
+    for step, directory in _unscored_checkpoints(trial_dir, result, start_step if handoff is None else 0, start_step):
+        on_checkpoint(step, directory)
     meta = {"method": spec["method"], "setting": spec["setting"], "model": cfg.model.model_dump(),
             "seed": cfg.train.seed, "config_hash": result["config_hash"]}
 
@@ -185,11 +202,32 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
                             resume_from=resume[0] if resume is not None else None)
     if outcome.resumed:
         result["resumed"] = outcome.resumed  # exact, or from the weights alone
-    timings["train_s"], timings["eval_s"] = outcome.seconds, eval_seconds
+    timings["train_s"], timings["eval_s"] = outcome.seconds, eval_seconds  # eval_s: training waited on it
+    if handoff is not None:
+        clock = time.perf_counter()
+        phase("collecting the checkpoints' scores")
+        for scored in handoff.scored(wait=True):
+            record_scores(*scored)
+        timings["eval_collect_s"] = time.perf_counter() - clock
     result.update(status=outcome.status, failure_reason=outcome.failure_reason, steps=outcome.steps,
                   tokens=outcome.tokens,
                   tokens_per_s=outcome.tokens / outcome.seconds if outcome.seconds else 0.0)
     _finalise(result)
+
+
+def _unscored_checkpoints(trial_dir: TrialDir, result: dict[str, Any], first: int, last: int) -> list[tuple[int, Path]]:
+    """A resumed trial's saved checkpoints of steps first..last that have no scores yet: the one it was
+    scoring when interrupted, or (eval.mode: pool) those that were still with the service."""
+    scored = {c["step"] for c in result["checkpoints"]}
+    found = []
+    for directory in trial_dir.checkpoint_dirs():
+        try:
+            step = checkpoints.read_meta(directory)["step"]
+        except (checkpoints.CheckpointError, ValueError, OSError):
+            continue  # never completed: not a checkpoint
+        if first <= step <= last and step not in scored:
+            found.append((step, directory))
+    return found
 
 
 def verifiable_reward(completion: str, answer: str) -> float:

@@ -47,6 +47,12 @@ CONFIG_CASES = [
     ("unknown-retention-suite", patched(eval={"retention_suite": "everything"}), [], "retention_suite"),
     ("empty-suite-list", patched(eval={"retention_suite": []}), [], "empty list of tasks"),
     ("eval-split", patched(eval={"split": "train"}), [], "eval.split"),
+    ("eval-mode", patched(eval={"mode": "async"}), [], "eval.mode"),
+    ("eval-pool-size-zero", patched(eval={"mode": "pool", "pool_size": 0}), [], "eval.pool_size"),
+    ("eval-pool-with-early-stop", patched(eval={"mode": "pool"}, search={"early_stop": {"kind": "hv"}}), [],
+     "eval.mode: pool does not go with search.early_stop.kind 'hv'"),
+    ("eval-pool-on-object-storage", patched(eval={"mode": "pool"}, output_dir="s3://bucket/runs/{name}"), [],
+     "eval.mode: pool needs an output_dir every node reads"),
     ("unknown-method", patched(methods=[{"name": "lorax"}]), [], "unknown method 'lorax'"),
     ("unknown-method-shorthand", patched(methods=["lora", "some-typo"]), [], "unknown method 'some-typo'; allowed: "),
     ("output-dir-unknown-scheme", patched(output_dir="ftp://host/runs/{name}"), [], "scheme ftp:// is not supported"),
@@ -174,6 +180,25 @@ def test_unreachable_ray_address_fails_fast_and_records_nothing(tmp_path, capsys
     line = capsys.readouterr().err.strip()
     assert line.startswith("error: ray.address") and "nothing answers" in line
     assert not (tmp_path / "out" / "sweep_config.json").exists()  # a retry is not told to --resume
+
+
+def test_an_evaluation_pool_the_cluster_cannot_place_is_one_line_not_a_hang(tmp_path, capsys, monkeypatch):
+    import ray
+
+    from orchestrator import scoring
+
+    monkeypatch.setattr(scoring, "SERVICE_START_S", 20)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(patched(tracking={"enabled": False}, ray={"num_cpus": 2},
+                                             eval={"mode": "pool", "cpus_per_actor": 64})))
+    try:
+        assert cli.main(["sweep", str(config), "--set", f"output_dir={tmp_path}/out"]) == 2
+    finally:
+        ray.shutdown()
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and line.startswith("error: eval.pool_size: 1 actor(s) x 64 CPU / 0 GPU did not start "
+                                                "within 20 s on a cluster of 2 CPU"), line
+    assert not list((tmp_path / "out").glob("trials/*/result.json"))  # no trial ran
 
 
 def test_unreachable_mlflow_uri_fails_before_anything_starts(tmp_path, capsys):

@@ -2,8 +2,6 @@
 whatever the pool size."""
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from evals import runner, suites
@@ -26,9 +24,10 @@ def test_pool_sizes_one_and_two_give_identical_scores(tiny_model_dir, local_ray)
     spec = {"model": {"name": str(tiny_model_dir)}}
     model, tokenizer = checkpoints.load_for_eval(spec)
     refs = {"target": "arithmetic", "retention": LOCAL_RETENTION}
-    loader = functools.partial(checkpoints.load_for_eval, spec)
-    one = runner.evaluate(loader, tokenizer, refs, max_items=40, batch_size=8, pool_size=1)
-    two = runner.evaluate(loader, tokenizer, refs, max_items=40, batch_size=8, pool_size=2)
+    one, = runner.evaluate_specs(checkpoints.load_for_eval, tokenizer, [spec], refs, max_items=40, batch_size=8,
+                                 pool_size=1)
+    two, = runner.evaluate_specs(checkpoints.load_for_eval, tokenizer, [spec], refs, max_items=40, batch_size=8,
+                                 pool_size=2)
     assert one == two  # every float, every reply
     local = {kind: suites.evaluate_suite(model, tokenizer, kind, ref, max_items=40, batch_size=8)
              for kind, ref in refs.items()}
