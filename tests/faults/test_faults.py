@@ -73,11 +73,18 @@ def test_driver_sigkill_then_resume_finishes_exactly_the_planned_trials(tmp_path
 def test_ctrl_c_interrupts_the_sweep_and_resume_finishes_it(tmp_path, tiny_model_dir, cluster):
     """Ctrl-C (SIGINT to the driver) mid-trial: exit 130 and the sweep's run KILLED, no trial closed as
     abandoned or failed; `--resume` then finishes every planned trial."""
-    config = sw.write_config(tmp_path, tiny_model_dir, samples=3, concurrent=1, steps=12, checkpoint_every=4,
+    config = sw.write_config(tmp_path, tiny_model_dir, samples=3, concurrent=1, steps=40, checkpoint_every=4,
                              tracking={"live_every_s": 0})
     sweep_dir = tmp_path / "sweep"
     proc = sw.sweep(config, cluster)
-    sw.wait_for(lambda: any(r["status"] == "running" and r["checkpoints"] for r in sw.results(sweep_dir)), proc)
+
+    def mid_sweep() -> bool:
+        """A trial part-way with a trial still to come: a signal after the sweep's end would prove nothing
+        (on a fast machine a 12-step trial was over before the signal landed, and so was the sweep)."""
+        results = sw.results(sweep_dir)
+        return len(results) < 3 and any(r["status"] == "running" and r["checkpoints"] for r in results)
+
+    sw.wait_for(mid_sweep, proc)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, output[-3000:]
