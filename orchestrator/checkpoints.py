@@ -38,8 +38,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, truncated or does not match its recorded checksum."""
 
 
-def save(model: nn.Module, directory: Path, meta: dict[str, Any], zero_stage: int = 0) -> Path:
-    """The model's trainable state (ZeRO-3 partitions gathered first) and its vouching JSON."""
+def save(model: nn.Module, directory: Path, meta: dict[str, Any], zero_stage: int = 0, write: bool = True) -> Path:
+    """The model's trainable state (ZeRO-3 partitions gathered first) and its vouching JSON. Under ZeRO-3
+    every rank must call it (the gather is collective); only the one with `write` writes."""
     from safetensors.torch import save as to_bytes
 
     if zero_stage == 3:  # partitioned parameters must be gathered before they can be read
@@ -50,6 +51,8 @@ def save(model: nn.Module, directory: Path, meta: dict[str, Any], zero_stage: in
             state = registry.trainable_state(model, meta.get("method"))
     else:
         state = registry.trainable_state(model, meta.get("method"))
+    if not write:
+        return directory
     weights = directory / WEIGHTS_FILE
     atomic_write_bytes(weights, to_bytes(state))
     atomic_write_json(directory / META_FILE, {**meta, "sha256": sha256_file(weights), "tensors": len(state),

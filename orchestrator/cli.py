@@ -164,7 +164,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         cfg = config.validate(cfg.model_dump() | {"ray": cfg.ray.model_dump() | {"address": args.address}})
     plan = sweep.make_plan(cfg)
     SweepDir.of(cfg).check()  # object storage: credentials, bucket, the store answering (also on --dry-run)
-    for line in sweep.describe(cfg, plan):
+    # a dry run against a running cluster (--address) says how many trials it can hold at once
+    cluster = sweep.cluster_totals(cfg) if args.dry_run and args.address not in (None, "local") else None
+    for line in sweep.describe(cfg, plan, cluster):
         _say(line)
     if args.dry_run:
         return 0

@@ -123,6 +123,8 @@ class EvalConfig(_Strict):
 class MethodEntry(_Strict):
     name: str
     settings: list[dict[str, Any]] = Field(default_factory=lambda: [{}], min_length=1)
+    zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="this method's ZeRO stage (default: "
+                                                   "train.zero_stage), e.g. 3 for full finetuning only")
 
     @model_validator(mode="before")
     @classmethod
@@ -243,8 +245,26 @@ class SearchConfig(_Strict):
 
 
 class ResourcesConfig(_Strict):
-    cpus_per_trial: float = Field(2.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
+    """What one trial takes: `workers_per_trial` Ray Train workers (data-parallel DeepSpeed ranks), each with
+    its CPUs and GPUs. One worker (the default) is a single process, without Ray Train."""
+    workers_per_trial: int = Field(1, ge=1, description="data-parallel ranks of one trial")
+    cpus_per_worker: float = Field(2.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """Say where the per-trial fields went rather than only that they are unknown."""
+        if isinstance(data, dict):
+            for old in ("cpus_per_trial", "gpus_per_trial"):
+                if old in data:
+                    raise ValueError(f"{old} is now {old.replace('_trial', '_worker')} (a trial takes "
+                                     f"workers_per_trial x {old.replace('_trial', '_worker')})")
+        return data
+
+    def totals(self) -> dict[str, float]:
+        """CPUs and GPUs of one whole trial."""
+        return {"CPU": self.workers_per_trial * self.cpus_per_worker, "GPU": self.workers_per_trial * self.gpus_per_worker}
 
 
 class RayConfig(_Strict):
@@ -359,6 +379,20 @@ class SweepConfig(_Strict):
         if uri_scheme(self.output_dir) in OBJECT_STORE_SCHEMES:
             raise ValueError("eval.mode: pool needs an output_dir every node reads (a shared path): its actors "
                              "load checkpoints from it; allowed with object storage: eval.mode inline")
+        return self
+
+    @model_validator(mode="after")
+    def _workers_where_they_can_train(self) -> "SweepConfig":
+        """A multi-worker trial reports to Tune once, at its end, and its ranks write to one shared path."""
+        if self.resources.workers_per_trial == 1:
+            return self
+        if self.search.early_stop.kind != "none":
+            raise ValueError(f"resources.workers_per_trial {self.resources.workers_per_trial} does not go with "
+                             f"search.early_stop.kind {self.search.early_stop.kind!r} (a multi-worker trial reports "
+                             "only its end to Tune); allowed: workers_per_trial 1, or early_stop kind none")
+        if uri_scheme(self.output_dir) in OBJECT_STORE_SCHEMES:
+            raise ValueError(f"resources.workers_per_trial {self.resources.workers_per_trial} needs an output_dir "
+                             "every node reads (a shared path); allowed with object storage: workers_per_trial 1")
         return self
 
     @model_validator(mode="after")

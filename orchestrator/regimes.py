@@ -12,6 +12,7 @@ adapters disabled (no second copy in memory).
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -50,8 +51,16 @@ def batches(items: Sequence[Any], batch_size: int, seed: int) -> Iterator[list]:
 
 class _Stream:
     """A regime's data: seeded batches that a resumed run fast-forwards past what earlier steps used, and
-    whatever random state of its own an exact resume must carry (`state` / `restore`)."""
+    whatever random state of its own an exact resume must carry (`state` / `restore`). On several ranks
+    each reads its shard of the same seeded order (`shard`)."""
     stream: Iterator[list]
+    micro_batch: int  # examples or prompts per micro-batch
+
+    def shard(self, rank: int, world: int) -> None:
+        """Keep micro-batches rank, rank + world, ...: with W ranks at accumulation A a step sees the micro-
+        batches one rank sees at accumulation A x W (skip counts this rank's micro-batches from then on)."""
+        if world > 1:
+            self.stream = itertools.islice(self.stream, rank, None, world)
 
     def skip(self, count: int) -> None:
         for _ in range(count):
@@ -131,7 +140,7 @@ class SFT(_Stream):
 
     def __init__(self, pairs: Sequence[Pair], cfg: TrainConfig, pad_id: int) -> None:
         self.stream = batches(list(pairs), cfg.batch_size, cfg.seed)
-        self.cfg, self.pad_id = cfg, pad_id
+        self.cfg, self.pad_id, self.micro_batch = cfg, pad_id, cfg.batch_size
 
     def loss(self, engine: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         batch = {k: v.to(device) for k, v in collate(next(self.stream), self.cfg.max_length, self.pad_id).items()}
@@ -151,6 +160,13 @@ class GRPO(_Stream):
     def __post_init__(self) -> None:
         self.stream = batches(list(self.prompts), self.cfg.grpo.prompts_per_step, self.cfg.seed)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        self.micro_batch = self.cfg.grpo.prompts_per_step
+
+    def shard(self, rank: int, world: int) -> None:
+        """Each rank samples its own prompts' completions: its generator is seeded by (seed, rank)."""
+        super().shard(rank, world)
+        if rank:
+            self.generator.manual_seed(self.cfg.seed * 1_000_003 + rank)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"sampling_generator": self.generator.get_state()}

@@ -5,9 +5,9 @@ bit for bit, as one that was never interrupted.
 What is captured: AdamW's moments of every trainable parameter (full, unpartitioned fp32 tensors read with
 DeepSpeed's public `safe_get_full_optimizer_state` under ZeRO 1-3, from the torch optimizer under ZeRO-0,
 so the state does not depend on how it was partitioned), the optimizer's step count, the RNG states
-(torch, numpy, python) and the regime's own (GRPO's sampling generator). The learning-rate schedule is a
-function of the step and the data order a seeded stream the regime fast-forwards, so the step restores
-both. Tensors are stored with safetensors, never pickled; `orchestrator.checkpoints` owns the files.
+(torch, numpy, python) and the regime's own (GRPO's sampling generator), of every rank of a data-parallel
+trial. The learning-rate schedule is a function of the step and the data order a seeded stream the regime
+fast-forwards, so the step restores both. Tensors are stored with safetensors, never pickled; `orchestrator.checkpoints` owns the files.
 """
 from __future__ import annotations
 
@@ -56,16 +56,34 @@ def capture(engine: Any, model: nn.Module, regime: Any, step: int) -> tuple[dict
     steps = {float(state["step"]) for state in optimizer.state.values()}
     if len(steps) != 1:
         raise RuntimeError(f"resume state: the optimizer's parameter groups disagree on the step ({sorted(steps)})")
-    tensors["rng.torch"] = torch.get_rng_state()
+    data = {"step": step, "optimizer_step": steps.pop(), "zero_stage": engine.zero_optimization_stage()}
+    for rank, (own_tensors, own_rng) in enumerate(_every_rank(_random_state(regime))):
+        prefix = f"rank{rank}." if rank else ""  # rank 0's keys stay those of a one-process run
+        tensors.update({prefix + k: v for k, v in own_tensors.items()})
+        data[prefix + "rng"] = own_rng
+    return tensors, data
+
+
+def _random_state(regime: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """This process's random state: torch (and CUDA) generators, the regime's own, python's and numpy's."""
+    tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     tensors.update({f"regime.{k}": v for k, v in regime.state().items()})
     python_state = random.getstate()
     numpy_state = np.random.get_state()
-    data = {"step": step, "optimizer_step": steps.pop(), "zero_stage": engine.zero_optimization_stage(),
-            "rng": {"python": [python_state[0], list(python_state[1]), python_state[2]],
-                    "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]}}
-    return tensors, data
+    return tensors, {"python": [python_state[0], list(python_state[1]), python_state[2]],
+                     "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]}
+
+
+def _every_rank(state: Any) -> list[Any]:
+    """Each rank's `state`, in rank order (every rank calls; a world of one has only its own): random
+    states differ per rank (GRPO ranks sample differently), so an exact resume keeps them all."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return [state]
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered
 
 
 def restore(engine: Any, model: nn.Module, regime: Any, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
@@ -85,11 +103,16 @@ def restore(engine: Any, model: nn.Module, regime: Any, tensors: dict[str, torch
                 safe_set_full_optimizer_state(param, value.to(param.device), key)
             else:
                 optimizer.state[param][key].copy_(value)
-    torch.set_rng_state(tensors["rng.torch"])
-    if torch.cuda.is_available() and "rng.cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    python_state = data["rng"]["python"]
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    prefix = f"rank{rank}." if rank else ""
+    if prefix + "rng" not in data:
+        raise RuntimeError(f"resume state: no random state for rank {rank} (saved by a smaller world)")
+    own = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)} if prefix else tensors
+    torch.set_rng_state(own["rng.torch"])
+    if torch.cuda.is_available() and "rng.cuda" in own:
+        torch.cuda.set_rng_state(own["rng.cuda"])
+    python_state = data[prefix + "rng"]["python"]
     random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-    numpy_state = data["rng"]["numpy"]
+    numpy_state = data[prefix + "rng"]["numpy"]
     np.random.set_state((numpy_state[0], np.array(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
-    regime.restore({k.removeprefix("regime."): v for k, v in tensors.items() if k.startswith("regime.")})
+    regime.restore({k.removeprefix("regime."): v for k, v in own.items() if k.startswith("regime.")})

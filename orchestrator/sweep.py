@@ -21,7 +21,7 @@ from typing import Any
 from methods import budget as budgets
 from methods import registry
 from evals import service
-from orchestrator import scoring, sweep_analysis, trial
+from orchestrator import scoring, sweep_analysis, trial, workers
 from orchestrator.config import ConfigError, SweepConfig, config_hash
 from orchestrator.files import atomic_write_json
 from orchestrator.sweep_dir import SweepDir, TrialDir, has_final_point
@@ -49,6 +49,7 @@ class Plan:
     steps: list[int] | None
     seeds: list[int] | None
     regimes: list[str] | None = None
+    zero_stages: dict[str, int] = field(default_factory=dict)  # per-method overrides of train.zero_stage
     grid_size: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -84,7 +85,8 @@ def make_plan(cfg: SweepConfig) -> Plan:
     knobs = {registry.get(m).name: k for m, k in search.knobs.items()}
     lrs = search.lr if isinstance(search.lr, list) else None
     lr_range = (search.lr.low, search.lr.high, search.lr.log) if search.lr is not None and lrs is None else None
-    plan = Plan(list(settings), settings, labels, knobs, lrs, lr_range, search.steps, search.seeds, search.regimes)
+    plan = Plan(list(settings), settings, labels, knobs, lrs, lr_range, search.steps, search.seeds, search.regimes,
+                {registry.get(e.name).name: e.zero_stage for e in cfg.methods if e.zero_stage is not None})
     per_method = [len(settings[m]) * math.prod(len(c) for c in knobs.get(m, {}).values()) for m in settings]
     if lr_range is None:  # a continuous lr makes the space infinite: grid_size stays 0
         plan.grid_size = sum(per_method) * math.prod(len(v or [0]) for v in (lrs, search.steps, search.seeds,
@@ -143,7 +145,8 @@ def decode(params: dict[str, Any], plan: Plan, cfg: SweepConfig) -> tuple[str, d
     index = params.get(f"{method}.setting", 0)
     setting = {**plan.settings[method][index]}
     setting.update({k: params[f"{method}.{k}"] for k in plan.knobs.get(method, {})})
-    train = cfg.train.model_copy(update={k: params[k] for k in ("lr", "steps", "seed", "regime") if k in params})
+    train = cfg.train.model_copy(update={k: params[k] for k in ("lr", "steps", "seed", "regime") if k in params}
+                                 | ({"zero_stage": plan.zero_stages[method]} if method in plan.zero_stages else {}))
     return method, setting, cfg.model_copy(update={"train": train}), plan.budget_labels[method][index]
 
 
@@ -178,14 +181,63 @@ def evaluation_line(cfg: SweepConfig) -> str:
             f"{cfg.eval.cpus_per_actor:g} CPU / {cfg.eval.gpus_per_actor:g} GPU, beside the trials")
 
 
-def describe(cfg: SweepConfig, plan: Plan) -> list[str]:
-    """The planned space and resources, as lines (what --dry-run prints)."""
+def placement_line(cfg: SweepConfig, concurrent: tuple[int, str]) -> str:
+    """What one trial takes (world size, per-worker CPUs and GPUs) and how many trials run at once."""
+    res = cfg.resources
+    ranks = "one process" if res.workers_per_trial == 1 else \
+        f"world size {res.workers_per_trial} (Ray Train workers, DeepSpeed ZeRO-{cfg.train.zero_stage})"
+    zero = sorted(set(make_plan(cfg).zero_stages.items()))
+    overrides = "; ZeRO per method: " + ", ".join(f"{m} {z}" for m, z in zero) if zero else ""
+    return (f"per trial: {ranks}, {res.cpus_per_worker:g} CPU / {res.gpus_per_worker:g} GPU per worker; "
+            f"{concurrent[0]} trial(s) at once ({concurrent[1]}){overrides}")
+
+
+def concurrent_trials(cfg: SweepConfig, cluster: dict[str, float] | None = None) -> tuple[int, str]:
+    """(trials that can run at once, where that comes from): the cluster's totals when connected, capped
+    by search.max_concurrent_trials; without a cluster, the config's cap alone."""
+    cap = cfg.search.max_concurrent_trials
+    if cluster is None:
+        return cap, "search.max_concurrent_trials; a connected cluster may allow fewer"
+    fits = min(int(cluster.get(kind, 0.0) // need) for kind, need in cfg.resources.totals().items() if need > 0)
+    return min(cap, fits), f"cluster {cluster.get('CPU', 0):g} CPU / {cluster.get('GPU', 0):g} GPU, cap {cap}"
+
+
+def check_placement(cfg: SweepConfig, nodes: list[dict[str, float]]) -> None:
+    """A trial the cluster can never place is a config error now, not a sweep that waits forever (Tune and
+    Train wait for resources that no node will free). `nodes`: each alive node's total resources."""
+    res = cfg.resources
+    for kind, need in (("CPU", res.cpus_per_worker), ("GPU", res.gpus_per_worker)):
+        largest = max((node.get(kind, 0.0) for node in nodes), default=0.0)
+        if need > largest:
+            raise ConfigError(f"resources.{kind.lower()}s_per_worker = {need:g}: no node has that many {kind}s "
+                              f"(largest: {largest:g}); allowed: at most {largest:g}")
+    for kind, need in res.totals().items():
+        total = sum(node.get(kind, 0.0) for node in nodes)
+        if need > total:
+            raise ConfigError(f"resources.workers_per_trial = {res.workers_per_trial}: a trial needs {need:g} {kind}s, "
+                              f"the cluster has {total:g}; allowed: workers_per_trial x {kind.lower()}s_per_worker "
+                              f"<= {total:g}")
+
+
+def cluster_totals(cfg: SweepConfig) -> dict[str, float]:
+    """The resources of the cluster at `ray.address` (connecting to it), once a trial is known to fit there."""
+    import ray
+
+    if cfg.ray.address != "auto":
+        probe(cfg.ray.address)
+    connect(cfg.ray.address, None)
+    check_placement(cfg, alive_nodes())
+    return dict(ray.cluster_resources())
+
+
+def describe(cfg: SweepConfig, plan: Plan, cluster: dict[str, float] | None = None) -> list[str]:
+    """The planned space and resources, as lines (what --dry-run prints); `cluster`: a connected cluster's
+    totals, which bound how many trials run at once."""
     sampler = sampler_name(cfg, plan)
     picked = f" (auto: {'the whole space' if sampler == 'grid' else 'the space exceeds the trials'})" \
         if cfg.search.sampler == "auto" else ""
     lines = [f"sweep {cfg.name}: sampler {sampler}{picked}, {num_samples(cfg, plan)} trials, "
-             f"at most {cfg.search.max_concurrent_trials} at once, {cfg.resources.cpus_per_trial:g} CPU / "
-             f"{cfg.resources.gpus_per_trial:g} GPU per trial, Ray address {cfg.ray.address}",
+             f"Ray address {cfg.ray.address}", placement_line(cfg, concurrent_trials(cfg, cluster)),
              "objectives: " + ", ".join(f"{o.name} ({o.mode})" for o in cfg.search.objectives),
              f"model {cfg.model.name}; train task {cfg.train.task}; target suite {cfg.eval.target_suite}; "
              f"retention suite {cfg.eval.retention_suite}", evaluation_line(cfg)]
@@ -207,12 +259,12 @@ def describe(cfg: SweepConfig, plan: Plan) -> list[str]:
 
 
 def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
-    """Runs inside a Ray worker: one trial, reporting each checkpoint's objectives as it is scored (what
-    early stopping reads) and then every objective of the finished trial (what OptunaSearch records)."""
+    """Runs inside a Ray worker: one trial (here, or on its Ray Train workers), reporting each checkpoint's
+    objectives as it is scored (what early stopping reads; one-worker trials) and then every objective of
+    the finished trial (what OptunaSearch records)."""
     import ray
     from ray import tune
 
-    from orchestrator import tracking
     from orchestrator.early_stop import STEP_KEY, checkpoint_objectives
 
     cfg = SweepConfig.model_validate(sweep)
@@ -225,11 +277,7 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     labels = {"trial_dir": str(trial_dir.root), "method": method, "setting": json.dumps(setting, sort_keys=True),
               "budget": budget_label or 0.0, "node_id": where["node_id"], "hostname": os.uname().nodename}
 
-    live = tracking.LiveRun(cfg) if tracking.live_from_workers(cfg) else None
-
     def report_checkpoint(step: int, point: dict[str, Any], trainable: dict[str, Any]) -> None:
-        if live is not None:
-            live.log_checkpoint(point)
         tune.report({**checkpoint_objectives(point, trainable), STEP_KEY: step, **labels})
 
     siblings = same_config_trials(sweep_dir, trial_config_hash(trial_cfg, method, setting), trial_dir)
@@ -237,14 +285,10 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     if continued:
         where["continues"] = continued
     result = reuse_duplicate(siblings, trial_dir)
-    if result is None:
-        try:
-            result = trial.run(trial_cfg, method, setting, trial_dir, context=where, on_scores=report_checkpoint,
-                               on_start=live.start if live else None,
-                               on_step=live.log_step if live else None)
-        finally:
-            if live is not None:
-                live.close()
+    if result is None and cfg.resources.workers_per_trial > 1:
+        result = workers.fit(trial_cfg, method, setting, trial_dir, where) or {}
+    elif result is None:
+        result = workers.run_here(trial_cfg, method, setting, trial_dir, where, report_checkpoint)
     if not has_final_point(result):  # Tune retries up to failure.max_failures, then records the error
         raise RuntimeError(f"trial {trial_dir.trial_id} failed: {result.get('failure_reason')}")
     sweep_dir.release()  # every file of the trial is in the store (write_result uploaded them)
@@ -355,6 +399,13 @@ def connect(address: str, num_cpus: int | None) -> None:
         raise ConfigError(f"ray.address = {address!r}: cannot connect ({str(err).splitlines()[0]})") from None
 
 
+def alive_nodes() -> list[dict[str, float]]:
+    """Each alive node's total resources (CPU, GPU, ...) in the connected cluster."""
+    import ray
+
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
 def make_scheduler(cfg: SweepConfig, plan: Plan) -> Any:
     """None (every trial trains to its last step) or the multi-objective early-stopping scheduler."""
     stop = cfg.search.early_stop
@@ -368,6 +419,15 @@ def make_scheduler(cfg: SweepConfig, plan: Plan) -> Any:
                        cfg.search.seed)
 
 
+def trial_resources(cfg: SweepConfig) -> dict[str, float]:
+    """What Tune reserves for a trial's own process: the one worker's resources, or nothing when Ray Train
+    reserves the workers (a Tune trial holding CPUs the workers need could never be placed beside them)."""
+    res = cfg.resources
+    if res.workers_per_trial > 1:  # Tune refuses an empty request; one byte of memory holds nothing back
+        return {"cpu": 0, "memory": 1}
+    return {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker}
+
+
 def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]) -> Any:
     import optuna
     from optuna.storages import RDBStorage
@@ -375,8 +435,7 @@ def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]
     from ray.tune.search.optuna import OptunaSearch
 
     where = SweepDir.of(cfg)
-    trainable = tune.with_resources(tune.with_parameters(_trainable, sweep=cfg.model_dump()),
-                                    {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial})
+    trainable = tune.with_resources(tune.with_parameters(_trainable, sweep=cfg.model_dump()), trial_resources(cfg))
     if resume:
         experiment, filesystem = where.tune_storage(cfg.name)
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
@@ -429,8 +488,9 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     if cfg.tracking.enabled:
         tracker = tracking.Tracker(cfg)  # an unreachable store is a config error here, before Ray starts
         callbacks = [*(callbacks or []), TrackingSync(cfg.model_dump())]
-    where.claim(cfg, resume)
     connect(address, cfg.ray.num_cpus)
+    check_placement(cfg, alive_nodes())  # a trial no node or the cluster can hold: refused before the claim
+    where.claim(cfg, resume)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state on disk every few seconds
     # Ctrl-C is the user's KeyboardInterrupt, not Tune's: Tune's own handler would end fit() as if the
     # sweep had run to its end, and the trials in flight would then be closed as abandoned. Interrupted,

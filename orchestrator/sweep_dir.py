@@ -83,6 +83,11 @@ class TrialDir:
     def result_path(self) -> Path:
         return self.root / RESULT_FILE
 
+    @property
+    def train_runs(self) -> Path:
+        """Ray Train's own state of a multi-worker trial (its worker groups' runs), kept with the trial."""
+        return self.root / "ray_train"
+
     def read_result(self, fetch: bool = True) -> dict[str, Any] | None:
         """The result, with its paths pointing into this sweep dir wherever it was written (a trial on
         another node, a sweep dir moved or mirrored): readers load checkpoints from here. A checkpoint stays

@@ -5,6 +5,11 @@ One loop you can hold in your head: micro-batch -> loss (the regime's: SFT or GR
 state is saved (orchestrator.checkpoints): that trajectory is what analysis and rewinding read.
 On a machine without a GPU, DeepSpeed runs on its CPU accelerator with the gloo backend; we set the
 single-process rendezvous variables ourselves so DeepSpeed does not go looking for MPI.
+
+Data parallel (a trial on several Ray Train workers, `resources.workers_per_trial`): every rank runs this
+same loop on its shard of each global batch (the regime's stream, micro-batch k of the seeded order going to
+rank k mod world), so W workers at micro-batch b take the steps one worker takes at micro-batch b with W x
+the accumulation. The logged loss and metrics are means over ranks; only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ class TrainResult:
     seconds: float = 0.0  # training only: time spent in on_checkpoint (evaluation) is excluded
     tokens: int = 0
     resumed: str | None = None  # "exact" (optimizer, RNG and data state restored) or "weights" (weights only)
+    world_size: int = 1
+    global_batch: int = 0  # examples (SFT) or prompts (GRPO) per optimizer step: micro x accum x world
 
 
 # --------------------------------------------------------------------------------------- distributed
@@ -56,6 +63,23 @@ def init_distributed() -> None:
     if not torch.cuda.is_available():
         load_shm_comm_op()
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world's size (0, 1 outside a process group)."""
+    if not torch.distributed.is_initialized():
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _rank_means(values: list[float], world: int) -> list[float]:
+    """Each value averaged over the ranks in one all-reduce (the step's loss and metrics are the global
+    batch's, not rank 0's shard's)."""
+    if world == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(tensor)
+    return (tensor / world).tolist()
 
 
 SHM_COMM_OP = "deepspeed_shm_comm"
@@ -154,6 +178,8 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
         torch.set_num_threads(cfg.threads)
     init_distributed()
     torch.manual_seed(cfg.seed)
+    rank, world = rank_and_world()
+    regime.shard(rank, world)
     params = [p for p in model.parameters() if p.requires_grad]
     dtype = next(model.parameters()).dtype
     schedule = warmup_cosine(cfg.steps, cfg.warmup_ratio)
@@ -161,7 +187,8 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
         model=model, model_parameters=params, config=deepspeed_config(cfg, dtype),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s + start_step)))
     device = engine.device
-    result = TrainResult(steps=start_step)
+    result = TrainResult(steps=start_step, world_size=world,
+                         global_batch=regime.micro_batch * cfg.grad_accum * world)
     regime.skip(start_step * cfg.grad_accum)  # the batches the restored steps already consumed
     if start_step:
         state = checkpoints.load_resume(resume_from) if resume_from is not None else None
@@ -177,7 +204,7 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
             losses, extras = [], []
             for _ in range(cfg.grad_accum):
                 loss, extra = regime.loss(engine, device)
-                if not torch.isfinite(loss):
+                if _rank_means([float(torch.isfinite(loss))], world)[0] < 1.0:  # every rank stops together
                     result.status, result.failure_reason = "failed", f"non-finite loss ({loss.item()}) at step {step}"
                     return result
                 engine.backward(loss)
@@ -185,25 +212,29 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
                 engine.step()
                 losses.append(loss.item())
                 extras.append(extra)
-                result.tokens += int(extra.get("tokens", 0))
-            record = {"step": step, "loss": sum(losses) / len(losses), "lr": engine.get_lr()[0],
-                      "grad_norm": grad_norm, "step_s": time.perf_counter() - step_began,
-                      **{k: sum(e[k] for e in extras) / len(extras) for k in extras[0] if k != "tokens"}}
+            names = [k for k in extras[0] if k != "tokens"]
+            loss_mean, tokens, *metrics = _rank_means(
+                [sum(losses) / len(losses), sum(e.get("tokens", 0.0) for e in extras),
+                 *(sum(e[k] for e in extras) / len(extras) for k in names)], world)
+            result.tokens += int(round(tokens * world))
+            record = {"step": step, "loss": loss_mean, "lr": engine.get_lr()[0],
+                      "grad_norm": grad_norm, "step_s": time.perf_counter() - step_began, **dict(zip(names, metrics))}
             result.log.append(record)
             result.steps = step
             if on_step:
                 on_step(step, record)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 directory = trial_dir.checkpoint(step)
-                _write_checkpoint(engine, model, regime, cfg, directory, step, {**meta, **record})
-                _drop_older_resume_states(cfg, directory, trial_dir)
+                _write_checkpoint(engine, model, regime, cfg, directory, step, {**meta, **record}, writes=rank == 0)
+                if rank == 0:
+                    _drop_older_resume_states(cfg, directory, trial_dir)
                 result.checkpoints.append(directory)
                 if on_checkpoint:
                     began = time.perf_counter()
                     on_checkpoint(step, directory)
                     outside += time.perf_counter() - began
                     model.train()
-        if cfg.resume_state == "last":  # completed: nothing left to resume (this run's or an earlier one's)
+        if cfg.resume_state == "last" and rank == 0:  # completed: nothing left to resume (this run's or an earlier one's)
             for directory in trial_dir.checkpoint_dirs():
                 checkpoints.remove_resume(directory)
     finally:
@@ -214,14 +245,17 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
 
 
 def _write_checkpoint(engine: Any, model: nn.Module, regime: Any, cfg: TrainConfig, directory: Path, step: int,
-                      meta: dict[str, Any]) -> None:
+                      meta: dict[str, Any], writes: bool = True) -> None:
     """The resume state before the weights and their JSON, so a checkpoint that verifies always has its resume
     state wherever a kill lands. A write that fails (a full disk) takes the resume state it wrote with it: it
-    belongs to no checkpoint, and the space is what the trial needs to record its failure."""
+    belongs to no checkpoint, and the space is what the trial needs to record its failure. Every rank
+    gathers (ZeRO partitions, per-rank random states); only the rank that `writes` touches the files."""
     try:
         if cfg.resume_state != "none":
-            checkpoints.save_resume(directory, *resume.capture(engine, model, regime, step))
-        checkpoints.save(model, directory, meta, cfg.zero_stage)
+            state = resume.capture(engine, model, regime, step)
+            if writes:
+                checkpoints.save_resume(directory, *state)
+        checkpoints.save(model, directory, meta, cfg.zero_stage, write=writes)
     except OSError:
         checkpoints.remove_resume(directory)
         raise

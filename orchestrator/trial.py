@@ -137,16 +137,8 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
     result["base"] = base
 
     total = sum(p.numel() for p in model.parameters())
-    pairs = suites.training_pairs(suites.load_task(cfg.train.task), tokenizer, cfg.train.train_items)
-    first_batch = regimes.collate(pairs[:cfg.train.batch_size], cfg.train.max_length, tokenizer.pad_token_id)
-    resume = checkpoints.latest_valid(trial_dir)
-    wrapped = registry.wrap(model, spec["method"], spec["setting"], cfg.model.target_modules, cfg.train.seed,
-                            init_batch=first_batch,  # gradient-based inits (KeepLoRA) read one batch
-                            restore_from=resume[1] if resume else None)
-    start_step = 0
-    if resume is not None:
-        registry.load_trainable_state(wrapped, resume[1])
-        start_step = resume[2]["step"]
+    wrapped, pairs, resume, start_step = _wrap_for_training(cfg, spec, trial_dir, model, tokenizer)
+    if start_step:
         result["resumed_from_step"] = start_step
     result["checkpoints"] = [c for c in result["checkpoints"] if c["step"] <= start_step]
     result["train_log"] = [r for r in result.get("train_log", []) if r["step"] <= start_step]
@@ -188,8 +180,6 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
     # saved but never scored before an interruption: inline, only the one whose weights the model now holds
     for step, directory in _unscored_checkpoints(trial_dir, result, start_step if handoff is None else 0, start_step):
         on_checkpoint(step, directory)
-    meta = {"method": spec["method"], "setting": spec["setting"], "model": cfg.model.model_dump(),
-            "seed": cfg.train.seed, "config_hash": result["config_hash"]}
 
     def log_step(step: int, record: dict[str, float]) -> None:
         result["train_log"].append(record)  # in the partial result too, so a resumed trial keeps it
@@ -198,7 +188,7 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
 
     phase("training")
     outcome = trainer.train(wrapped, make_regime(cfg, tokenizer, pairs), cfg.train, trial_dir,
-                            meta, on_checkpoint, log_step, start_step=start_step,
+                            _checkpoint_meta(cfg, spec), on_checkpoint, log_step, start_step=start_step,
                             resume_from=resume[0] if resume is not None else None)
     if outcome.resumed:
         result["resumed"] = outcome.resumed  # exact, or from the weights alone
@@ -210,9 +200,46 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
             record_scores(*scored)
         timings["eval_collect_s"] = time.perf_counter() - clock
     result.update(status=outcome.status, failure_reason=outcome.failure_reason, steps=outcome.steps,
-                  tokens=outcome.tokens,
+                  tokens=outcome.tokens, world_size=outcome.world_size, global_batch=outcome.global_batch,
                   tokens_per_s=outcome.tokens / outcome.seconds if outcome.seconds else 0.0)
     _finalise(result)
+
+
+def _wrap_for_training(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, model: Any,
+                       tokenizer: Any) -> tuple[Any, list, tuple | None, int]:
+    """(the method-wrapped model, training pairs, the checkpoint resumed from, its step): the same on every
+    rank of a trial, as each reads the same checkpoint and seeds the same initialisation."""
+    pairs = suites.training_pairs(suites.load_task(cfg.train.task), tokenizer, cfg.train.train_items)
+    first_batch = regimes.collate(pairs[:cfg.train.batch_size], cfg.train.max_length, tokenizer.pad_token_id)
+    resume = checkpoints.latest_valid(trial_dir)
+    wrapped = registry.wrap(model, spec["method"], spec["setting"], cfg.model.target_modules, cfg.train.seed,
+                            init_batch=first_batch,  # gradient-based inits (KeepLoRA) read one batch
+                            restore_from=resume[1] if resume else None)
+    start_step = 0
+    if resume is not None:
+        registry.load_trainable_state(wrapped, resume[1])
+        start_step = resume[2]["step"]
+    return wrapped, pairs, resume, start_step
+
+
+def _checkpoint_meta(cfg: SweepConfig, spec: dict[str, Any]) -> dict[str, Any]:
+    """What every checkpoint of the trial says about where it comes from."""
+    return {"method": spec["method"], "setting": spec["setting"], "model": cfg.model.model_dump(),
+            "seed": cfg.train.seed, "config_hash": config_hash(spec)}
+
+
+def replica(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: TrialDir) -> None:
+    """A trial's rank > 0 in a multi-worker trial: the same model, wrapping and resume point as rank 0
+    (which runs `run`), training on its shard of each global batch. It scores nothing and writes nothing:
+    rank 0 owns the result and the files."""
+    spec = trial_config(cfg, method, setting)
+    previous = _previous_result(trial_dir, config_hash(spec))
+    if previous is not None and has_final_point(previous):  # rank 0 returns it as well, training nothing
+        return
+    model, tokenizer = models.load(cfg.model)
+    wrapped, pairs, resume, start_step = _wrap_for_training(cfg, spec, trial_dir, model, tokenizer)
+    trainer.train(wrapped, make_regime(cfg, tokenizer, pairs), cfg.train, trial_dir, _checkpoint_meta(cfg, spec),
+                  start_step=start_step, resume_from=resume[0] if resume is not None else None)
 
 
 def _unscored_checkpoints(trial_dir: TrialDir, result: dict[str, Any], first: int, last: int) -> list[tuple[int, Path]]:

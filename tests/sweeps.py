@@ -54,7 +54,7 @@ def write_config(tmp_path: Path, model_dir: Path, *, samples: int, concurrent: i
     cfg["methods"] = [{"name": "lora"}, {"name": "oft"}]
     cfg["search"] = {"sampler": "nsga2", "num_samples": samples, "max_concurrent_trials": concurrent,
                      "budgets": [1000, 4000], "budget_tolerance": 10}
-    cfg["resources"] = {"cpus_per_trial": 1}
+    cfg["resources"] = {"cpus_per_worker": 1}
     cfg["failure"] = {"max_failures": max_failures}
     cfg["tracking"] = {"enabled": False}
     cfg.update(sections)

@@ -53,6 +53,13 @@ CONFIG_CASES = [
      "eval.mode: pool does not go with search.early_stop.kind 'hv'"),
     ("eval-pool-on-object-storage", patched(eval={"mode": "pool"}, output_dir="s3://bucket/runs/{name}"), [],
      "eval.mode: pool needs an output_dir every node reads"),
+    ("cpus-per-trial-renamed", patched(resources={"cpus_per_trial": 2}), [], "cpus_per_trial is now cpus_per_worker"),
+    ("workers-zero", patched(resources={"workers_per_trial": 0}), [], "resources.workers_per_trial"),
+    ("workers-with-early-stop", patched(resources={"workers_per_trial": 2}, search={"early_stop": {"kind": "hv"}}), [],
+     "resources.workers_per_trial 2 does not go with search.early_stop.kind 'hv'"),
+    ("workers-on-object-storage", patched(resources={"workers_per_trial": 2}, output_dir="s3://bucket/runs/{name}"),
+     [], "resources.workers_per_trial 2 needs an output_dir every node reads"),
+    ("method-zero-stage", patched(methods=[{"name": "lora", "zero_stage": 5}]), [], "methods.0.zero_stage"),
     ("unknown-method", patched(methods=[{"name": "lorax"}]), [], "unknown method 'lorax'"),
     ("unknown-method-shorthand", patched(methods=["lora", "some-typo"]), [], "unknown method 'some-typo'; allowed: "),
     ("output-dir-unknown-scheme", patched(output_dir="ftp://host/runs/{name}"), [], "scheme ftp:// is not supported"),
@@ -78,7 +85,7 @@ CONFIG_CASES = [
     ("knob-empty-choices", patched(search={"knobs": {"lora": {"lora_alpha": []}}}), [], "empty list"),
     ("ray-address", patched(ray={"address": "my cluster"}), [], "ray.address"),
     ("tracking-file-store", patched(tracking={"uri": "file:///tmp/mlruns"}), [], "tracking.uri"),
-    ("cpus-zero", patched(resources={"cpus_per_trial": 0}), [], "resources.cpus_per_trial"),
+    ("cpus-zero", patched(resources={"cpus_per_worker": 0}), [], "resources.cpus_per_worker"),
     ("max-failures-negative", patched(failure={"max_failures": -1}), [], "failure.max_failures"),
     ("name-with-spaces", patched(name="my sweep"), [], "name"),
     ("override-without-equals", patched(), ["--set", "train.steps"], "--set"),
@@ -199,6 +206,26 @@ def test_an_evaluation_pool_the_cluster_cannot_place_is_one_line_not_a_hang(tmp_
     assert "\n" not in line and line.startswith("error: eval.pool_size: 1 actor(s) x 64 CPU / 0 GPU did not start "
                                                 "within 20 s on a cluster of 2 CPU"), line
     assert not list((tmp_path / "out").glob("trials/*/result.json"))  # no trial ran
+
+
+@pytest.mark.parametrize("resources, expected", [
+    ({"workers_per_trial": 3, "cpus_per_worker": 1},
+     "error: resources.workers_per_trial = 3: a trial needs 3 CPUs, the cluster has 2"),
+    ({"cpus_per_worker": 4}, "error: resources.cpus_per_worker = 4: no node has that many CPUs (largest: 2)"),
+    ({"workers_per_trial": 2, "gpus_per_worker": 1}, "error: resources.gpus_per_worker = 1: no node has that many GPUs"),
+])
+def test_a_trial_the_cluster_can_never_place_is_refused_before_anything_is_written(tmp_path, capsys, resources, expected):
+    import ray
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(patched(tracking={"enabled": False}, ray={"num_cpus": 2}, resources=resources)))
+    try:
+        assert cli.main(["sweep", str(config), "--set", f"output_dir={tmp_path}/out"]) == 2
+    finally:
+        ray.shutdown()
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and line.startswith(expected), line
+    assert not (tmp_path / "out").exists()  # not even the config snapshot
 
 
 def test_unreachable_mlflow_uri_fails_before_anything_starts(tmp_path, capsys):

@@ -24,7 +24,7 @@ def _config(tmp_path, model_dir) -> str:
     cfg["methods"] = [{"name": "lora", "settings": [{"r": 1}, {"r": 2}, {"r": 4}]}, {"name": "ia3"}]
     cfg["search"] = {"sampler": "grid", "lr": [5e-3, 5e-2],
                      "early_stop": {"kind": "hv", "grace_steps": 2, "reduction_factor": 3}}
-    cfg["resources"] = {"cpus_per_trial": 1}
+    cfg["resources"] = {"cpus_per_worker": 1}
     cfg["tracking"] = {"enabled": False}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))

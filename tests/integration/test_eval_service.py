@@ -31,7 +31,7 @@ def test_a_sweep_scored_on_the_pool_equals_the_same_sweep_scored_inline(tmp_path
         cfg["methods"] = [{"name": "lora", "settings": [{"r": 2}]}, {"name": "oft"}]
         cfg["search"] = {"sampler": "grid"}
         cfg["eval"] |= {"mode": mode, "pool_size": 1, "cpus_per_actor": 0.5}
-        cfg["resources"] = {"cpus_per_trial": 1}
+        cfg["resources"] = {"cpus_per_worker": 1}
         cfg["ray"] = {"num_cpus": 2}
         cfg["tracking"] = {"enabled": False}
         config = tmp_path / f"{mode}.yaml"

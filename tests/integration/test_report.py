@@ -27,7 +27,7 @@ def test_analyze_and_report_of_a_sweep(tmp_path, tiny_model_dir, isolated_cache)
     cfg = tiny_config(tiny_model_dir, tmp_path / "sweep", steps=4, checkpoint_every=2)
     cfg["methods"] = [{"name": "lora", "settings": [{"r": 2}, {"r": 4}]}, {"name": "oft", "settings": [{"block_size": 8}]}]
     cfg["search"] = {"sampler": "grid"}
-    cfg["resources"] = {"cpus_per_trial": 1}
+    cfg["resources"] = {"cpus_per_worker": 1}
     cfg["ray"] = {"address": "local", "num_cpus": 2}
     cfg["tracking"] = {"enabled": False}
     cfg["rewind"] = {"enabled": True, "alphas": "0,0.5,1"}  # runs on the front trials when the sweep ends

@@ -38,7 +38,7 @@ def _sweep_config(tmp_path: Path, model_dir: Path, uri: str, samples: int = 2) -
     cfg = tiny_config(model_dir, tmp_path / "sweep", steps=4, checkpoint_every=2)
     cfg["methods"] = [{"name": "lora", "settings": [{"r": 2}, {"r": 4}]}]
     cfg["search"] = {"sampler": "grid", "num_samples": samples}
-    cfg["resources"] = {"cpus_per_trial": 1}
+    cfg["resources"] = {"cpus_per_worker": 1}
     cfg["ray"] = {"address": "local", "num_cpus": 2}
     cfg["tracking"] = {"uri": uri}
     path = tmp_path / "sweep.yaml"
