@@ -18,7 +18,7 @@ SHELL     := /bin/bash
 # pip prints one harmless warning per package when a configured local package index is absent; drop those lines only.
 QUIET     := sed "/is ignored: it is neither a file nor a directory/d"
 
-.PHONY: install assets browser demo test test-fast bench wheel clean
+.PHONY: install assets browser demo test test-fast bench gpu-check wheel clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -55,6 +55,10 @@ wheel: install
 
 bench: assets
 	$(BIN)/python -m bench
+
+# a short multi-GPU trial (bf16, NCCL, fused AdamW): tokens/s, TFLOP/s, peak memory per GPU; skips without a GPU
+gpu-check: assets
+	$(BIN)/python -m bench.gpu_check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache dist build

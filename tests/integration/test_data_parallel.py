@@ -156,3 +156,12 @@ def test_a_killed_worker_restarts_the_group_and_the_trial_completes_from_its_che
     assert [t.state.name for t in sw.study(where.root).trials] == ["COMPLETE"]
     assert [c["step"] for c in result["checkpoints"]] == list(range(4, 41, 4))
     assert [r["step"] for r in result["train_log"]] == list(range(1, 41))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: `make gpu-check` runs for real")
+def test_gpu_check_says_why_it_skips_without_a_gpu():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "bench.gpu_check"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "gpu-check: skipped: no CUDA GPU on this machine" in out.stdout

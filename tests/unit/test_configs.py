@@ -34,3 +34,13 @@ def test_cluster_examples_are_valid_yaml():
     for path in clusters.glob("*.yaml"):
         data = yaml.safe_load(path.read_text())
         assert isinstance(data, dict) and data, path
+
+
+@pytest.mark.parametrize("name", ["paper-qwen2.5-7b-sft", "paper-llama-3.2-3b-sft", "paper-rl"])
+def test_paper_configs_give_each_trial_eight_gpu_ranks(name, tmp_path, capsys):
+    """A trial uses the 8 GPUs it asks for: 8 data-parallel ranks x 1 GPU (ZeRO-3 for full finetuning)."""
+    assert cli.main(["sweep", name, "--dry-run", "--set", f"output_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "per trial: world size 8 (Ray Train workers, DeepSpeed ZeRO-2), 1 CPU / 1 GPU per worker" in out
+    if name != "paper-rl":
+        assert "ZeRO per method: full 3" in out
