@@ -82,7 +82,7 @@ def pool_overhead(cfg: config.SweepConfig, paths: list[str], items: int) -> None
 
 def rewinding_throughput(cfg: config.SweepConfig, paths: list[str], items: int) -> None:
     points = [{"checkpoint": p} for p in paths] + [{"checkpoint": paths[-1], "alpha": a} for a in ALPHAS]
-    refs = {kind: getattr(cfg.eval, f"{kind}_suite") for kind in suites.SUITE_KINDS}
+    refs = cfg.eval.suite_refs()
     began = time.perf_counter()
     one_by_one = []
     for spec in points:

@@ -72,15 +72,19 @@ class EvalService:
             for row in rows:
                 queue.put(row)
 
+    def _complete(self, request_id: str) -> bool:
+        """Every chunk of the request scored (call with the lock held)."""
+        return all(result is not None for result in self.requests[request_id])
+
     def ready(self, request_id: str) -> bool:
         with self.lock:
-            return all(result is not None for result in self.requests[request_id])
+            return self._complete(request_id)
 
     def collect(self, request_id: str, timeout_s: float | None = None) -> list[list[dict[str, Any]]]:
         """The request's per-chunk results in chunk order, once all are scored (and the request is forgotten)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self.lock:
-            while not all(result is not None for result in self.requests[request_id]):
+            while not self._complete(request_id):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError(f"evaluation {request_id} not scored within {timeout_s:g} s")

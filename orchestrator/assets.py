@@ -138,7 +138,7 @@ def task_files(task_names: Iterable[str]) -> list[str]:
 def config_tasks(cfg: SweepConfig) -> list[str]:
     """Every task a sweep reads: its training task and both suites."""
     return [cfg.train.task, *(t for kind in suites.SUITE_KINDS
-                              for t in suites.suite_task_names(kind, getattr(cfg.eval, f"{kind}_suite")))]
+                              for t in suites.suite_task_names(kind, cfg.eval.suite_refs()[kind]))]
 
 
 def ensure_for(task_names: Iterable[str]) -> None:

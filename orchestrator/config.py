@@ -109,11 +109,15 @@ class EvalConfig(_Strict):
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0, description="fractions allowed: several actors share a GPU")
 
+    def suite_refs(self) -> dict[str, str | list[str]]:
+        """The target and retention suite references by kind (suites.SUITE_KINDS)."""
+        return {kind: getattr(self, f"{kind}_suite") for kind in suites.SUITE_KINDS}
+
     @model_validator(mode="after")
     def _known_suites(self) -> "EvalConfig":
         for kind in suites.SUITE_KINDS:
             try:
-                for task in suites.suite_task_names(kind, getattr(self, f"{kind}_suite")):
+                for task in suites.suite_task_names(kind, self.suite_refs()[kind]):
                     suites.load_task(task)
             except suites.TaskError as err:
                 raise ValueError(str(err)) from None

@@ -17,9 +17,8 @@ from orchestrator.files import atomic_write_json
 
 def evaluate(model: nn.Module, tokenizer: Any, cfg: EvalConfig, split: str | None = None) -> dict[str, Any]:
     """Target and retention suites on `split` (default: the config's)."""
-    return {kind: suites.evaluate_suite(model, tokenizer, kind, getattr(cfg, f"{kind}_suite"), split or cfg.split,
-                                        cfg.max_items, cfg.batch_size)
-            for kind in suites.SUITE_KINDS}
+    return {kind: suites.evaluate_suite(model, tokenizer, kind, suite, split or cfg.split, cfg.max_items, cfg.batch_size)
+            for kind, suite in cfg.suite_refs().items()}
 
 
 _BASE_FORMAT = "items"  # cached scores from before per-item records are not reused: they could not be paired
@@ -28,8 +27,7 @@ _BASE_FORMAT = "items"  # cached scores from before per-item records are not reu
 def base_scores(model: nn.Module, tokenizer: Any, model_cfg: ModelConfig, cfg: EvalConfig) -> dict[str, Any]:
     """The unmodified base model's scores, cached per (weights, suite definition + items, split)."""
     scores = {}
-    for kind in suites.SUITE_KINDS:
-        suite = getattr(cfg, f"{kind}_suite")
+    for kind, suite in cfg.suite_refs().items():
         key = "-".join([models.fingerprint(model_cfg), kind, cfg.split, _BASE_FORMAT,
                         suites.suite_fingerprint(kind, suite, cfg.split, cfg.max_items)])
         path = cache_dir() / "base_scores" / f"{key}.json"
@@ -108,7 +106,7 @@ class HandOff:
 
     def __init__(self, output_dir: str, tokenizer: Any, cfg: EvalConfig, request_prefix: str) -> None:
         self.service = service.connect(service_name(output_dir))
-        refs = {kind: getattr(cfg, f"{kind}_suite") for kind in suites.SUITE_KINDS}
+        refs = cfg.suite_refs()
         self.rendered = runner.render(tokenizer, refs, cfg.split, cfg.max_items)  # the same for every checkpoint
         self.prefix = request_prefix
         self.pending: list[tuple[int, Path, str]] = []

@@ -40,7 +40,7 @@ def prompt_batches(cfg: SweepConfig, tokenizer: Any, max_tokens: int) -> list[di
     batches = []
     for kind in suites.SUITE_KINDS:
         texts = []
-        for name in suites.suite_task_names(kind, getattr(cfg.eval, f"{kind}_suite")):
+        for name in suites.suite_task_names(kind, cfg.eval.suite_refs()[kind]):
             for chunk in suites.task_chunks(suites.load_task(name), tokenizer, "validation", 16):
                 texts += [r.get("text") or r.get("prompt") or r.get("context") for r in chunk["requests"]]
         ids, used = [], 0

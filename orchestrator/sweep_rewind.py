@@ -11,7 +11,7 @@ from typing import Any
 
 from analysis import report, rewind
 from methods import interpolate, registry
-from evals import runner, suites
+from evals import runner
 from orchestrator import checkpoints, models, scoring, sweep_analysis
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.files import atomic_write_bytes, atomic_write_json
@@ -34,7 +34,7 @@ def score_on_pool(cfg: SweepConfig, points: list[dict], split: str = "validation
     points in parallel, and each point's weights loaded once by the actor that scores its chunks."""
     specs = list({runner.spec_key(p["spec"]): p["spec"] for p in points}.values())
     tokenizer = models.load_tokenizer(cfg.model)
-    refs = {kind: getattr(cfg.eval, f"{kind}_suite") for kind in suites.SUITE_KINDS}
+    refs = cfg.eval.suite_refs()
     scores = runner.evaluate_specs(checkpoints.load_for_eval, tokenizer, specs, refs, split, cfg.eval.max_items,
                                    cfg.eval.batch_size, cfg.eval.pool_size, cfg.eval.cpus_per_actor,
                                    cfg.eval.gpus_per_actor)
