@@ -4,39 +4,9 @@ Module-level classes on purpose: Tune pickles its callbacks with its experiment 
 defined inside a function would be pickled by value together with the console or client it uses."""
 from __future__ import annotations
 
-import signal
-import threading
 from typing import Any
 
 from ray.tune import Callback
-
-# Set by the sweep's Ctrl-C handler; module-level, as Tune pickles its callbacks (an Event does not pickle).
-INTERRUPTED = threading.Event()
-
-
-def on_ctrl_c(signum: int, frame: Any) -> None:
-    """The sweep's SIGINT handler: remember it, then interrupt whatever the driver is doing."""
-    INTERRUPTED.set()
-    raise KeyboardInterrupt
-
-
-class StopOnCtrlC(Callback):
-    """Ctrl-C ends the sweep even when the KeyboardInterrupt it raised was swallowed on its way up (a clean-
-    clone CI run saw one lost: the sweep ran to its end and exited 0). Tune calls this after every step of its
-    loop, in the driver's main thread, so a remembered Ctrl-C is raised again within a step."""
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if INTERRUPTED.is_set():
-            raise KeyboardInterrupt
-
-
-def catch_ctrl_c() -> Any | None:
-    """Install `on_ctrl_c` (re-installed right before Tune runs: a library may have replaced or ignored
-    SIGINT meanwhile); returns the handler it replaced, for `signal.signal` to put back."""
-    INTERRUPTED.clear()
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        return None
-    return signal.signal(signal.SIGINT, on_ctrl_c)
 
 
 class SweepProgress(Callback):

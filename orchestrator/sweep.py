@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -472,7 +471,7 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     """Run (or resume) the sweep; returns every trial result found in the sweep dir afterwards.
     Tracking is checked before Ray starts: an unreachable MLflow store is a config error, not a surprise
     after the first trial."""
-    from orchestrator.callbacks import INTERRUPTED, StopOnCtrlC, TrackingSync, catch_ctrl_c
+    from orchestrator.callbacks import TrackingSync
 
     from orchestrator import tracking
 
@@ -502,24 +501,19 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     # prints its own plan and progress
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    tuner = build_tuner(cfg, plan, resume, [*(callbacks or []), StopOnCtrlC()])
+    tuner = build_tuner(cfg, plan, resume, callbacks or [])
     # eval.mode pool: the sweep's one evaluation service, its start-up paid here once; it goes with the driver
     evaluator = scoring.start_service(cfg.output_dir, cfg.eval, cfg.model) if cfg.eval.mode == "pool" else None
     if tracker is not None:
         tracking.best_effort(cfg, "mark the sweep's run as running", lambda t: t.start_sweep(), tracker)
     began = time.time()
-    previous_handler = catch_ctrl_c()
     try:
         tuner.fit()
-        if INTERRUPTED.is_set():  # a Ctrl-C in the loop's last moments
-            raise KeyboardInterrupt
     except BaseException as err:
         close_sweep_run(cfg, tracker, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", where.collect())
         where.publish()
         raise
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
         if evaluator is not None:
             service.stop(evaluator)
     atomic_write_json(where.timing(began), {"started": began, "ended": time.time(), "resumed": resume})
