@@ -76,7 +76,9 @@ def test_ctrl_c_interrupts_the_sweep_and_resume_finishes_it(tmp_path, tiny_model
     config = sw.write_config(tmp_path, tiny_model_dir, samples=3, concurrent=1, steps=40, checkpoint_every=4,
                              tracking={"live_every_s": 0})
     sweep_dir = tmp_path / "sweep"
-    proc = sw.sweep(config, cluster)
+    # the sweep as a terminal starts it: a shell runs a background job (`make test &`) with SIGINT ignored,
+    # and children inherit that, so a sweep started under such a test run would never see the Ctrl-C
+    proc = sw.sweep(config, cluster, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def mid_sweep() -> bool:
         """A trial part-way with a trial still to come: a signal after the sweep's end would prove nothing
