@@ -1,5 +1,5 @@
 """Facts about this process and host that results and runs record: free ports, package versions, the git
-commit, peak memory. A leaf module (it imports nothing of the project), so the training loop, the trial
+commit, peak memory, the rank in a process group. A leaf module (it imports nothing of the project), so the training loop, the trial
 and the MLflow side can all use it without importing each other."""
 from __future__ import annotations
 
@@ -12,6 +12,15 @@ from pathlib import Path
 # Versions recorded with every result and sweep run: the packages whose behaviour decides the numbers.
 VERSIONED = ("peft-arena", "torch", "transformers", "peft", "deepspeed", "ray", "optuna", "mlflow")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and its world's size in the torch process group (0, 1 outside one)."""
+    import torch
+
+    if not torch.distributed.is_initialized():
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 
 def free_port() -> int:

@@ -7,7 +7,8 @@ DeepSpeed's public `safe_get_full_optimizer_state` under ZeRO 1-3, from the torc
 so the state does not depend on how it was partitioned), the optimizer's step count, the RNG states
 (torch, numpy, python) and the regime's own (GRPO's sampling generator), of every rank of a data-parallel
 trial. The learning-rate schedule is a function of the step and the data order a seeded stream the regime
-fast-forwards, so the step restores both. Tensors are stored with safetensors, never pickled; `orchestrator.checkpoints` owns the files.
+fast-forwards, so the step restores both. Tensors are stored with safetensors, never pickled;
+`orchestrator.checkpoints` owns the files.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from orchestrator.process import rank_and_world
 
 
 def _base_optimizer(engine: Any) -> torch.optim.Optimizer:
@@ -79,9 +82,10 @@ def _random_state(regime: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
 def _every_rank(state: Any) -> list[Any]:
     """Each rank's `state`, in rank order (every rank calls; a world of one has only its own): random
     states differ per rank (GRPO ranks sample differently), so an exact resume keeps them all."""
-    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+    world = rank_and_world()[1]
+    if world == 1:
         return [state]
-    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    gathered: list[Any] = [None] * world
     torch.distributed.all_gather_object(gathered, state)
     return gathered
 
@@ -103,7 +107,7 @@ def restore(engine: Any, model: nn.Module, regime: Any, tensors: dict[str, torch
                 safe_set_full_optimizer_state(param, value.to(param.device), key)
             else:
                 optimizer.state[param][key].copy_(value)
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    rank = rank_and_world()[0]
     prefix = f"rank{rank}." if rank else ""
     if prefix + "rng" not in data:
         raise RuntimeError(f"resume state: no random state for rank {rank} (saved by a smaller world)")

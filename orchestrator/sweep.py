@@ -181,12 +181,12 @@ def evaluation_line(cfg: SweepConfig) -> str:
             f"{cfg.eval.cpus_per_actor:g} CPU / {cfg.eval.gpus_per_actor:g} GPU, beside the trials")
 
 
-def placement_line(cfg: SweepConfig, concurrent: tuple[int, str]) -> str:
+def placement_line(cfg: SweepConfig, plan: Plan, concurrent: tuple[int, str]) -> str:
     """What one trial takes (world size, per-worker CPUs and GPUs) and how many trials run at once."""
     res = cfg.resources
     ranks = "one process" if res.workers_per_trial == 1 else \
         f"world size {res.workers_per_trial} (Ray Train workers, DeepSpeed ZeRO-{cfg.train.zero_stage})"
-    zero = sorted(set(make_plan(cfg).zero_stages.items()))
+    zero = sorted(plan.zero_stages.items())
     overrides = "; ZeRO per method: " + ", ".join(f"{m} {z}" for m, z in zero) if zero else ""
     return (f"per trial: {ranks}, {res.cpus_per_worker:g} CPU / {res.gpus_per_worker:g} GPU per worker; "
             f"{concurrent[0]} trial(s) at once ({concurrent[1]}){overrides}")
@@ -237,7 +237,7 @@ def describe(cfg: SweepConfig, plan: Plan, cluster: dict[str, float] | None = No
     picked = f" (auto: {'the whole space' if sampler == 'grid' else 'the space exceeds the trials'})" \
         if cfg.search.sampler == "auto" else ""
     lines = [f"sweep {cfg.name}: sampler {sampler}{picked}, {num_samples(cfg, plan)} trials, "
-             f"Ray address {cfg.ray.address}", placement_line(cfg, concurrent_trials(cfg, cluster)),
+             f"Ray address {cfg.ray.address}", placement_line(cfg, plan, concurrent_trials(cfg, cluster)),
              "objectives: " + ", ".join(f"{o.name} ({o.mode})" for o in cfg.search.objectives),
              f"model {cfg.model.name}; train task {cfg.train.task}; target suite {cfg.eval.target_suite}; "
              f"retention suite {cfg.eval.retention_suite}", evaluation_line(cfg)]

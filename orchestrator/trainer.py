@@ -29,7 +29,7 @@ if not torch.cuda.is_available():  # must precede the deepspeed import, or it pr
 
 from orchestrator import checkpoints, resume  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402
-from orchestrator.process import free_port  # noqa: E402
+from orchestrator.process import free_port, rank_and_world  # noqa: E402
 from orchestrator.sweep_dir import TrialDir  # noqa: E402
 
 @dataclass
@@ -63,13 +63,6 @@ def init_distributed() -> None:
     if not torch.cuda.is_available():
         load_shm_comm_op()
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the world's size (0, 1 outside a process group)."""
-    if not torch.distributed.is_initialized():
-        return 0, 1
-    return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 
 def _rank_means(values: list[float], world: int) -> list[float]:
