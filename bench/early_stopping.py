@@ -43,11 +43,13 @@ from orchestrator.sweep_dir import SweepDir, has_final_point
 DATA = Path(__file__).resolve().parent / "data" / "curves.json"
 SWEEPS = Path("runs") / "bench-early-stop"
 # The sweep the curves come from: the quick demo's methods and budgets, three learning rates each, five
-# checkpoints a trial, evaluated on fewer items. On a 2-core AVX2 machine a trial takes about 10 minutes
-# (2 training, 6.5 scoring its five checkpoints), so the 18 trials take about 3 hours: hence --resume.
+# checkpoints a trial, evaluated on fewer items, one core a trial (so that the recorded sweep and the
+# early-stopping sweep can run side by side on a 2-core machine and compute bit-identical checkpoints):
+# the 18 trials take about an hour and a half there; --resume continues an interrupted one.
 RECORD = ["quick", "--set", "search.lr=[3.0e-4, 1.0e-3, 3.0e-3]",
           "--set", "search.num_samples=18", "--set", "train.steps=30", "--set", "train.checkpoint_every=6",
-          "--set", "train.batch_size=4", "--set", "eval.max_items=12", "--set", "tracking.enabled=false"]
+          "--set", "train.batch_size=4", "--set", "eval.max_items=8", "--set", "tracking.enabled=false",
+          "--set", "resources.cpus_per_worker=1"]
 OBJECTIVES = [("target_gain", "max"), ("forgetting", "min")]
 
 
@@ -72,7 +74,7 @@ def curves(sweep: Path) -> list[dict]:
 def record_curves(out: Path) -> None:
     """Run the sweep (no early stopping) and keep its learning curves, once every trial has them: a sweep
     stopped early (Ctrl-C ends a sweep cleanly) is resumed by the next --record, not replayed in part."""
-    trials = curves(run_sweep("curves"))
+    trials = curves(run_sweep("curves", "--set", "search.max_concurrent_trials=2"))  # the order is the grid's
     planned = int(next(a.split("=", 1)[1] for a in RECORD if a.startswith("search.num_samples=")))
     if len(trials) < planned:
         raise SystemExit(f"the recorded sweep has {len(trials)} of {planned} trials; run --record again to resume it")
