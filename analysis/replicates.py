@@ -20,7 +20,7 @@ from analysis import pareto
 LEVEL = 0.95
 
 
-def _interval(values: Sequence[float]) -> list[float] | None:
+def t_interval(values: Sequence[float]) -> list[float] | None:
     """t interval of the mean; None for a single value (no spread to measure)."""
     if len(values) < 2:
         return None
@@ -46,7 +46,7 @@ def configurations(points: Sequence[dict], objectives: Sequence[tuple[str, str]]
                "seeds": [p.get("seed") for p in members], "trials": [p["label"] for p in members]}
         for name, _ in objectives:
             values = [float(p[name]) for p in members]
-            row[name], row[f"{name}_values"], row[f"{name}_ci"] = float(np.mean(values)), values, _interval(values)
+            row[name], row[f"{name}_values"], row[f"{name}_ci"] = float(np.mean(values)), values, t_interval(values)
         rows.append(row)
     return rows
 
