@@ -1,8 +1,11 @@
 """Facts about this process and host that results and runs record: free ports, package versions, the git
-commit, peak memory, the rank in a process group. A leaf module (it imports nothing of the project), so the training loop, the trial
+commit, peak memory (and giving freed memory back), the rank in a process group. A leaf module (it imports nothing of the project), so the training loop, the trial
 and the MLflow side can all use it without importing each other."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import importlib.metadata
 import resource
 import socket
@@ -51,6 +54,19 @@ def git_commit() -> str:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def return_freed_memory() -> None:
+    """Hand what a finished trial freed back to the OS. A Tune worker runs trial after trial
+    (`reuse_actors`), each in a new thread, and glibc keeps the memory a trial freed in its malloc arenas:
+    on the default model a reused worker's resident memory grew by 0.5-0.9 GB a trial (10.6 GB after 16
+    trials) until Ray's memory monitor killed it. glibc's `malloc_trim` is the one call that returns it; no
+    library wraps it. Elsewhere (macOS, musl) there is nothing to trim."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+    if trim is not None:
+        trim(0)
 
 
 def is_loopback(host: str) -> bool:

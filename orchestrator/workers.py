@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from orchestrator import tracking, trial
+from orchestrator import process, tracking, trial
 from orchestrator.config import SweepConfig
 from orchestrator.sweep_dir import SweepDir, TrialDir
 
@@ -40,6 +40,7 @@ def run_here(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: 
     finally:
         if live is not None:
             live.close()
+        process.return_freed_memory()  # this worker runs the sweep's next trial
 
 
 def fit(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: TrialDir,
