@@ -1,7 +1,7 @@
 """The paper's three claims (PEFT-Arena, arXiv 2605.28819), tested on the default model with their
 uncertainty. Runs the `claims` sweep (orchestrator/configs/claims.yaml: LoRA and OFT, two budgets, three
 seeds, four checkpoints a trial, then validation-selected rewinding of the front trials), or resumes it,
-and writes bench/results/paper_claims.json with one verdict per claim:
+and writes bench/results/claims/paper_claims.json with one verdict per claim:
 
 1. Forgetting grows along the training trajectory: every trial's forgetting per checkpoint; per trial, the
    growth from its first to its last checkpoint with a paired bootstrap interval (both checkpoints scored on
@@ -34,7 +34,7 @@ from evals import uncertainty
 from orchestrator.sweep_dir import SweepDir, has_final_point
 
 SWEEP = Path("runs") / "claims"
-OUT = RESULTS / "paper_claims.json"
+OUT = RESULTS / "claims" / "paper_claims.json"  # not a ratio against a baseline: outside the summary table
 
 
 def run_sweep() -> SweepDir:
