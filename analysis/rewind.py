@@ -25,6 +25,9 @@ from evals import uncertainty
 PathKind = Literal["trajectory", "interp", "layerwise"]
 Rule = Literal["max_target", "max_retention", "knee", "dominate_final"]
 RULES = ("max_target", "max_retention", "knee", "dominate_final")
+# dominate_final: a margin below this is the final point itself recomputed (the a = 1 interpolation rebuilds
+# the final weights as a scaled adapter: its scores differ from the final's by float rounding, ~1e-9)
+SAME_POINT = 1e-6
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -110,7 +113,7 @@ def select(points: Sequence[dict], final: dict, base: dict, rule: Rule, tau: flo
         return max(points, key=height)
     margins = [(min(p["target"] - final["target"], p["retention"] - final["retention"]), p) for p in points]
     best, point = max(margins, key=lambda m: m[0])
-    return point if best > 0 else final
+    return point if best > SAME_POINT else final
 
 
 def hypervolume_before_after(trials: Sequence[dict], base: dict) -> dict[str, Any]:

@@ -25,6 +25,9 @@ def test_max_retention_within_a_target_tolerance():
 def test_dominate_final_and_knee():
     assert rewind.select(POINTS, FINAL, BASE, "dominate_final")["label"] == "a=0.5"  # +0.02 target, +0.10 retention
     assert rewind.select([FINAL], FINAL, BASE, "dominate_final") is FINAL
+    # the a = 1 interpolation is the final point, its scores off by float rounding: not a better point
+    rebuilt = {"label": "interp a=1", "target": FINAL["target"] + 3e-9, "retention": FINAL["retention"] + 2e-9}
+    assert rewind.select([rebuilt, FINAL], FINAL, BASE, "dominate_final") is FINAL
     assert rewind.select(POINTS, FINAL, BASE, "knee")["label"] == "a=0.5"
 
 
