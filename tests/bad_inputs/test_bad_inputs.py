@@ -247,7 +247,7 @@ OTHER_CASES = [
     ("run-bad-setting", ["run", "{config}", "--method", "lora", "--setting", "r"], "--setting"),
     ("rewind-not-a-sweep", ["rewind", "{tmp}"], "holds no sweep_config.json"),
     ("missing-config-file", ["sweep", "{tmp}/nope.yaml"], "does not exist"),
-    ("unknown-shipped-config", ["sweep", "quik", "--dry-run"], "or a shipped config (paper-llama"),
+    ("unknown-shipped-config", ["sweep", "quik", "--dry-run"], "or a shipped config (claims, paper-llama"),
     ("eval-unknown-suite", ["eval", "--model", "{model}", "--suite", "nope"], "unknown suite"),
 ]
 
@@ -288,7 +288,7 @@ def test_init_refuses_to_overwrite_and_names_the_shipped_configs(tmp_path, capsy
     assert cli.main(["init", "mine"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert cli.main(["init", "other", "--from", "nope"]) == 2
-    assert "allowed: paper-llama-3.2-3b-sft" in capsys.readouterr().err
+    assert "allowed: claims, paper-llama-3.2-3b-sft" in capsys.readouterr().err
     assert not (tmp_path / "other.yaml").exists()
 
 
