@@ -31,6 +31,7 @@ import numpy as np
 from analysis import pareto, replicates
 from bench.common import RESULTS, machine
 from evals import uncertainty
+from orchestrator import sweep_analysis
 from orchestrator.sweep_dir import SweepDir, has_final_point
 
 SWEEP = Path("runs") / "claims"
@@ -75,37 +76,30 @@ def trajectory(results: list[dict[str, Any]]) -> dict[str, Any]:
             "trials": trials}
 
 
-def _final_point(r: dict[str, Any]) -> dict[str, Any]:
-    return {"label": r["trial_id"], "method": r["method"], "budget": r["budget"], "seed": r["config"]["train"]["seed"],
-            "params": r["params"]["trainable"], "gain": r["final"]["gain"], "forgetting": r["final"]["forgetting"]}
-
-
 def matched_budgets(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Claim 2: OFT's and LoRA's hypervolumes per seed on one reference, and budget-matched dominance."""
-    points = [_final_point(r) for r in results]
+    points = [{k: p[k] for k in ("label", "method", "seed", "params", "gain", "forgetting")}
+              for p in sweep_analysis.points(results)]
     reference = pareto.default_reference(points, pareto.DEFAULT_OBJECTIVES)
     seeds = sorted({p["seed"] for p in points})
     hv: dict[str, list[float]] = {"oft": [], "lora": []}
+    pairs: list[dict[str, Any]] = []  # OFT vs LoRA within one seed, budgets within 1.5x (pareto.budget_matched)
     for seed in seeds:
-        per_method = pareto.frontier_analysis([p for p in points if p["seed"] == seed],
-                                              reference=reference)["methods"]
+        analysis = pareto.frontier_analysis([p for p in points if p["seed"] == seed], reference=reference)
         for method in hv:  # a method none of whose trials finished at this seed covers nothing
-            hv[method].append(per_method.get(method, {"hypervolume": 0.0})["hypervolume"])
+            hv[method].append(analysis["methods"].get(method, {"hypervolume": 0.0})["hypervolume"])
+        pairs += analysis["budget_matched"]
+    method_of = {p["label"]: p["method"] for p in points}
     difference = [o - l for o, l in zip(hv["oft"], hv["lora"])]
-    pairs = {(p["seed"], p["budget"]): {} for p in points}
-    for p in points:
-        pairs[p["seed"], p["budget"]][p["method"]] = p
-    both = [pair for pair in pairs.values() if {"oft", "lora"} <= set(pair)]
-    objectives = pareto.DEFAULT_OBJECTIVES
     diff_ci = replicates.t_interval(difference)
     return {"claim": "at matched budgets OFT's front dominates LoRA's", "holds": _above_zero(diff_ci),
             "reference": reference, "seeds": seeds,
             "hypervolume": {m: {"per_seed": v, "mean": float(np.mean(v)), "ci": replicates.t_interval(v)}
                             for m, v in hv.items()},
             "difference_oft_minus_lora": {"per_seed": difference, "mean": float(np.mean(difference)), "ci": diff_ci},
-            "matched_pairs": len(both),
-            "oft_dominates": sum(pareto.point_dominates(p["oft"], p["lora"], objectives) for p in both),
-            "lora_dominates": sum(pareto.point_dominates(p["lora"], p["oft"], objectives) for p in both),
+            "matched_pairs": len(pairs),
+            "oft_dominates": sum(method_of.get(p["dominates"]) == "oft" for p in pairs),
+            "lora_dominates": sum(method_of.get(p["dominates"]) == "lora" for p in pairs),
             "points": points}
 
 

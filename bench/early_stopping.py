@@ -123,14 +123,22 @@ def hypervolume(finals: list[dict], reference: list[float]) -> float:
 ETAS = (1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)
 
 
+def eta_curve(trials: list[dict], ranking: str, grace: int, reference: list[float]) -> dict[float, tuple[int, float]]:
+    """A policy's (steps trained, hypervolume) at each reduction factor in ETAS."""
+    curve = {}
+    for eta in ETAS:
+        finals, trained = replay(trials, ranking, eta, grace)
+        curve[eta] = (trained, hypervolume(finals, reference))
+    return curve
+
+
 def at_equal_compute(trials: list[dict], ranking: str, grace: int, reference: list[float], steps: int) -> float:
     """A policy's hypervolume at `steps` trained: its (steps, hypervolume) points over reduction factors,
     linearly interpolated (and the no-stopping point at full compute)."""
     total = sum(t["steps"] for t in trials)
     curve = {total: hypervolume(replay(trials, None, 2.0, grace)[0], reference)}
-    for eta in ETAS:
-        finals, trained = replay(trials, ranking, eta, grace)
-        curve.setdefault(trained, hypervolume(finals, reference))
+    for trained, hv in eta_curve(trials, ranking, grace, reference).values():
+        curve.setdefault(trained, hv)
     xs = sorted(curve)
     if steps <= xs[0]:
         return curve[xs[0]]
@@ -190,10 +198,9 @@ def main() -> None:
     ours, moasha = outcomes["hv"], outcomes["epsnet"]
     lost = 1 - ours["hv"] / base_hv
     moasha_equal = at_equal_compute(trials, "epsnet", args.grace, reference, ours["trained"])
-    by_eta = {}  # how the trade-off moves with the reduction factor (read on the same curves: in-sample)
-    for eta in ETAS:
-        finals, trained = replay(trials, "hv", eta, args.grace)
-        by_eta[str(eta)] = {"saved": 1 - trained / total, "hypervolume_lost": 1 - hypervolume(finals, reference) / base_hv}
+    # how the trade-off moves with the reduction factor (read on the same curves: in-sample)
+    by_eta = {str(eta): {"saved": 1 - trained / total, "hypervolume_lost": 1 - hv / base_hv}
+              for eta, (trained, hv) in eta_curve(trials, "hv", args.grace, reference).items()}
     details = {"trials": len(trials), "checkpoints_per_trial": len(trials[0]["checkpoints"]), "eta": args.eta,
                "grace_steps": args.grace, "rungs": rungs, "reference": reference, "hv_no_stopping": base_hv,
                "hv_ours": ours["hv"], "hv_moasha": moasha["hv"], "hv_random_same_compute": random_hv,
