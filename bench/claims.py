@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from analysis import pareto, replicates
-from bench.common import RESULTS, machine
+from bench.common import RESULTS, machine, run_sweep
 from evals import uncertainty
 from orchestrator import sweep_analysis
 from orchestrator.sweep_dir import SweepDir, has_final_point
@@ -42,9 +40,7 @@ def run_sweep() -> SweepDir:
     """The claims sweep and its rewinding, resumed where an earlier run left it (a finished one is kept)."""
     where = SweepDir.at(SWEEP)
     if not where.rewinding.is_file():
-        resume = ["--resume"] if (SWEEP / "sweep_config.json").is_file() else []
-        subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", "claims", "--set",
-                        f"output_dir={SWEEP}", *resume], check=True)
+        run_sweep(SWEEP, "claims")
     return where
 
 

@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +42,11 @@ def record(name: str, metric: str, ours: float, baseline: float, goal: str, met:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def run_sweep(out: Path, *args: str) -> None:
+    """`peft-arena sweep *args` into `out`, resumed when an earlier run left a sweep there (the long
+    benchmark sweeps span several sittings on a 2-core machine)."""
+    resume = ["--resume"] if (out / "sweep_config.json").is_file() else []
+    subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", *args, "--set", f"output_dir={out}", *resume],
+                   check=True)

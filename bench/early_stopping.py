@@ -30,12 +30,11 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from analysis import pareto
+from bench import common
 from bench.common import record
 from orchestrator.early_stop import ParetoRungs
 from orchestrator.sweep_dir import SweepDir, has_final_point
@@ -56,9 +55,7 @@ OBJECTIVES = [("target_gain", "max"), ("forgetting", "min")]
 def run_sweep(name: str, *extra: str) -> Path:
     """The RECORD sweep (plus `extra` overrides) in SWEEPS/name, resumed when an earlier run left it there."""
     out = SWEEPS / name
-    resume = ["--resume"] if (out / "sweep_config.json").is_file() else []
-    subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", *RECORD, *extra, "--set", f"name={name}",
-                    "--set", f"output_dir={out}", *resume], check=True)
+    common.run_sweep(out, *RECORD, *extra, "--set", f"name={name}")
     return out
 
 
