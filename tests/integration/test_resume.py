@@ -1,5 +1,5 @@
 """Exact resume on the tiny model with the real DeepSpeed engine: a trial SIGKILLed after a checkpoint (or
-in the middle of the steps after it) and run again in the same dir ends with the very adapter an
+in the middle of writing the next one) and run again in the same dir ends with the very adapter an
 uninterrupted trial ends with (same sha256) and the same per-step losses after the resumed step."""
 from __future__ import annotations
 
@@ -38,32 +38,36 @@ def _final_sha(result: dict) -> str:
     return checkpoints.read_meta(Path(result["checkpoints"][-1]["path"]))["sha256"]
 
 
-def _killed_after(data: dict, step: int, delay: float) -> None:
-    """Run the trial in its own process and SIGKILL it `delay` seconds after checkpoint `step` is complete."""
+def _killed_when(data: dict, step: int, begun: bool = False) -> None:
+    """Run the trial in its own process and SIGKILL it once checkpoint `step` is complete or, with `begun`,
+    once its writing has begun (its folder exists: the steps before it are trained, its files are not all
+    there). Watching files, not a clock, keeps the kill in the same place on a fast machine and a slow one."""
     cfg = config.validate(data)
-    marker = SweepDir.of(cfg).trial("t").checkpoint(step) / checkpoints.META_FILE  # written last
+    folder = SweepDir.of(cfg).trial("t").checkpoint(step)
+    marker = folder if begun else folder / checkpoints.META_FILE  # the JSON is written last
     proc = subprocess.Popen([sys.executable, "-c", RUN, json.dumps(data)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not marker.is_file():
+    while not marker.exists():
         assert proc.poll() is None, f"the trial ended before checkpoint {step} (exit {proc.returncode})"
         assert time.time() < deadline, "checkpoint never written"
-        time.sleep(0.02)
-    time.sleep(delay)
+        time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
 
-@pytest.mark.parametrize("regime,zero_stage,delay", [("sft", 0, 0.0), ("sft", 0, 0.4), ("sft", 3, 0.0),
-                                                     ("grpo", 0, 0.0), ("grpo", 3, 0.2)])
+@pytest.mark.parametrize("regime,zero_stage,kill_at", [("sft", 0, "after 4"), ("sft", 0, "inside 6"),
+                                                       ("sft", 3, "after 4"), ("grpo", 0, "after 4"),
+                                                       ("grpo", 3, "inside 6")])
 def test_a_killed_trial_resumes_to_the_same_weights_bit_for_bit(tmp_path, tiny_model_dir, isolated_cache, regime,
-                                                                 zero_stage, delay):
+                                                                 zero_stage, kill_at):
     whole = config.validate(_config(tiny_model_dir, tmp_path / "whole", zero_stage, regime))
     uninterrupted = trial.run(whole, "lora", {"r": 2}, SweepDir.of(whole).trial("t"))
     assert uninterrupted["status"] == "completed", uninterrupted.get("traceback")
 
     data = _config(tiny_model_dir, tmp_path / "killed", zero_stage, regime)
-    _killed_after(data, 4, delay)
+    where, step = kill_at.split()
+    _killed_when(data, int(step), begun=where == "inside")
     cfg = config.validate(data)
     trial_dir = SweepDir.of(cfg).trial("t")
     assert trial_dir.read_result() is None or trial_dir.read_result()["status"] == "running"
@@ -80,7 +84,7 @@ def test_a_killed_trial_resumes_to_the_same_weights_bit_for_bit(tmp_path, tiny_m
 def test_resume_state_is_kept_for_the_newest_checkpoint_only_and_dropped_at_the_end(tmp_path, tiny_model_dir,
                                                                                      isolated_cache):
     data = _config(tiny_model_dir, tmp_path / "killed", 0, "sft")
-    _killed_after(data, 4, 0.0)
+    _killed_when(data, 4)
     trial_dir = SweepDir.of(config.validate(data)).trial("t")
     with_state = [d.name for d in trial_dir.checkpoint_dirs() if (d / checkpoints.RESUME_META).is_file()]
     assert with_state == ["step_000004"]  # step 2's state went when step 4's was written
@@ -116,7 +120,7 @@ def test_a_trial_tune_never_recorded_is_continued_by_its_successor_not_redone(tm
     uninterrupted = trial.run(whole, "lora", {"r": 2}, SweepDir.of(whole).trial("t"))
 
     data = _config(tiny_model_dir, tmp_path / "killed", 0, "sft")
-    _killed_after(data, 4, 0.0)
+    _killed_when(data, 4)
     cfg = config.validate(data)
     where = SweepDir.of(cfg)
 
