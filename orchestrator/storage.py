@@ -143,8 +143,9 @@ class Store:
         the last push; returns how many files went up. Retries for RETRY_S when the store is down."""
         local = Path(local or self.mirror)
         pushed = self._ledger(PUSHED)
-        changed = [path for path in _files(local) if pushed.get(self.relative(path)) != _stamp(path)]
-        for path in sorted(changed, key=_upload_order):
+        present = _files(local)
+        changed = {path for path in present if pushed.get(self.relative(path)) != _stamp(path)}
+        for path in [p for p in _in_upload_order(present) if p in changed]:
             self._retry(f"upload {self.relative(path)}", lambda: self._upload(path))
             pushed[self.relative(path)] = _stamp(path)
             self._save_ledger(PUSHED, pushed)
@@ -168,7 +169,7 @@ class Store:
         selector = pafs.FileSelector(source, recursive=True, allow_not_found=True)
         files = [i.path for i in self._retry(f"list {self.relative(local)}", lambda: self.fs.get_file_info(selector))
                  if i.type == pafs.FileType.File]
-        for path in sorted(files, key=lambda p: _upload_order(Path(p))):
+        for path in map(str, _in_upload_order([Path(f) for f in files])):
             copied = f"{target}/{path[len(source) + 1:]}"
             self._retry(f"copy {path}", lambda: self.fs.copy_file(path, copied))
         return len(files)
@@ -289,8 +290,12 @@ def _stamp(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _upload_order(path: Path) -> tuple[bool, int, str]:
-    """Weights before the JSON that vouches for them, and deeper JSON before shallower: a checkpoint's
-    checkpoint.json before the trial's result at the top of its folder. A reader that sees a JSON can
-    trust that what it names is already there."""
-    return (path.suffix == ".json", -len(path.parts), path.as_posix())
+def _in_upload_order(paths: list[Path]) -> list[Path]:
+    """Weights before the JSON that vouches for them; a JSON that vouches for one file (named after it:
+    `resume.json` for `resume.safetensors`) before the one that vouches for its whole folder
+    (`checkpoint.json`); deeper JSON before shallower, so a checkpoint's JSON goes up before the trial's
+    result at the top of its folder. A reader that sees a JSON can trust that what it names is already
+    there, and a checkpoint that verifies in the store has its resume state beside it, as on a local disk."""
+    vouched = {(p.parent, p.stem) for p in paths if p.suffix != ".json"}
+    return sorted(paths, key=lambda p: (p.suffix == ".json", -len(p.parts), (p.parent, p.stem) not in vouched,
+                                        p.as_posix()))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import config
-from orchestrator.storage import _upload_order, is_remote
+from orchestrator.storage import _in_upload_order, is_remote
 from tests.helpers import tiny_config
 
 
@@ -28,12 +28,14 @@ def test_upload_order_puts_every_json_after_the_files_it_vouches_for():
                                "t/checkpoints/step_2/adapter.safetensors", "t/checkpoints/step_2/resume.json",
                                "t/checkpoints/step_2/resume.safetensors", "t/rewound/a/adapter.safetensors",
                                "t/rewound/a/point.json")]
-    order = [p.as_posix() for p in sorted(files, key=_upload_order)]
+    order = [p.as_posix() for p in _in_upload_order(files)]
     first_json = next(i for i, p in enumerate(order) if p.endswith(".json"))
     assert all(not p.endswith(".json") for p in order[:first_json])
     assert all(p.endswith(".json") for p in order[first_json:])
     assert order.index("t/result.json") > order.index("t/checkpoints/step_2/checkpoint.json")
     assert order.index("t/rewind.json") > order.index("t/rewound/a/point.json")
+    # a checkpoint that verifies in the store (its checkpoint.json is there) has its resume state beside it
+    assert order.index("t/checkpoints/step_2/checkpoint.json") > order.index("t/checkpoints/step_2/resume.json")
 
 
 def test_a_result_written_elsewhere_names_checkpoints_in_the_readers_sweep_dir(tmp_path):
