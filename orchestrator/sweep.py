@@ -432,7 +432,8 @@ def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]
     import optuna
     from optuna.storages import RDBStorage
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
+
+    from orchestrator.searcher import ResumableOptunaSearch
 
     where = SweepDir.of(cfg)
     trainable = tune.with_resources(tune.with_parameters(_trainable, sweep=cfg.model_dump()), trial_resources(cfg))
@@ -450,7 +451,7 @@ def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]
     optuna.create_study(storage=storage, study_name=cfg.name, load_if_exists=True,
                         directions=["maximize" if o.mode == "max" else "minimize" for o in cfg.search.objectives]
                         ).set_metric_names([o.name for o in cfg.search.objectives])
-    searcher = OptunaSearch(space=DefineByRun(plan), metric=[o.name for o in cfg.search.objectives],
+    searcher = ResumableOptunaSearch(space=DefineByRun(plan), metric=[o.name for o in cfg.search.objectives],
                             mode=[o.mode for o in cfg.search.objectives],
                             sampler=make_sampler(sampler_name(cfg, plan), cfg.search.seed, samples),
                             study_name=cfg.name, storage=storage, seed=cfg.search.seed)
@@ -559,13 +560,10 @@ def abandon_leftovers(where: SweepDir) -> int:
 
 def fail_orphaned_trials(cfg: SweepConfig) -> int:
     """Optuna trials still RUNNING once Tune is done were asked for by a driver that died before it
-    recorded them (a SIGKILL between Optuna's ask and Tune's state save): no Tune trial will ever tell
-    their result, so they are closed as FAIL rather than left to look in flight."""
+    recorded them and were not requeued (a kill during the resumed sweep): closed as FAIL rather than left
+    to look in flight."""
     import optuna
 
-    storage = optuna.storages.RDBStorage(SweepDir.of(cfg).optuna_url)
-    study = optuna.load_study(study_name=cfg.name, storage=storage)
-    orphans = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
-    for orphan in orphans:
-        storage.set_trial_state_values(orphan._trial_id, optuna.trial.TrialState.FAIL)
-    return len(orphans)
+    from orchestrator.searcher import fail_orphans
+
+    return fail_orphans(optuna.load_study(study_name=cfg.name, storage=SweepDir.of(cfg).optuna_url))

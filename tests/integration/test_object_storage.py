@@ -145,6 +145,7 @@ def test_a_killed_driver_resumes_from_the_bucket(tmp_path, tiny_model_dir, s3_cl
     after = _bucket_results(s3)
     completed = {t for t, r in after.items() if r["status"] == "completed"}
     assert len(completed) == 4 and set(before) <= completed
+    assert len(_by_configuration(after[t] for t in completed)) == 4  # every configuration once, none twice
     for trial_id, result in before.items():  # finished trials were not run again
         assert after[trial_id]["started_at"] == result["started_at"]
     # the trial killed half way continued from the checkpoints it had uploaded, exactly

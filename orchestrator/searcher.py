@@ -1,0 +1,56 @@
+"""The Optuna searcher Ray Tune drives, made safe to resume after a killed driver.
+
+Tune saves its experiment state (trials and the searcher) every few seconds. A driver killed between
+Optuna's ask for a trial and the next save leaves that Optuna trial RUNNING in the study while the
+restored Tune has never heard of it: nobody will ever tell its result, and the sampler keeps treating its
+configuration as taken (the grid's BruteForceSampler then repeats another configuration instead, and the
+sweep ends without the one that was in flight). On restore, such an orphan is closed as FAIL and its
+parameters are enqueued, so the next trial Tune asks for runs that configuration again, and
+`sweep.continue_interrupted` hands it the orphan's checkpoints.
+
+Why by hand: Ray's `OptunaSearch.restore` brings back its own state only, and Optuna has no notion of a
+trial whose asker died (its heartbeat-based retry needs a storage heartbeat that Tune's ask/tell does not keep).
+"""
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+
+class ResumableOptunaSearch(OptunaSearch):
+    """`OptunaSearch` that requeues the study's orphans when Tune restores it (a resumed sweep)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        # the Optuna trials of the Tune trials the restored experiment knows (and will run or has run)
+        requeue_orphans(self._ot_study, {trial.number for trial in self._ot_trials.values()})
+
+
+def orphans(study: optuna.Study, known: Collection[int] = ()) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials of the study that no Tune trial in `known` (Optuna trial numbers) will tell."""
+    return [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if t.number not in known]
+
+
+def fail(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def requeue_orphans(study: optuna.Study, known: Collection[int]) -> int:
+    """Close each orphan as FAIL and enqueue its parameters for the next ask; returns how many."""
+    found = orphans(study, known)
+    for orphan in found:
+        fail(study, orphan)
+        study.enqueue_trial(orphan.params, user_attrs={"requeued_from": orphan.number})
+    return len(found)
+
+
+def fail_orphans(study: optuna.Study) -> int:
+    """Once Tune is done, every trial still RUNNING is an orphan: closed as FAIL, not left in flight."""
+    found = orphans(study)
+    for orphan in found:
+        fail(study, orphan)
+    return len(found)
+
