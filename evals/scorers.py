@@ -123,13 +123,19 @@ def multiple_choice_items(model: nn.Module, tokenizer: Any, items: Sequence[dict
     """Per item: `acc` (argmax of summed log-likelihood) and `acc_norm` (argmax of log-likelihood per
     character of the choice), lm-eval's definitions; and `gold_prob`, the probability the model puts on the
     gold choice among the choices (softmax of their summed log-likelihoods): a continuous score that moves
-    before an argmax flips, so it sees small losses that accuracy rounds away. Items: {context, choices, gold}."""
+    before an argmax flips, so it sees small losses that accuracy rounds away. Also the gold choice's own
+    log-likelihood and token count (`logprob`, `tokens`), from which `answer_token_prob` is its per-token
+    probability: unlike the other three it does not hinge on the distractors, so a finetuned model's
+    shift is much the same on every item and a few dozen items pin it down. Items: {context, choices, gold}."""
     results = []
     for item, lls in zip(items, choice_loglikelihoods(model, tokenizer, items, batch_size)):
         normed = [ll / len(choice) for ll, choice in zip(lls, item["choices"])]
-        results.append({"acc": int(max(range(len(lls)), key=lls.__getitem__) == item["gold"]),
-                        "acc_norm": int(max(range(len(normed)), key=normed.__getitem__) == item["gold"]),
-                        "gold_prob": float(torch.softmax(torch.tensor(lls, dtype=torch.float64), 0)[item["gold"]])})
+        gold = item["gold"]
+        _, gold_ids = encode_pair(tokenizer, item["context"], " " + item["choices"][gold])
+        results.append({"acc": int(max(range(len(lls)), key=lls.__getitem__) == gold),
+                        "acc_norm": int(max(range(len(normed)), key=normed.__getitem__) == gold),
+                        "gold_prob": float(torch.softmax(torch.tensor(lls, dtype=torch.float64), 0)[gold]),
+                        "logprob": lls[gold], "tokens": len(gold_ids)})
     return results
 
 
@@ -161,7 +167,7 @@ def _nll(items: Sequence[dict[str, Any]]) -> float:
 
 def aggregate_multiple_choice(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"acc": _mean(items, "acc"), "acc_norm": _mean(items, "acc_norm"), "gold_prob": _mean(items, "gold_prob"),
-            "n": len(items)}
+            "answer_token_prob": math.exp(-_nll(items)), "n": len(items)}
 
 
 def aggregate_answer_nll(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

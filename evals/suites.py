@@ -27,7 +27,7 @@ SUITE_KINDS = ("target", "retention")
 SCORER_METRICS: dict[str, tuple[str, ...]] = {
     "generate_exact_match": ("exact_match",),
     "answer_nll": ("answer_token_prob",),
-    "multiple_choice": ("acc", "acc_norm", "gold_prob"),
+    "multiple_choice": ("acc", "acc_norm", "gold_prob", "answer_token_prob"),
     "text_nll": ("token_prob",),
 }
 _REQUIRED = ("name", "source", "scorer", "metric")

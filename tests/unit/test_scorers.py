@@ -31,12 +31,12 @@ def test_encode_pair_moves_trailing_space_to_continuation(tiny_tokenizer):
     assert ctx + cont == whole and ctx == tiny_tokenizer("Answer:", add_special_tokens=False)["input_ids"]
 
 
-def test_multiple_choice_acc_acc_norm_and_gold_prob_match_brute_force(tiny_model, tiny_tokenizer):
+def test_multiple_choice_metrics_match_brute_force(tiny_model, tiny_tokenizer):
     items = [{"context": "Question: What do bees make?\nAnswer:", "choices": ["milk", "honey", "a"], "gold": 1},
              {"context": "Question: Capital of France?\nAnswer:", "choices": ["Paris", "Rome"], "gold": 0},
              {"context": "Question: How many legs?\nAnswer:", "choices": ["six", "eight", "four"], "gold": 2}]
     got = scorers.multiple_choice(tiny_model, tiny_tokenizer, items, batch_size=3)
-    acc = acc_norm = gold_prob = 0
+    acc = acc_norm = gold_prob = gold_logprob = gold_tokens = 0
     for item in items:
         lls = [direct_logprob(tiny_model, sum(scorers.encode_pair(tiny_tokenizer, item["context"], " " + c), []),
                               len(scorers.encode_pair(tiny_tokenizer, item["context"], " " + c)[1]))
@@ -45,8 +45,12 @@ def test_multiple_choice_acc_acc_norm_and_gold_prob_match_brute_force(tiny_model
         normed = [ll / len(c) for ll, c in zip(lls, item["choices"])]
         acc_norm += max(range(len(normed)), key=normed.__getitem__) == item["gold"]
         gold_prob += math.exp(lls[item["gold"]]) / sum(math.exp(ll) for ll in lls)  # the gold's share of the choices
+        gold_logprob += lls[item["gold"]]
+        gold_tokens += len(scorers.encode_pair(tiny_tokenizer, item["context"], " " + item["choices"][item["gold"]])[1])
     assert got["acc"] == pytest.approx(acc / 3) and got["acc_norm"] == pytest.approx(acc_norm / 3)
     assert got["gold_prob"] == pytest.approx(gold_prob / 3, rel=1e-5)
+    # the gold answers' per-token probability: exp of their log-likelihood over all their tokens
+    assert got["answer_token_prob"] == pytest.approx(math.exp(gold_logprob / gold_tokens), rel=1e-5)
 
 
 def test_text_nll_is_token_weighted_cross_entropy(tiny_model, tiny_tokenizer):
