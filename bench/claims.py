@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from analysis import pareto, replicates
-from bench.common import RESULTS, machine, run_sweep
+from bench import common
+from bench.common import RESULTS, machine
 from evals import uncertainty
 from orchestrator import sweep_analysis
 from orchestrator.sweep_dir import SweepDir, has_final_point
@@ -40,7 +41,7 @@ def run_sweep() -> SweepDir:
     """The claims sweep and its rewinding, resumed where an earlier run left it (a finished one is kept)."""
     where = SweepDir.at(SWEEP)
     if not where.rewinding.is_file():
-        run_sweep(SWEEP, "claims")
+        common.run_sweep(SWEEP, "claims")
     return where
 
 
