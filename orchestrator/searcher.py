@@ -34,23 +34,17 @@ def orphans(study: optuna.Study, known: Collection[int] = ()) -> list[optuna.tri
             if t.number not in known]
 
 
-def fail(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+def fail_orphans(study: optuna.Study, known: Collection[int] = ()) -> list[optuna.trial.FrozenTrial]:
+    """Close the orphans as FAIL (once Tune is done, every trial still RUNNING is one); returns them."""
+    found = orphans(study, known)
+    for orphan in found:
+        study._storage.set_trial_state_values(orphan._trial_id, optuna.trial.TrialState.FAIL)
+    return found
 
 
 def requeue_orphans(study: optuna.Study, known: Collection[int]) -> int:
     """Close each orphan as FAIL and enqueue its parameters for the next ask; returns how many."""
-    found = orphans(study, known)
+    found = fail_orphans(study, known)
     for orphan in found:
-        fail(study, orphan)
         study.enqueue_trial(orphan.params, user_attrs={"requeued_from": orphan.number})
     return len(found)
-
-
-def fail_orphans(study: optuna.Study) -> int:
-    """Once Tune is done, every trial still RUNNING is an orphan: closed as FAIL, not left in flight."""
-    found = orphans(study)
-    for orphan in found:
-        fail(study, orphan)
-    return len(found)
-

@@ -566,4 +566,4 @@ def fail_orphaned_trials(cfg: SweepConfig) -> int:
 
     from orchestrator.searcher import fail_orphans
 
-    return fail_orphans(optuna.load_study(study_name=cfg.name, storage=SweepDir.of(cfg).optuna_url))
+    return len(fail_orphans(optuna.load_study(study_name=cfg.name, storage=SweepDir.of(cfg).optuna_url)))

@@ -57,4 +57,4 @@ def test_the_orphan_is_closed_as_failed_and_its_parameters_are_asked_for_next():
     again = study.ask()
     assert _space(again) == config and again.user_attrs["requeued_from"] == orphan.number
     assert requeue_orphans(study, known={again.number}) == 0  # a trial Tune knows is no orphan
-    assert fail_orphans(study) == 1 and study.trials[again.number].state == optuna.trial.TrialState.FAIL
+    assert len(fail_orphans(study)) == 1 and study.trials[again.number].state == optuna.trial.TrialState.FAIL
