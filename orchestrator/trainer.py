@@ -188,6 +188,8 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
         if state is not None:
             resume.restore(engine, model, regime, *state)
         result.resumed = "exact" if state is not None else "weights"
+        if rank == 0 and resume_from is not None:  # what a kill between write and drop left behind
+            _drop_older_resume_states(cfg, resume_from, trial_dir)
     start = time.perf_counter()
     outside = 0.0  # seconds spent in the checkpoint callback
     model.train()
@@ -255,7 +257,10 @@ def _write_checkpoint(engine: Any, model: nn.Module, regime: Any, cfg: TrainConf
 
 
 def _drop_older_resume_states(cfg: TrainConfig, directory: Path, trial_dir: TrialDir) -> None:
-    """With `resume_state: last`, every other checkpoint's resume state goes once the new checkpoint is whole."""
+    """With `resume_state: last`, every other checkpoint's resume state goes once `directory`'s is whole.
+    The new state is written before the old ones go, so a kill never leaves a trial without one; a kill in
+    between leaves two, and the next checkpoint or a resume from `directory` removes the leftovers. So "one
+    state, the newest" holds at every checkpoint and every resume, by construction, not by timing."""
     if cfg.resume_state == "last":
         for older in trial_dir.checkpoint_dirs():
             if older != directory:

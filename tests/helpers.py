@@ -3,7 +3,10 @@ tokenizer, and a tiny sweep config over local task fixtures. Plain functions, im
 pytest fixtures over them live in conftest.py."""
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -52,3 +55,19 @@ def tiny_config(model_dir: Path, out_dir: Path, **train) -> dict:
                  "max_items": 4, "batch_size": 8},
         "methods": [{"name": "lora", "settings": [{"r": 2}]}],
     }
+
+
+def wait_until(predicate: Callable[[], object], what: str, *, timeout: float = 900,
+               alive: subprocess.Popen | None = None, poll: float = 0.05) -> None:
+    """Wait for an event the product marks (a file it writes, a line it logs, a state it reaches). The
+    timeout is only a guard against a hang, generous so that a loaded machine never trips it; when it
+    trips, or when `alive` (the process that should bring the event) ends first, the failure names the
+    event awaited."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if alive is not None and alive.poll() is not None:
+            out = alive.stdout.read()[-3000:] if alive.stdout else ""
+            raise AssertionError(f"process ended ({alive.returncode}) before {what}: {out}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {timeout:.0f} s: {what}")
+        time.sleep(poll)  # the poll interval of the watch, not a stand-in for the event

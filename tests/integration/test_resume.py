@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from orchestrator import checkpoints, config, trial
 from orchestrator.sweep_dir import SweepDir
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, wait_until
 
 pytestmark = pytest.mark.timeout(900)
 RUN = """
@@ -47,24 +47,33 @@ def _killed_when(data: dict, step: int, begun: bool = False) -> None:
     marker = folder if begun else folder / checkpoints.META_FILE  # the JSON is written last
     proc = subprocess.Popen([sys.executable, "-c", RUN, json.dumps(data)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not marker.exists():
-        assert proc.poll() is None, f"the trial ended before checkpoint {step} (exit {proc.returncode})"
-        assert time.time() < deadline, "checkpoint never written"
-        time.sleep(0.005)
+    wait_until(marker.exists, f"checkpoint {step} {'begun' if begun else 'complete'}", alive=proc, poll=0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_model_dir):
+    """The uninterrupted trial of a (regime, ZeRO stage), trained once for every test that compares with it."""
+    done: dict[tuple[str, int], dict] = {}
+
+    def reference(regime: str, zero_stage: int) -> dict:
+        if (regime, zero_stage) not in done:
+            out = tmp_path_factory.mktemp(f"whole-{regime}-{zero_stage}")
+            whole = config.validate(_config(tiny_model_dir, out, zero_stage, regime))
+            result = trial.run(whole, "lora", {"r": 2}, SweepDir.of(whole).trial("t"))
+            assert result["status"] == "completed", result.get("traceback")
+            done[regime, zero_stage] = result
+        return done[regime, zero_stage]
+    return reference
 
 
 @pytest.mark.parametrize("regime,zero_stage,kill_at", [("sft", 0, "after 4"), ("sft", 0, "inside 6"),
                                                        ("sft", 3, "after 4"), ("grpo", 0, "after 4"),
                                                        ("grpo", 3, "inside 6")])
 def test_a_killed_trial_resumes_to_the_same_weights_bit_for_bit(tmp_path, tiny_model_dir, isolated_cache, regime,
-                                                                 zero_stage, kill_at):
-    whole = config.validate(_config(tiny_model_dir, tmp_path / "whole", zero_stage, regime))
-    uninterrupted = trial.run(whole, "lora", {"r": 2}, SweepDir.of(whole).trial("t"))
-    assert uninterrupted["status"] == "completed", uninterrupted.get("traceback")
-
+                                                                 zero_stage, kill_at, uninterrupted):
+    reference = uninterrupted(regime, zero_stage)
     data = _config(tiny_model_dir, tmp_path / "killed", zero_stage, regime)
     where, step = kill_at.split()
     _killed_when(data, int(step), begun=where == "inside")
@@ -75,21 +84,32 @@ def test_a_killed_trial_resumes_to_the_same_weights_bit_for_bit(tmp_path, tiny_m
     assert resumed["status"] == "completed" and resumed["resumed"] == "exact", resumed.get("traceback")
     k = resumed["resumed_from_step"]
     assert 4 <= k < 8
-    assert _final_sha(resumed) == _final_sha(uninterrupted)
+    assert _final_sha(resumed) == _final_sha(reference)
     after = [r["loss"] for r in resumed["train_log"] if r["step"] > k]
-    assert after == [r["loss"] for r in uninterrupted["train_log"] if r["step"] > k]
-    assert [c["target"] for c in resumed["checkpoints"]] == [c["target"] for c in uninterrupted["checkpoints"]]
+    assert after == [r["loss"] for r in reference["train_log"] if r["step"] > k]
+    assert [c["target"] for c in resumed["checkpoints"]] == [c["target"] for c in reference["checkpoints"]]
 
 
 def test_resume_state_is_kept_for_the_newest_checkpoint_only_and_dropped_at_the_end(tmp_path, tiny_model_dir,
                                                                                      isolated_cache):
+    """Killed once checkpoint 4 is whole: step 4 holds a resume state, and step 2 still holds one only if the
+    kill fell between writing 4's and dropping 2's. The resume removes such a leftover (planted here, so the
+    window is tested every run, not by chance), the next checkpoint drops its predecessor's, the end drops all."""
     data = _config(tiny_model_dir, tmp_path / "killed", 0, "sft")
     _killed_when(data, 4)
     trial_dir = SweepDir.of(config.validate(data)).trial("t")
-    with_state = [d.name for d in trial_dir.checkpoint_dirs() if (d / checkpoints.RESUME_META).is_file()]
-    assert with_state == ["step_000004"]  # step 2's state went when step 4's was written
-    result = trial.run(config.validate(data), "lora", {"r": 2}, trial_dir)
-    assert all(not (d / checkpoints.RESUME_META).exists() for d in trial_dir.checkpoint_dirs())
+
+    def with_state() -> list[str]:
+        return [d.name for d in trial_dir.checkpoint_dirs() if (d / checkpoints.RESUME_META).is_file()]
+    assert with_state()[-1] == "step_000004" and set(with_state()) <= {"step_000002", "step_000004"}
+    for name in (checkpoints.RESUME_TENSORS, checkpoints.RESUME_META):  # the kill-between-write-and-drop window
+        shutil.copy(trial_dir.checkpoint(4) / name, trial_dir.checkpoint(2) / name)
+    seen: dict[int, list[str]] = {}
+    result = trial.run(config.validate(data), "lora", {"r": 2}, trial_dir,
+                       on_step=lambda step, _: seen.setdefault(step, with_state()))
+    assert result["status"] == "completed" and result["resumed"] == "exact", result.get("traceback")
+    assert seen[5] == ["step_000004"] and seen[7] == ["step_000006"]
+    assert with_state() == []
     sizes = [c["bytes"] for c in result["checkpoints"]]
     assert all(s["weights"] > 0 and s["resume_state"] > 2 * s["weights"] for s in sizes)  # two moments + RNG
 
@@ -111,13 +131,12 @@ def test_without_a_resume_state_a_trial_resumes_from_its_weights_and_says_so(tmp
 
 
 def test_a_trial_tune_never_recorded_is_continued_by_its_successor_not_redone(tmp_path, tiny_model_dir,
-                                                                             isolated_cache):
+                                                                             isolated_cache, uninterrupted):
     """A driver killed before Tune saved its state leaves trial "t" running with checkpoints; the resumed
     sweep runs that configuration under a new id, which takes over t's checkpoints and resumes exactly."""
     from orchestrator.sweep import continue_interrupted, same_config_trials, trial_config_hash
 
-    whole = config.validate(_config(tiny_model_dir, tmp_path / "whole", 0, "sft"))
-    uninterrupted = trial.run(whole, "lora", {"r": 2}, SweepDir.of(whole).trial("t"))
+    reference = uninterrupted("sft", 0)
 
     data = _config(tiny_model_dir, tmp_path / "killed", 0, "sft")
     _killed_when(data, 4)
@@ -134,7 +153,7 @@ def test_a_trial_tune_never_recorded_is_continued_by_its_successor_not_redone(tm
     assert continued({"r": 2}, "successor") == "t"
     result = trial.run(cfg, "lora", {"r": 2}, successor)
     assert result["status"] == "completed" and result["resumed"] == "exact" and result["resumed_from_step"] >= 4
-    assert _final_sha(result) == _final_sha(uninterrupted)
+    assert _final_sha(result) == _final_sha(reference)
     assert all(Path(c["path"]).is_relative_to(successor.root) for c in result["checkpoints"])
     left = where.trial("t").read_result()
     assert left["status"] == "abandoned" and left["continued_by"] == "successor" and left["checkpoints"] == []
