@@ -67,7 +67,9 @@ def test_hra_fast_matches_peft_with_gram_schmidt():
     _randomise_adapters(reference)
     variant = copy.deepcopy(reference)
     use_fast_layers(variant)
-    torch.testing.assert_close(_outputs_and_grads(variant)[0], _outputs_and_grads(reference)[0], atol=1e-5, rtol=1e-5)
+    # fp32 logits of order 1: the compact-WY product and peft's dense one round differently, by up to
+    # 1.02e-5 on an AVX-512 CPU (the vector width changes the summation order), so 1e-5 failed there by chance
+    torch.testing.assert_close(_outputs_and_grads(variant)[0], _outputs_and_grads(reference)[0], atol=5e-5, rtol=1e-5)
 
 
 def test_boft_fast_applies_every_butterfly_factor_like_peft_gpu_path():
