@@ -22,7 +22,6 @@ import numpy as np
 from analysis import pareto
 from evals import uncertainty
 
-PathKind = Literal["trajectory", "interp", "layerwise"]
 Rule = Literal["max_target", "max_retention", "knee", "dominate_final"]
 RULES = ("max_target", "max_retention", "knee", "dominate_final")
 # dominate_final: a margin below this is the final point itself recomputed (the a = 1 interpolation rebuilds

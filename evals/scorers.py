@@ -188,11 +188,6 @@ def multiple_choice(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, 
     return aggregate_multiple_choice(multiple_choice_items(model, tokenizer, items, batch_size))
 
 
-def answer_nll(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, str]],
-               batch_size: int = 16) -> dict[str, Any]:
-    return aggregate_answer_nll(answer_nll_items(model, tokenizer, items, batch_size))
-
-
 def text_nll(model: nn.Module, tokenizer: Any, texts: Sequence[str], max_tokens: int = 128,
              batch_size: int = 16) -> dict[str, Any]:
     return aggregate_text_nll(text_nll_items(model, tokenizer, texts, max_tokens, batch_size))
@@ -328,8 +323,3 @@ def generate_exact_match_items(model: nn.Module, tokenizer: Any, items: Sequence
 
 def aggregate_exact_match(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"exact_match": _mean(items, "hit"), "n": len(items), "examples": [it["reply"] for it in items[:3]]}
-
-
-def generate_exact_match(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, str]],
-                         max_new_tokens: int = 16, batch_size: int = 16) -> dict[str, Any]:
-    return aggregate_exact_match(generate_exact_match_items(model, tokenizer, items, max_new_tokens, batch_size))

@@ -280,12 +280,12 @@ def _keeplora_restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 _LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "dropout": 0.0}
 _LORA_HIDDEN = ("dropout",)
-_BOFT = MethodSpec("boft", ("boft_fast",), Interpolation(generators=("boft_R",), scales=("boft_s",),
-                                                             why="Cayley generators per block"),
+_BOFT = MethodSpec("boft", (), Interpolation(generators=("boft_R",), scales=("boft_s",),
+                                                why="Cayley generators per block"),
                    {"block_size": 4, "butterfly_factor": 2}, "block_size", _boft,
                    "butterfly-factorised orthogonal rotation (exact activation-side forward)",
                    {"block_size": 4, "butterfly_factor": 1}, post_init=_fast_layers)
-_HRA = MethodSpec("hra", ("hra_fast",),
+_HRA = MethodSpec("hra", (),
                   Interpolation(why="Householder vectors parameterise the rotation with no generator to scale"),
                   {"r": 8}, "r", _hra, "product of Householder reflections (exact compact-WY forward)", {"r": 2},
                   post_init=_fast_layers)

@@ -255,17 +255,6 @@ class ResourcesConfig(_Strict):
     cpus_per_worker: float = Field(2.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: Any) -> Any:
-        """Say where the per-trial fields went rather than only that they are unknown."""
-        if isinstance(data, dict):
-            for old in ("cpus_per_trial", "gpus_per_trial"):
-                if old in data:
-                    raise ValueError(f"{old} is now {old.replace('_trial', '_worker')} (a trial takes "
-                                     f"workers_per_trial x {old.replace('_trial', '_worker')})")
-        return data
-
     def totals(self) -> dict[str, float]:
         """CPUs and GPUs of one whole trial."""
         return {"CPU": self.workers_per_trial * self.cpus_per_worker, "GPU": self.workers_per_trial * self.gpus_per_worker}

@@ -383,9 +383,9 @@ def connect(address: str, num_cpus: int | None) -> None:
         return
     env = {"env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
     try:
-        if address == "local":  # a private cluster: its servers listen on loopback only
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="error",
-                     runtime_env=env, _node_ip_address="127.0.0.1")
+        if address == "local":  # a private cluster (never one already running here), on loopback only
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level="error", runtime_env=env, _node_ip_address="127.0.0.1")
         else:  # remote workers import the driver's own copy of the project's packages
             import analysis
             import evals
@@ -467,8 +467,7 @@ def build_tuner(cfg: SweepConfig, plan: Plan, resume: bool, callbacks: list[Any]
                                   callbacks=callbacks))
 
 
-def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
-        callbacks: list[Any] | None = None) -> list[dict[str, Any]]:
+def run(cfg: SweepConfig, resume: bool = False, callbacks: list[Any] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the sweep; returns every trial result found in the sweep dir afterwards.
     Tracking is checked before Ray starts: an unreachable MLflow store is a config error, not a surprise
     after the first trial."""
@@ -477,7 +476,7 @@ def run(cfg: SweepConfig, resume: bool = False, address: str | None = None,
     from orchestrator import tracking
 
     plan = make_plan(cfg)
-    address = address or cfg.ray.address
+    address = cfg.ray.address
     where = SweepDir.of(cfg)
     where.check()  # an unreachable store or a missing bucket: one line, before anything is written
     where.claim(cfg, resume, write=False)  # every check before anything is written

@@ -53,7 +53,7 @@ CONFIG_CASES = [
      "eval.mode: pool does not go with search.early_stop.kind 'hv'"),
     ("eval-pool-on-object-storage", patched(eval={"mode": "pool"}, output_dir="s3://bucket/runs/{name}"), [],
      "eval.mode: pool needs an output_dir every node reads"),
-    ("cpus-per-trial-renamed", patched(resources={"cpus_per_trial": 2}), [], "cpus_per_trial is now cpus_per_worker"),
+    ("cpus-per-trial", patched(resources={"cpus_per_trial": 2}), [], "resources.cpus_per_trial: unknown key"),
     ("workers-zero", patched(resources={"workers_per_trial": 0}), [], "resources.workers_per_trial"),
     ("workers-with-early-stop", patched(resources={"workers_per_trial": 2}, search={"early_stop": {"kind": "hv"}}), [],
      "resources.workers_per_trial 2 does not go with search.early_stop.kind 'hv'"),

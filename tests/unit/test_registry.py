@@ -118,11 +118,10 @@ def test_interpolation_rule_is_stated_once_per_method():
     assert "no generator" in registry.get("hra").interpolation.why
 
 
-def test_fast_forwards_are_the_default_and_old_names_still_resolve():
+def test_fast_forwards_are_the_default_and_peft_forwards_the_reference():
     from methods.fast_layers import BlockwiseBOFTLinear, CompactHRALinear
 
-    for name, old, layer in (("boft", "boft_fast", BlockwiseBOFTLinear), ("hra", "hra_fast", CompactHRALinear)):
-        assert registry.get(old).name == name
+    for name, layer in (("boft", BlockwiseBOFTLinear), ("hra", CompactHRALinear)):
         wrapped = registry.wrap(build_tiny_model(300), name, _tiny(name), "all-linear")
         assert sum(isinstance(m, layer) for m in wrapped.modules()) == 14  # 7 projections x 2 layers
         reference = registry.wrap(build_tiny_model(300), f"{name}_peft", _tiny(name), "all-linear")
