@@ -103,7 +103,9 @@ def test_every_methods_export_loads_with_plain_peft_and_matches(exported, method
     assert record["kind"] == ("merged" if method == "full" else "adapter"), record
     expected = _ours(exported["specs"][method])
     assert (expected - exported["base"]).abs().max() > 1e-3  # a real update, not the identity
-    torch.testing.assert_close(exported["theirs"][method], expected, atol=1e-5, rtol=1e-5)
+    # fp32 logits of order 1, computed through two different graphs (peft's layers vs ours): up to 1.7e-5
+    # apart on an AVX-512 CPU (PiSSA, KeepLoRA), where 1e-5 failed by chance; an export error is >= 1e-3
+    torch.testing.assert_close(exported["theirs"][method], expected, atol=5e-5, rtol=1e-5)
 
 
 def test_residual_base_methods_export_a_plain_lora_of_twice_the_rank_on_w0(exported):
