@@ -45,9 +45,49 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     return cache
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One real S3-compatible server on loopback (tests/object_store.py) for the session, bucket `test-bucket`."""
+    from tests import object_store
+
+    yield from object_store.serve(tmp_path_factory.mktemp("moto") / "moto.log")
+
+
 @pytest.fixture()
-def cluster(tmp_path, isolated_cache):
-    """A real two-node local Ray cluster, one CPU each; stopped (with everything Ray) afterwards."""
+def s3(s3_server, monkeypatch):
+    """The session's S3 server with an empty bucket behind a listening relay, its endpoint and moto's test
+    credentials in this test's environment."""
+    s3_server.reset()
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    yield s3_server
+    s3_server.relay.restore()  # a test that cut the store leaves it reachable for the next
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(s3_server):
+    """One real two-node local Ray cluster, one CPU each, for every test that only runs sweeps on it. Its
+    nodes bring the S3 server's credentials themselves, as a real cluster's nodes do (the driver forwards
+    the endpoint, never credentials); what each test's driver sets (cache, tracking) travels with its job."""
+    from tests import sweeps
+
+    address = sweeps.start_cluster(env=s3_server.credentials)
+    yield address
+    sweeps.stop_cluster(address)
+
+
+@pytest.fixture()
+def cluster(shared_cluster, isolated_cache):
+    """The shared cluster, once the previous test's trials have let go of every CPU."""
+    from tests import sweeps
+
+    sweeps.wait_idle(shared_cluster)
+    return shared_cluster
+
+
+@pytest.fixture()
+def private_cluster(isolated_cache):
+    """A two-node cluster of this test's own, for a test that destroys a node; stopped afterwards."""
     from tests import sweeps
 
     address = sweeps.start_cluster()
@@ -56,20 +96,8 @@ def cluster(tmp_path, isolated_cache):
 
 
 @pytest.fixture()
-def s3(tmp_path, monkeypatch):
-    """A real S3-compatible server on loopback (tests/object_store.py) with bucket `test-bucket`; its
-    endpoint and moto's test credentials in the environment (so a cluster started after it inherits them)."""
-    from tests import object_store
-
-    for server in object_store.serve(tmp_path / "moto.log"):
-        for key, value in server.env.items():
-            monkeypatch.setenv(key, value)
-        yield server
-
-
-@pytest.fixture()
 def s3_cluster(s3, cluster):
-    """The two-node cluster, started with the S3 server's environment (the order of these fixtures)."""
+    """The shared cluster, for a test whose sweep keeps its dir in the S3 server's bucket."""
     return cluster
 
 

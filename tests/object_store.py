@@ -4,17 +4,16 @@ looks to its clients (connections refused) while what it already holds survives 
 in memory, so stopping the server itself would empty the bucket)."""
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
 from orchestrator.process import free_port
+from tests.helpers import wait_until
 
 BUCKET = "test-bucket"
 
@@ -31,6 +30,9 @@ class Relay:
         self.restore()
 
     def restore(self) -> None:
+        """Listen again (a no-op while listening, so restoring twice is fine)."""
+        if self._listener is not None:
+            return
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -77,8 +79,10 @@ class Relay:
 
 
 class S3Server:
-    """moto_server on loopback with one bucket; `env` is what a client needs (fake credentials of moto's,
-    the endpoint); `objects()` lists what the bucket holds under a prefix."""
+    """moto_server on loopback with one bucket, shared by a session's tests; `env` is what a client needs
+    (`credentials`, moto's fake ones, which a cluster's nodes bring themselves, and the endpoint);
+    `objects()` lists what the bucket holds under a prefix; `reset()` gives the next test an empty bucket
+    behind a listening relay."""
 
     def __init__(self, log: Path) -> None:
         self.port = free_port()
@@ -88,20 +92,27 @@ class S3Server:
         self._wait()
         self.relay = Relay(self.port)
         self.endpoint = f"http://127.0.0.1:{self.relay.port}"
-        self.env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                    "AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": "us-east-1",
-                    "AWS_EC2_METADATA_DISABLED": "true"}
+        self.credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_EC2_METADATA_DISABLED": "true"}
+        self.env = {**self.credentials, "AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
         self.client().create_bucket(Bucket=BUCKET)
 
-    def _wait(self, timeout: float = 60) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+    def _wait(self) -> None:
+        def listening() -> bool:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
+                return True
             except OSError:
-                time.sleep(0.2)
-        raise TimeoutError("moto_server did not start")
+                return False
+        wait_until(listening, f"moto_server listening on 127.0.0.1:{self.port}", alive=self.proc, poll=0.2)
+
+    def reset(self) -> None:
+        """What the previous test left goes: the relay listens again and the bucket is emptied."""
+        self.relay.restore()
+        client = self.client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=BUCKET, Key=item["Key"])
 
     def client(self):
         import boto3
@@ -129,6 +140,3 @@ def serve(log: Path) -> Iterator[S3Server]:
     finally:
         server.stop()
 
-
-def environ(server: S3Server) -> dict[str, str]:
-    return {**os.environ, **server.env}

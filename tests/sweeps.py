@@ -3,10 +3,10 @@ helpers that watch a running sweep the way a user would (its dir and its Optuna 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -15,7 +15,7 @@ import yaml
 from orchestrator import tracking
 from orchestrator.process import free_port  # noqa: F401 - the sweep and fault tests use it from here
 from orchestrator.sweep_dir import SweepDir
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "clusters" / "local-multinode.sh"
@@ -25,12 +25,24 @@ def remove_worker(address: str) -> None:
     subprocess.run([str(SCRIPT), "remove-worker", address.rsplit(":", 1)[1]], check=True, timeout=60)
 
 
-def start_cluster(cpus_per_node: int = 1) -> str:
-    """A head and a second worker node on this machine (clusters/local-multinode.sh); returns the address."""
+def start_cluster(cpus_per_node: int = 1, env: dict[str, str] | None = None) -> str:
+    """A head and a second worker node on this machine (clusters/local-multinode.sh); returns the address.
+    `env` is added to the nodes' environment (what each node brings itself, such as credentials)."""
     port = str(free_port())
     out = subprocess.run([str(SCRIPT), "start", port, str(cpus_per_node)], check=True, capture_output=True, text=True,
-                         env=_script_env(), timeout=180)
+                         env={**_script_env(), **(env or {})}, timeout=300)
     return out.stdout.strip().splitlines()[-1]
+
+
+def wait_idle(address: str, cpus: float = 2.0) -> None:
+    """Until both nodes' `cpus` are there and free: a test sharing the cluster starts only once the previous
+    test's trials (a killed driver's included, which Ray reaps on its own time) have let go."""
+    def idle() -> bool:
+        out = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", "--address", address],
+                             capture_output=True, text=True, timeout=120).stdout
+        usage = re.search(r"([\d.]+)/([\d.]+) CPU", out)
+        return usage is not None and float(usage.group(1)) == 0.0 and float(usage.group(2)) == cpus
+    wait_until(idle, f"all {cpus:g} CPUs of the cluster at {address} free", poll=0.5)
 
 
 def worker_logs(address: str) -> str:
@@ -83,15 +95,10 @@ def study(sweep_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name="tiny", storage=SweepDir(sweep_dir).optuna_url)
 
 
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"sweep ended early ({proc.returncode}): {proc.stdout.read()[-3000:]}")
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 900, what: str | None = None) -> None:
+    """Until `predicate` holds while the sweep `proc` runs (its ending first fails, with its output)."""
+    wait_until(predicate, what or getattr(predicate, "__name__", "the awaited event"), timeout=timeout,
+               alive=proc, poll=0.1)
 
 
 def start_mlflow(store: Path, port: int) -> subprocess.Popen:

@@ -12,7 +12,7 @@ import pytest
 
 from tests import sweeps as sw
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _uninterrupted(sweep_dir, result: dict, tmp_path) -> dict:
@@ -148,19 +148,19 @@ def test_killed_worker_with_a_truncated_checkpoint_resumes_from_the_last_good_on
     assert [c["step"] for c in result["checkpoints"]] == list(range(50, 401, 50))
 
 
-def test_worker_node_removed_mid_sweep(tmp_path, tiny_model_dir, cluster):
+def test_worker_node_removed_mid_sweep(tmp_path, tiny_model_dir, private_cluster):
     """The second node dies while both nodes run trials: its trial is retried on the head, and every
     planned trial ends completed or failed with a reason."""
     config = sw.write_config(tmp_path, tiny_model_dir, samples=3, concurrent=2, steps=300, checkpoint_every=50)
     sweep_dir = tmp_path / "sweep"
-    proc = sw.sweep(config, cluster)
+    proc = sw.sweep(config, private_cluster)
 
     def both_busy() -> bool:
         running = [r for r in sw.results(sweep_dir) if r["status"] == "running" and r["checkpoints"]]
         return len({r["node_id"] for r in running}) == 2
 
     sw.wait_for(both_busy, proc)
-    sw.remove_worker(cluster)
+    sw.remove_worker(private_cluster)
     output, _ = proc.communicate(timeout=800)
     finished = sw.results(sweep_dir)
     assert len(finished) == 3, output[-3000:]

@@ -12,6 +12,7 @@ import torch
 from orchestrator import checkpoints
 from tests import helpers
 
+pytestmark = pytest.mark.slow
 STEPS = 8
 
 
@@ -59,7 +60,7 @@ def ray_two_cpus():
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import tests/
     ray.cloudpickle.register_pickle_by_value(helpers)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import psutil
 import pytest
@@ -15,9 +14,9 @@ from evals import runner, service, suites
 from orchestrator import checkpoints
 from orchestrator.sweep_dir import SweepDir
 from tests import sweeps as sw
-from tests.helpers import LOCAL_RETENTION, tiny_config
+from tests.helpers import LOCAL_RETENTION, tiny_config, wait_until
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _scores(result: dict) -> list[tuple]:
@@ -66,7 +65,7 @@ def _chunk_scorers() -> list[psutil.Process]:
 def test_an_actor_killed_mid_chunk_loses_and_doubles_no_chunk(tiny_model_dir, isolated_cache):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
     try:
         spec = {"model": {"name": str(tiny_model_dir)}}
         model, tokenizer = checkpoints.load_for_eval(spec)
@@ -78,10 +77,8 @@ def test_an_actor_killed_mid_chunk_loses_and_doubles_no_chunk(tiny_model_dir, is
         requests = [f"checkpoint-{i}" for i in range(6)]
         for request in requests:
             ray.get(handle.submit.remote(request, spec, rendered.chunks))
-        deadline = time.monotonic() + 300
-        while ray.get(handle.stats.remote())["chunks_scored"] < 2:  # the actor is up and mid-way
-            assert time.monotonic() < deadline, "the service scored nothing"
-            time.sleep(0.05)
+        wait_until(lambda: ray.get(handle.stats.remote())["chunks_scored"] >= 2,
+                   "the service's actor up and mid-way (two chunks scored)")
         victims = _chunk_scorers()
         assert victims, "no scoring actor found"
         for victim in victims:
