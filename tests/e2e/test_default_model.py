@@ -59,10 +59,10 @@ def test_exact_resume_of_a_killed_run_on_the_default_model(tmp_path):
     uninterrupted run ends with: the same sha256."""
     import os
     import signal
-    import time
 
     from orchestrator import checkpoints
     from orchestrator.sweep_dir import SweepDir
+    from tests.helpers import wait_until
 
     def run(out: Path) -> subprocess.Popen:
         return subprocess.Popen(
@@ -75,10 +75,7 @@ def test_exact_resume_of_a_killed_run_on_the_default_model(tmp_path):
     assert run(whole).wait(timeout=900) == 0
     proc = run(killed)
     marker = SweepDir(killed).trial("lora-r2").checkpoint(2) / checkpoints.META_FILE  # written last
-    deadline = time.time() + 900
-    while not marker.is_file():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.05)
+    wait_until(marker.is_file, "the first checkpoint's meta file (written last)", alive=proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert run(killed).wait(timeout=900) == 0
