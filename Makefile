@@ -18,7 +18,7 @@ SHELL     := /bin/bash
 # pip prints one harmless warning per package when a configured local package index is absent; drop those lines only.
 QUIET     := sed "/is ignored: it is neither a file nor a directory/d"
 
-.PHONY: install assets browser demo test test-fast bench gpu-check wheel clean
+.PHONY: install assets browser demo test test-fast test-quick test-loaded coverage bench gpu-check wheel clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,8 +42,27 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "chromium could not be installed: the browser checks will be skipped"
 
+PYTEST    := $(BIN)/python -m pytest -q -ra --timeout=1200
 test: assets browser
-	$(BIN)/python -m pytest -q -ra --timeout=1200 tests
+	$(PYTEST) tests
+
+# The tier between the unit tests and the whole suite (a few minutes): everything not marked slow, which
+# still trains with a real DeepSpeed engine, runs a sweep on a real Ray cluster and tracks into a real MLflow server.
+test-quick: assets browser
+	$(PYTEST) -m "not slow" tests
+
+# The whole suite on a loaded machine, as a shared CI box or a busy laptop is: LOAD busy loops (one per
+# core by default) compete with it for the CPUs for as long as it runs. A test that waits on a clock
+# instead of an event fails here first.
+LOAD      ?= $(shell nproc)
+test-loaded: assets browser
+	@hogs=""; for i in $$(seq $(LOAD)); do (while :; do :; done) & hogs="$$hogs $$!"; done; \
+	  trap "kill $$hogs" EXIT; echo "$(LOAD) busy loops running beside the suite"; $(PYTEST) tests
+
+# Line coverage of the project's four packages over the whole suite, test process and the Python
+# processes it starts (pyproject.toml [tool.coverage.run]).
+coverage: assets browser
+	$(PYTEST) --cov --cov-report=term:skip-covered tests
 
 # Unit tests only: tiny config-built models, no cached assets needed.
 test-fast: install

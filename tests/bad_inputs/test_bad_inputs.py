@@ -189,6 +189,7 @@ def test_unreachable_ray_address_fails_fast_and_records_nothing(tmp_path, capsys
     assert not (tmp_path / "out" / "sweep_config.json").exists()  # a retry is not told to --resume
 
 
+@pytest.mark.slow
 def test_an_evaluation_pool_the_cluster_cannot_place_is_one_line_not_a_hang(tmp_path, capsys, monkeypatch):
     import ray
 
@@ -214,6 +215,7 @@ def test_an_evaluation_pool_the_cluster_cannot_place_is_one_line_not_a_hang(tmp_
     ({"cpus_per_worker": 4}, "error: resources.cpus_per_worker = 4: no node has that many CPUs (largest: 2)"),
     ({"workers_per_trial": 2, "gpus_per_worker": 1}, "error: resources.gpus_per_worker = 1: no node has that many GPUs"),
 ])
+@pytest.mark.slow
 def test_a_trial_the_cluster_can_never_place_is_refused_before_anything_is_written(tmp_path, capsys, resources, expected):
     import ray
 
@@ -292,6 +294,7 @@ def test_init_refuses_to_overwrite_and_names_the_shipped_configs(tmp_path, capsy
     assert not (tmp_path / "other.yaml").exists()
 
 
+@pytest.mark.slow
 def test_export_mistakes_are_one_line_and_write_nothing(tmp_path, capsys, tiny_model_dir, isolated_cache):
     from orchestrator import config as config_module
     from orchestrator import trial

@@ -16,7 +16,7 @@ from orchestrator.sweep_dir import SweepDir
 from tests import sweeps as sw
 from tests.helpers import tiny_config
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def _config(tmp_path, model_dir) -> str:

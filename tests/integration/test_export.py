@@ -17,7 +17,7 @@ from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 # Loads every exported folder with nothing but transformers and peft, as a user of the adapter would.
 LOADER = """

@@ -15,7 +15,7 @@ from tests.browser import chromium, skip_without
 from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

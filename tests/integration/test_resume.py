@@ -17,7 +17,7 @@ from orchestrator import checkpoints, config, trial
 from orchestrator.sweep_dir import SweepDir
 from tests.helpers import tiny_config, wait_until
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 RUN = """
 import json, sys
 from orchestrator import config, trial

@@ -9,7 +9,7 @@ import pytest
 
 from tests import sweeps as sw
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_two_node_multi_objective_sweep_places_trials_on_both_nodes(tmp_path, tiny_model_dir, cluster):
