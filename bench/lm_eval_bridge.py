@@ -28,7 +28,7 @@ def write_task(task: suites.Task, tokenizer: Any, directory: Path, split: str = 
                  "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
                                  {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]}
     elif task.scorer == "generate_exact_match":  # greedy, as many new tokens as we generate, stop at EOS
-        spec |= {"output_type": "generate_until", "doc_to_text": "{{prompt}}", "doc_to_target": "{{answer}}",
+        spec |= {"output_type": "generate_until", "doc_to_text": "{{prompt}}", "doc_to_target": "{{references[0]}}",
                  "target_delimiter": "", "generation_kwargs": {"until": [tokenizer.eos_token], "do_sample": False,
                                                                "max_gen_toks": task.max_new_tokens},
                  "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}]}

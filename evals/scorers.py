@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -129,14 +129,18 @@ def multiple_choice_items(model: nn.Module, tokenizer: Any, items: Sequence[dict
     shift is much the same on every item and a few dozen items pin it down. Items: {context, choices, gold}."""
     results = []
     for item, lls in zip(items, choice_loglikelihoods(model, tokenizer, items, batch_size)):
-        normed = [ll / len(choice) for ll, choice in zip(lls, item["choices"])]
-        gold = item["gold"]
-        _, gold_ids = encode_pair(tokenizer, item["context"], " " + item["choices"][gold])
-        results.append({"acc": int(max(range(len(lls)), key=lls.__getitem__) == gold),
-                        "acc_norm": int(max(range(len(normed)), key=normed.__getitem__) == gold),
-                        "gold_prob": float(torch.softmax(torch.tensor(lls, dtype=torch.float64), 0)[gold]),
-                        "logprob": lls[gold], "tokens": len(gold_ids)})
+        _, gold_ids = encode_pair(tokenizer, item["context"], " " + item["choices"][item["gold"]])
+        results.append({**choice_record(lls, item["choices"], item["gold"]), "tokens": len(gold_ids)})
     return results
+
+
+def choice_record(lls: Sequence[float], choices: Sequence[str], gold: int) -> dict[str, Any]:
+    """What one item's choice log-likelihoods score: `acc`, `acc_norm`, `gold_prob` and the gold `logprob`."""
+    normed = [ll / len(choice) for ll, choice in zip(lls, choices)]
+    return {"acc": int(max(range(len(lls)), key=lls.__getitem__) == gold),
+            "acc_norm": int(max(range(len(normed)), key=normed.__getitem__) == gold),
+            "gold_prob": float(torch.softmax(torch.tensor(lls, dtype=torch.float64), 0)[gold]),
+            "logprob": lls[gold]}
 
 
 def answer_nll_items(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, str]],
@@ -304,21 +308,67 @@ def normalise_text(text: str) -> str:
     return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
 
 
-def reply_matches(reply: str, reference: str) -> bool:
-    """Numeric references: the reply's final number equals it. Text references: the reply's first line,
-    normalised, equals the normalised reference."""
+def cut_at_stop(reply: str, stop: Sequence[str]) -> str:
+    """The reply up to its first stop string, as if generation had stopped there (lm-eval's `until`)."""
+    ends = [reply.find(s) for s in stop if s in reply]
+    return reply[:min(ends)] if ends else reply
+
+
+def _first_line_matches(reply: str, reference: str) -> bool:
+    first_line = reply.strip().splitlines()[0] if reply.strip() else ""
+    return normalise_text(first_line) == normalise_text(reference)
+
+
+def _lm_eval_exact_match(reply: str, reference: str) -> bool:
+    """lm-eval's `exact_match` as its nq_open task configures it (reply stripped, articles, case and
+    punctuation ignored), called from lm-eval itself so the verdicts are its own."""
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+
+    return bool(exact_match_hf_evaluate([reply.strip()], [reference], regexes_to_ignore=[_LM_EVAL_ARTICLES],
+                                        ignore_case=True, ignore_punctuation=True)["exact_match"])
+
+
+_LM_EVAL_ARTICLES = r"\b(?:The |the |An |A |The |a |an )"  # nq_open.yaml's regexes_to_ignore
+
+# How a reply is compared with one reference. `auto` (the default) is `final_number` for a numeric
+# reference and `first_line` otherwise.
+MATCH_RULES: dict[str, Callable[[str, str], bool]] = {
+    "final_number": lambda reply, reference: answers_match(extract_answer(reply), reference),
+    "first_line": _first_line_matches,
+    "lm_eval_exact_match": _lm_eval_exact_match,
+}
+
+
+def _is_number(text: str) -> bool:
     try:
-        float(reference.replace(",", ""))
+        float(text.replace(",", ""))
     except ValueError:
-        first_line = reply.strip().splitlines()[0] if reply.strip() else ""
-        return normalise_text(first_line) == normalise_text(reference)
-    return answers_match(extract_answer(reply), reference)
+        return False
+    return True
 
 
-def generate_exact_match_items(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, str]],
-                               max_new_tokens: int = 16, batch_size: int = 16) -> list[dict[str, Any]]:
+def reply_matches(reply: str, references: str | Sequence[str], rule: str = "auto") -> bool:
+    """A hit when the reply matches any accepted reference (NQ-open lists every alias) under `rule`."""
+    for reference in [references] if isinstance(references, str) else references:
+        name = rule if rule != "auto" else ("final_number" if _is_number(reference) else "first_line")
+        if MATCH_RULES[name](reply, reference):
+            return True
+    return False
+
+
+def exact_match_item(reply: str, references: Sequence[str], rule: str = "auto",
+                     stop: Sequence[str] = ()) -> dict[str, Any]:
+    """One reply's per-item record: the reply as scored (cut at a stop string) and whether it hits."""
+    reply = cut_at_stop(reply, stop)
+    return {"hit": int(reply_matches(reply, references, rule)), "reply": reply}
+
+
+def generate_exact_match_items(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, Any]],
+                               max_new_tokens: int = 16, batch_size: int = 16, rule: str = "auto",
+                               stop: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Items: {prompt, references}. Greedy replies, each scored by `exact_match_item`."""
     replies = generate(model, tokenizer, [it["prompt"] for it in items], max_new_tokens, batch_size)
-    return [{"hit": int(reply_matches(r, it["answer"])), "reply": r} for r, it in zip(replies, items)]
+    return [exact_match_item(r, it["references"], rule, stop) for r, it in zip(replies, items)]
 
 
 def aggregate_exact_match(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

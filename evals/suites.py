@@ -31,7 +31,8 @@ SCORER_METRICS: dict[str, tuple[str, ...]] = {
     "text_nll": ("token_prob",),
 }
 _REQUIRED = ("name", "source", "scorer", "metric")
-_ALLOWED = set(_REQUIRED) | {"base", "_dir", "prompt", "answer", "chat", "n_items", "max_new_tokens", "max_tokens"}
+_ALLOWED = set(_REQUIRED) | {"base", "_dir", "prompt", "answer", "reference", "aliases", "match", "stop", "chat",
+                             "n_items", "max_new_tokens", "max_tokens"}
 _JINJA = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
@@ -46,7 +47,14 @@ class Task:
     scorer: str
     metric: str
     prompt: str = "{{ question }}"
+    # what SFT trains on and a perfect reply writes (a worked solution ending "#### 18", say)
     answer: str = "{{ answer }}"
+    # what a reply is scored against (the final "18"); unset: the answer itself
+    reference: str | None = None
+    # an item field listing every accepted reference (NQ-open's aliases): a reply matching any one is a hit
+    aliases: str | None = None
+    match: str = "auto"  # scorers.MATCH_RULES, or auto: final number for numeric references, else first line
+    stop: tuple[str, ...] = ()  # a reply ends at its first stop string (lm-eval's `until`)
     chat: bool = False
     n_items: int = 40
     max_new_tokens: int = 16
@@ -100,10 +108,28 @@ def load_task(name_or_path: str) -> Task:
                         f"allowed: {', '.join(SCORER_METRICS[data['scorer']])}")
     if not isinstance(data["source"], dict) or data["source"].get("kind") not in sources.SOURCES:
         raise TaskError(f"task {label}.source.kind: allowed: {', '.join(sources.SOURCES)}")
+    _check_reference_fields(label, data)
     fields = {k: v for k, v in data.items() if k not in ("base", "_dir")}
+    if "stop" in fields:
+        fields["stop"] = tuple(fields["stop"])
     if fields["source"]["kind"] == "jsonl" and "_dir" in data:  # data files sit next to their task YAML
         fields["source"] = {**fields["source"], "path": str(Path(data["_dir"]) / fields["source"]["path"])}
     return Task(**fields, definition=fields)
+
+
+def _check_reference_fields(label: str, data: dict[str, Any]) -> None:
+    """The scoring fields' types, checked when the task loads rather than when its first reply is scored."""
+    match = data.get("match", "auto")
+    if match != "auto" and match not in scorers.MATCH_RULES:
+        raise TaskError(f"task {label}.match: unknown rule {match!r}; allowed: auto, {', '.join(scorers.MATCH_RULES)}")
+    stop = data.get("stop", [])
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise TaskError(f"task {label}.stop: {stop!r}; allowed: a list of non-empty strings")
+    for key in ("reference", "aliases"):
+        if key in data and not isinstance(data[key], str):
+            raise TaskError(f"task {label}.{key}: {data[key]!r}; allowed: a string")
+    if "reference" in data and "aliases" in data:
+        raise TaskError(f"task {label}: set reference or aliases, not both")
 
 
 SuiteRef = str | list[str]  # a named suite, a single task, or an ad-hoc list of task names / YAML paths
@@ -168,6 +194,17 @@ def answer_continuation(task: Task, tokenizer: Any, item: dict[str, Any]) -> str
     return space + task.render(task.answer, item) + (tokenizer.eos_token or "")
 
 
+def references(task: Task, item: dict[str, Any]) -> list[str]:
+    """Every reference a reply to this item may match: the item's aliases, or the one rendered reference."""
+    if task.aliases is None:
+        return [task.render(task.reference or task.answer, item)]
+    accepted = item.get(task.aliases)
+    if not (isinstance(accepted, list) and accepted and all(isinstance(a, str) for a in accepted)):
+        raise TaskError(f"task {task.name}.aliases: item field {task.aliases!r} is {accepted!r}; "
+                        "allowed: a non-empty list of strings")
+    return accepted
+
+
 def requests(task: Task, tokenizer: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if task.scorer == "text_nll":
         return [{"text": it["text"]} for it in items]
@@ -177,7 +214,7 @@ def requests(task: Task, tokenizer: Any, items: list[dict[str, Any]]) -> list[di
     if task.scorer == "answer_nll":
         return [{"prompt": _prompt(task, tokenizer, it), "answer": answer_continuation(task, tokenizer, it)}
                 for it in items]
-    return [{"prompt": _prompt(task, tokenizer, it), "answer": task.render(task.answer, it)} for it in items]
+    return [{"prompt": _prompt(task, tokenizer, it), "references": references(task, it)} for it in items]
 
 
 def training_pairs(task: Task, tokenizer: Any, n_items: int) -> list[tuple[list[int], list[int]]]:
@@ -189,14 +226,20 @@ def training_pairs(task: Task, tokenizer: Any, n_items: int) -> list[tuple[list[
             for it in items]
 
 
-def rl_prompts(task: Task, tokenizer: Any, n_items: int) -> list[tuple[list[int], str]]:
-    """(prompt ids, reference answer) from the task's *train* split: what RL with verifiable rewards
-    samples completions for and scores against."""
+def rl_prompts(task: Task, tokenizer: Any, n_items: int) -> list[tuple[list[int], list[str]]]:
+    """(prompt ids, accepted references) from the task's *train* split: what RL with verifiable rewards
+    samples completions for and scores against, by the task's own match rule (`verifiable_reward`)."""
     items = select_items(task, "train", n_items)
     if not items:
         raise TaskError(f"task {task.name}: the train split is empty")
-    return [(tokenizer(_prompt(task, tokenizer, it), add_special_tokens=False)["input_ids"], task.render(task.answer, it))
+    return [(tokenizer(_prompt(task, tokenizer, it), add_special_tokens=False)["input_ids"], references(task, it))
             for it in items]
+
+
+def verifiable_reward(task: Task) -> Callable[[str, list[str]], float]:
+    """The GRPO reward of a target task: 1 for a completion its exact-match scorer counts as a hit, else 0."""
+    return lambda completion, accepted: float(
+        scorers.exact_match_item(completion, accepted, task.match, task.stop)["hit"])
 
 
 # ------------------------------------------------------------------------------------------- scoring
@@ -207,7 +250,8 @@ def rl_prompts(task: Task, tokenizer: Any, n_items: int) -> list[tuple[list[int]
 CHUNK_ITEMS = 32
 
 _ITEM_FNS: dict[str, Callable[..., list[dict[str, Any]]]] = {
-    "generate_exact_match": lambda m, t, r, p, bs: scorers.generate_exact_match_items(m, t, r, p["max_new_tokens"], bs),
+    "generate_exact_match": lambda m, t, r, p, bs: scorers.generate_exact_match_items(
+        m, t, r, p["max_new_tokens"], bs, p["match"], p["stop"]),
     "answer_nll": lambda m, t, r, p, bs: scorers.answer_nll_items(m, t, r, bs),
     "multiple_choice": lambda m, t, r, p, bs: scorers.multiple_choice_items(m, t, r, bs),
     "text_nll": lambda m, t, r, p, bs: scorers.text_nll_items(m, t, [x["text"] for x in r], p["max_tokens"], bs),
@@ -227,7 +271,8 @@ def task_chunks(task: Task, tokenizer: Any, split: str = "test", max_items: int 
     reqs, ids = requests(task, tokenizer, items), [item_id(it) for it in items]
     if not reqs:
         raise TaskError(f"task {task.name}: no items in split {split!r}")
-    params = {"max_new_tokens": task.max_new_tokens, "max_tokens": task.max_tokens}
+    params = {"max_new_tokens": task.max_new_tokens, "max_tokens": task.max_tokens, "match": task.match,
+              "stop": list(task.stop)}
     return [{"task": task.name, "chunk": i // CHUNK_ITEMS, "scorer": task.scorer, "params": params,
              "requests": reqs[i:i + CHUNK_ITEMS], "ids": ids[i:i + CHUNK_ITEMS]} for i in range(0, len(reqs), CHUNK_ITEMS)]
 

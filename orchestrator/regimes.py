@@ -22,7 +22,7 @@ from torch import nn
 from evals.scorers import generate_ids, pad_batch
 from orchestrator.config import TrainConfig
 
-Reward = Callable[[str, str], float]  # (completion text, reference answer) -> reward
+Reward = Callable[[str, list[str]], float]  # (completion text, accepted references) -> reward
 Pair = tuple[list[int], list[int]]  # (prompt ids, answer ids)
 
 

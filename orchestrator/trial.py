@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-from evals import scorers, sources, suites, uncertainty
+from evals import sources, suites, uncertainty
 from methods import registry
 from orchestrator import checkpoints, models, regimes, trainer
 from orchestrator.config import ConfigError, SweepConfig, config_hash
@@ -257,15 +257,10 @@ def _unscored_checkpoints(trial_dir: TrialDir, result: dict[str, Any], first: in
     return found
 
 
-def verifiable_reward(completion: str, answer: str) -> float:
-    """1 when the completion's answer equals the reference (the target task's own exact-match rule)."""
-    return float(scorers.reply_matches(completion, answer))
-
-
 def make_regime(cfg: SweepConfig, tokenizer: Any, pairs: list) -> Any:
     if cfg.train.regime == "sft":
         return regimes.SFT(pairs, cfg.train, tokenizer.pad_token_id)
     task = suites.load_task(cfg.train.task)
     return regimes.GRPO(suites.rl_prompts(task, tokenizer, cfg.train.train_items), cfg.train, tokenizer.pad_token_id,
                         tokenizer.eos_token_id, lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-                        verifiable_reward)
+                        suites.verifiable_reward(task))

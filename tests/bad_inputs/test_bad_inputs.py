@@ -112,6 +112,7 @@ def _task_yaml(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
+_GENERATION = "name: t\nsource: {kind: jsonl, path: x.jsonl}\nscorer: generate_exact_match\nmetric: exact_match\n"
 TASK_CASES = [
     ("task-missing-scorer", "name: t\nsource: {kind: jsonl, path: x.jsonl}\nmetric: acc\n", "missing field 'scorer'"),
     ("task-unknown-scorer", "name: t\nsource: {kind: jsonl, path: x.jsonl}\nscorer: bleu\nmetric: acc\n", "unknown scorer"),
@@ -119,6 +120,10 @@ TASK_CASES = [
     ("task-unknown-source", "name: t\nsource: {kind: s3, path: x}\nscorer: text_nll\nmetric: token_prob\n", "source.kind"),
     ("task-bad-yaml", "name: [t\n", "not valid YAML"),
     ("task-unknown-field", "name: t\nsource: {kind: jsonl, path: x.jsonl}\nscorer: text_nll\nmetric: token_prob\ncode: x\n", "unknown field"),
+    ("task-unknown-match", f"{_GENERATION}match: fuzzy\n", "task t.match: unknown rule 'fuzzy'; allowed: auto, final_number"),
+    ("task-stop-not-text", f"{_GENERATION}stop: [1]\n", "task t.stop: [1]; allowed: a list of non-empty strings"),
+    ("task-stop-empty", f"{_GENERATION}stop: ['']\n", "task t.stop"),
+    ("task-reference-and-aliases", f"{_GENERATION}reference: x\naliases: answers\n", "set reference or aliases, not both"),
 ]
 
 

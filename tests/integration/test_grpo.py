@@ -50,7 +50,7 @@ def test_grpo_raises_the_probability_of_rewarded_completions(tmp_path, tiny_toke
     rewarded = [i for i in range(len(tiny_tokenizer)) if tiny_tokenizer.decode([i]).strip()[:1].isdigit()]
     prompts = _prompts(tiny_tokenizer)
 
-    def reward(completion: str, answer: str) -> float:
+    def reward(completion: str, accepted: list[str]) -> float:
         return float(completion.strip()[:1].isdigit())
 
     def p_rewarded(model) -> float:

@@ -1,0 +1,117 @@
+"""Oracle tests for every shipped task: a perfect reply scores 1 on every test item and a wrong one 0, so a
+task whose reference, match rule or data is wrong cannot pass for a hard benchmark. A perfect reply is the
+task's own answer (what SFT trains the model to write: for GSM a worked solution ending "#### N"); a wrong
+one is another item's answer whose references differ. Multiple-choice items score their gold choice as
+gold when it has the highest log-likelihood, and a distractor as a miss. Hub tasks read a local copy in the
+hub dataset's format (tests/fixtures/hub) through the same `hf` source."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from evals import scorers, sources, suites
+
+HUB_COPIES = Path(__file__).resolve().parents[1] / "fixtures" / "hub"
+NEEDS_HUB = {"nq_open", "bbh_boolean_expressions"}
+
+
+def _offline(task: suites.Task) -> suites.Task:
+    """The task reading its local hub-format copy instead of the hub (the rest of its definition as shipped)."""
+    if task.name not in NEEDS_HUB:
+        return task
+    source = {k: v for k, v in task.source.items() if k != "name"} | {"path": str(HUB_COPIES / task.name)}
+    return dataclasses.replace(task, source=source)
+
+
+def _test_items(name: str) -> tuple[suites.Task, list[dict]]:
+    task = _offline(suites.load_task(name))
+    try:
+        items = suites.select_items(task, "test", task.n_items)
+    except sources.SourceError as err:  # BIG-bench files come with `peft-arena assets` (make test fetches them)
+        pytest.skip(str(err))
+    assert items, f"{name}: no test items"
+    return task, items
+
+
+def _tasks_scored_by(*scorer_names: str) -> list[str]:
+    return [n for n in suites.task_names() if suites.load_task(n).scorer in scorer_names]
+
+
+def test_every_shipped_task_is_covered_by_an_oracle():
+    covered = set(_tasks_scored_by("generate_exact_match", "multiple_choice"))
+    likelihood_only = set(_tasks_scored_by("answer_nll", "text_nll"))  # no reply to be right or wrong
+    assert covered | likelihood_only == set(suites.task_names())
+    assert {"gsm_symbolic", "arithmetic", "nq_open", "bbh_boolean_expressions"} <= covered
+
+
+@pytest.mark.parametrize("name", _tasks_scored_by("generate_exact_match"))
+def test_a_perfect_reply_scores_1_and_another_items_answer_0(name):
+    task, items = _test_items(name)
+    accepted = [suites.references(task, it) for it in items]
+    perfect = [task.render(task.answer, it) for it in items]
+    hits = [scorers.exact_match_item(reply, refs, task.match, task.stop)["hit"] for reply, refs in zip(perfect, accepted)]
+    assert hits == [1] * len(items)
+    for i, refs in enumerate(accepted):
+        wrong = next(perfect[j] for j in range(len(items)) if not set(accepted[j]) & set(refs))
+        assert scorers.exact_match_item(wrong, refs, task.match, task.stop)["hit"] == 0
+
+
+@pytest.mark.parametrize("name", _tasks_scored_by("multiple_choice"))
+def test_the_gold_choice_scores_as_gold_and_a_distractor_as_a_miss(name):
+    _, items = _test_items(name)
+    for item in items:
+        choices, gold = item["choices"], item["gold"]
+        assert len(set(choices)) == len(choices) >= 2 and 0 <= gold < len(choices)
+        best_is = lambda k: [0.0 if c == k else -50.0 for c in range(len(choices))]  # noqa: E731
+        right = scorers.choice_record(best_is(gold), choices, gold)
+        assert (right["acc"], right["acc_norm"]) == (1, 1) and right["gold_prob"] > 0.999
+        miss = scorers.choice_record(best_is((gold + 1) % len(choices)), choices, gold)
+        assert (miss["acc"], miss["acc_norm"]) == (0, 0) and miss["gold_prob"] < 1e-3
+
+
+def test_gsm_symbolic_trains_on_the_solution_and_scores_its_final_number():
+    """The bug this file was written for: the worked solution was also the reference, so a correct reply
+    (ending "#### 288") was compared with the solution's text and scored 0."""
+    task, items = _test_items("gsm_symbolic")
+    item = items[0]
+    assert task.render(task.answer, item).endswith(f"#### {item['answer']}")
+    assert suites.references(task, item) == [item["answer"]]
+    assert scorers.exact_match_item(f"So the total is {item['answer']}.", [item["answer"]], task.match)["hit"] == 1
+
+
+@pytest.mark.parametrize("reply, hit", [
+    (" Paris", 1), ("paris.", 1), ("The city of Paris", 1), (" Paris, the capital", 1), ("Paris\nQ: next", 1),
+    ("The answer is Paris.", 0),  # lm-eval's exact match: a sentence is not the answer
+    ("Lyon", 0), ("", 0),
+])
+def test_nq_open_matches_any_alias_as_lm_eval_does(reply, hit):
+    task, items = _test_items("nq_open")
+    item = next(it for it in items if "Paris" in it["answer"])
+    assert scorers.exact_match_item(reply, suites.references(task, item), task.match, task.stop)["hit"] == hit
+
+
+def test_nq_open_verdicts_equal_lm_evals_own_task_on_the_same_replies():
+    """lm-eval 0.4.13's nq_open, its filters and metric applied to each reply by lm-eval's own code."""
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+    from lm_eval.filters.extraction import WhitespaceFilter
+
+    task, items = _test_items("nq_open")
+    replies = [" " + it["answer"][-1] + ", I think" for it in items] + [" The " + it["answer"][0] for it in items] \
+        + [" " + it["answer"][0].upper() + "!\n" for it in items] + [" not " + it["answer"][0] for it in items]
+    for reply, item in zip(replies, items * 4):
+        cut = reply
+        for stop in ("\n", ".", ","):  # the task's generation_kwargs.until
+            cut = cut.split(stop)[0]
+        filtered = WhitespaceFilter().apply([[cut]], [item])[0][0]
+        theirs = max(exact_match_hf_evaluate([filtered], [gold], regexes_to_ignore=[r"\b(?:The |the |An |A |The |a |an )"],
+                                             ignore_case=True, ignore_punctuation=True)["exact_match"] for gold in item["answer"])
+        ours = scorers.exact_match_item(reply, suites.references(task, item), task.match, task.stop)["hit"]
+        assert ours == int(theirs), (reply, item["answer"])
+
+
+def test_a_fixed_benchmark_is_scored_on_its_whole_split_and_never_trained_on():
+    task, items = _test_items("nq_open")
+    assert len(items) == 8  # every row of the copy, no hash bucket
+    assert suites.select_items(task, "train", None) == []
