@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from typing import Any, Callable, Sequence
 
 import torch
@@ -330,12 +331,42 @@ def _lm_eval_exact_match(reply: str, reference: str) -> bool:
 
 _LM_EVAL_ARTICLES = r"\b(?:The |the |An |A |The |a |an )"  # nq_open.yaml's regexes_to_ignore
 
+
+def last_boxed(reply: str) -> str | None:
+    """The content of the reply's last `\\boxed{...}`, nested braces included (`\\boxed{\\frac{1}{2}}` gives
+    `\\frac{1}{2}`). By hand: math-verify extracts answers but exposes no "last boxed" helper, and lm-eval's
+    (minerva_math.utils) cannot be imported without antlr4 4.11, which math-verify's own parser replaces."""
+    start = reply.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for i in range(begin - 1, len(reply)):
+        depth += {"{": 1, "}": -1}.get(reply[i], 0)
+        if depth == 0:
+            return reply[begin:i]
+    return None  # the box is never closed: no answer
+
+
+def _math_verify_match(reply: str, reference: str) -> bool:
+    """The paper's math rule (arXiv 2605.28819, Sec. 4): the last boxed answer, symbolically equal to the
+    reference by HF math-verify. Its timeouts use SIGALRM, which only the main thread may set."""
+    from math_verify import parse, verify
+
+    boxed = last_boxed(reply)
+    if boxed is None:
+        return False
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    gold = parse(f"${reference}$", parsing_timeout=timeout)
+    answer = parse(f"$\\boxed{{{boxed}}}$", parsing_timeout=timeout)
+    return bool(gold and answer and verify(gold, answer, timeout_seconds=timeout))
+
 # How a reply is compared with one reference. `auto` (the default) is `final_number` for a numeric
 # reference and `first_line` otherwise.
 MATCH_RULES: dict[str, Callable[[str, str], bool]] = {
     "final_number": lambda reply, reference: answers_match(extract_answer(reply), reference),
     "first_line": _first_line_matches,
     "lm_eval_exact_match": _lm_eval_exact_match,
+    "math_verify": _math_verify_match,
 }
 
 

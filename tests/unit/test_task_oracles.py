@@ -14,12 +14,10 @@ import pytest
 from evals import scorers, sources, suites
 
 HUB_COPIES = Path(__file__).resolve().parents[1] / "fixtures" / "hub"
-NEEDS_HUB = {"nq_open", "bbh_boolean_expressions"}
-
 
 def _offline(task: suites.Task) -> suites.Task:
     """The task reading its local hub-format copy instead of the hub (the rest of its definition as shipped)."""
-    if task.name not in NEEDS_HUB:
+    if task.source["kind"] != "hf":
         return task
     source = {k: v for k, v in task.source.items() if k != "name"} | {"path": str(HUB_COPIES / task.name)}
     return dataclasses.replace(task, source=source)
@@ -43,7 +41,7 @@ def test_every_shipped_task_is_covered_by_an_oracle():
     covered = set(_tasks_scored_by("generate_exact_match", "multiple_choice"))
     likelihood_only = set(_tasks_scored_by("answer_nll", "text_nll"))  # no reply to be right or wrong
     assert covered | likelihood_only == set(suites.task_names())
-    assert {"gsm_symbolic", "arithmetic", "nq_open", "bbh_boolean_expressions"} <= covered
+    assert {"gsm_symbolic", "arithmetic", "nq_open", "bbh_boolean_expressions", "math500", "amc23", "aime24"} <= covered
 
 
 @pytest.mark.parametrize("name", _tasks_scored_by("generate_exact_match"))
@@ -115,3 +113,40 @@ def test_a_fixed_benchmark_is_scored_on_its_whole_split_and_never_trained_on():
     task, items = _test_items("nq_open")
     assert len(items) == 8  # every row of the copy, no hash bucket
     assert suites.select_items(task, "train", None) == []
+
+
+MATH_CASES = [  # (reference, reply, the paper's verdict)
+    ("\\frac{5}{6}", "so the sum is $\\boxed{\\dfrac{5}{6}}$.", True),
+    ("\\frac{1}{2}", "$\\boxed{\\frac{\\frac{1}{2}}{1}}$", True),  # nested braces kept whole
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "$\\boxed{(3,\\frac{\\pi}{2})}$", True),
+    ("[2,5)", "the domain is $\\boxed{[2, 5)}$", True),
+    ("[2,5)", "the domain is $\\boxed{[2, 5]}$", False),  # an interval's ends count
+    ("10", "$\\boxed{10\\text{ cm}}$", True),  # units dropped
+    ("\\text{(C)}", "$\\boxed{C}$", True),
+    ("0.5", "$\\boxed{\\frac12}$", True),
+    ("27.0", "$\\boxed{27}$", True),  # AMC23 stores answers as floats
+    ("3", "$\\boxed{4}$", False),
+    ("6", "first $\\boxed{5}$, then on reflection $\\boxed{6}$", True),  # the last box is the answer
+    ("5", "first $\\boxed{5}$, then on reflection $\\boxed{6}$", False),
+    ("3", "the answer is 3", False),  # no box, no answer
+    ("3", "$\\boxed{3", False),  # a box never closed
+]
+
+
+@pytest.mark.parametrize("reference, reply, verdict", MATH_CASES)
+def test_math_answers_are_the_last_box_by_symbolic_equivalence(reference, reply, verdict):
+    assert scorers.reply_matches(reply, reference, "math_verify") is verdict
+
+
+def test_math_verdicts_equal_math_verifys_own_on_replies_with_one_box():
+    """math-verify's parse + verify on the whole reply (its own extraction) against ours (the last box first):
+    identical wherever a reply holds one box, including MATH solutions math-verify ships as few-shots."""
+    from math_verify import parse, verify
+    from math_verify.few_shots import MATH_HARD_FEW_SHOTS
+
+    shipped = [(scorers.last_boxed(s["answer"]), s["answer"]) for s in MATH_HARD_FEW_SHOTS if "\\boxed{" in s["answer"]]
+    assert shipped
+    cases = [(ref, reply) for ref, reply, _ in MATH_CASES if reply.count("\\boxed{") == 1 and "}$" in reply]
+    cases += shipped + [("7", reply) for _, reply in shipped]  # the shipped solutions against a wrong reference
+    for reference, reply in cases:
+        assert scorers.reply_matches(reply, reference, "math_verify") is verify(parse(f"${reference}$"), parse(reply)), reply
