@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import torch
 from torch import nn
@@ -238,12 +238,14 @@ def _pick(logits: torch.Tensor, generators: Sequence[torch.Generator] | None, te
 
 
 def _decode(model: nn.Module, prompts: Sequence[list[int]], group: int, max_new_tokens: int, pad_id: int,
-            eos_id: int | None, generators: Sequence[torch.Generator] | None, temperature: float) -> list[list[int]]:
+            eos_id: int | Collection[int] | None, generators: Sequence[torch.Generator] | None,
+            temperature: float) -> list[list[int]]:
     """KV-cached decoding of `group` continuations per prompt. Each prompt is run through the model once
     (left-padded, explicit positions) and its cache repeated for its group, so the G samples of a GRPO
     prompt share one prefill. A row that reaches its EOS (kept) leaves the batch, cache and all, so the
     later steps compute only rows still writing; the loop ends when none is."""
     device = next(model.parameters()).device
+    ends = set() if eos_id is None else {eos_id} if isinstance(eos_id, int) else set(eos_id)
     ids, mask = pad_batch(prompts, pad_id, left=True)
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
@@ -260,7 +262,7 @@ def _decode(model: nn.Module, prompts: Sequence[list[int]], group: int, max_new_
         chosen = _pick(logits, None if generators is None else [generators[r] for r in active], temperature)
         for row, token in zip(active, chosen.tolist()):
             tokens[row].append(token)
-        keep = [i for i, token in enumerate(chosen.tolist()) if token != eos_id]
+        keep = [i for i, token in enumerate(chosen.tolist()) if token not in ends]
         if not keep:
             break
         if len(keep) < len(active):  # finished rows leave the batch
@@ -277,7 +279,7 @@ def _decode(model: nn.Module, prompts: Sequence[list[int]], group: int, max_new_
 
 @torch.inference_mode()
 def generate_ids(model: nn.Module, encoded: Sequence[list[int]], max_new_tokens: int, pad_id: int,
-                 eos_id: int | None, batch_size: int = 16, generators: Sequence[torch.Generator] | None = None,
+                 eos_id: int | Collection[int] | None, batch_size: int = 16, generators: Sequence[torch.Generator] | None = None,
                  temperature: float = 1.0, group: int = 1) -> list[list[int]]:
     """New token ids, `group` continuations per prompt (prompt-major), each stopping at its EOS (kept).
     Prompts of similar length are decoded together, `batch_size` rows at a time (whole groups). Greedy, or
@@ -295,11 +297,27 @@ def generate_ids(model: nn.Module, encoded: Sequence[list[int]], max_new_tokens:
     return out
 
 
+def end_ids(model: nn.Module, tokenizer: Any) -> set[int]:
+    """The tokens that end a reply: the tokenizer's EOS and every EOS of the model's generation config, as
+    `transformers` generation stops (Qwen2.5-Instruct lists both <|im_end|>, its end of turn, and <|endoftext|>)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ends = set([configured] if isinstance(configured, int) else configured or [])
+    return ends | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+
+
 def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
-             batch_size: int = 16) -> list[str]:
-    """Greedy completions, decoded without special tokens."""
+             batch_size: int = 16, samples: int = 1, temperature: float = 0.0,
+             seeds: Sequence[int] | None = None) -> list[str]:
+    """Completions decoded without special tokens, `samples` per prompt (prompt-major): greedy at
+    temperature 0, else drawn at `temperature`, each row from a generator seeded by its prompt's seed and
+    its sample index, so a prompt's replies depend on its seed alone (not on the pool or the batch)."""
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    ids = generate_ids(model, encoded, max_new_tokens, _pad_id(tokenizer), tokenizer.eos_token_id, batch_size)
+    generators = None
+    if temperature > 0:
+        seeds = seeds if seeds is not None else range(len(prompts))
+        generators = [torch.Generator().manual_seed((seed * 7919 + j) % 2**63) for seed in seeds for j in range(samples)]
+    ids = generate_ids(model, encoded, max_new_tokens, _pad_id(tokenizer), end_ids(model, tokenizer), batch_size,
+                       generators, temperature if temperature > 0 else 1.0, group=samples)
     return [tokenizer.decode(tokens, skip_special_tokens=True) for tokens in ids]
 
 
@@ -394,13 +412,26 @@ def exact_match_item(reply: str, references: Sequence[str], rule: str = "auto",
     return {"hit": int(reply_matches(reply, references, rule)), "reply": reply}
 
 
+def sampled_item(replies: Sequence[str], references: Sequence[str], rule: str = "auto",
+                 stop: Sequence[str] = ()) -> dict[str, Any]:
+    """An item answered `k` times: `hit` is the fraction right (its mean over items is avg@k), `pass`
+    whether any is (pass@k); the first reply is kept for inspection."""
+    scored = [exact_match_item(r, references, rule, stop) for r in replies]
+    hits = [s["hit"] for s in scored]
+    return {"hit": sum(hits) / len(hits), "pass": max(hits), "reply": scored[0]["reply"]}
+
+
 def generate_exact_match_items(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, Any]],
                                max_new_tokens: int = 16, batch_size: int = 16, rule: str = "auto",
-                               stop: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Items: {prompt, references}. Greedy replies, each scored by `exact_match_item`."""
-    replies = generate(model, tokenizer, [it["prompt"] for it in items], max_new_tokens, batch_size)
-    return [exact_match_item(r, it["references"], rule, stop) for r, it in zip(replies, items)]
+                               stop: Sequence[str] = (), samples: int = 1, temperature: float = 0.0) -> list[dict[str, Any]]:
+    """Items: {prompt, references, seed}. `samples` replies each (greedy at temperature 0), scored by
+    `sampled_item`."""
+    replies = generate(model, tokenizer, [it["prompt"] for it in items], max_new_tokens, batch_size, samples,
+                       temperature, [it.get("seed", i) for i, it in enumerate(items)])
+    return [sampled_item(replies[i * samples:(i + 1) * samples], it["references"], rule, stop)
+            for i, it in enumerate(items)]
 
 
 def aggregate_exact_match(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {"exact_match": _mean(items, "hit"), "n": len(items), "examples": [it["reply"] for it in items[:3]]}
+    return {"exact_match": _mean(items, "hit"), "pass_at_k": _mean(items, "pass"), "n": len(items),
+            "examples": [it["reply"] for it in items[:3]]}

@@ -25,14 +25,14 @@ SUITE_KINDS = ("target", "retention")
 
 # scorer name -> the metrics it produces that can be a task's primary score
 SCORER_METRICS: dict[str, tuple[str, ...]] = {
-    "generate_exact_match": ("exact_match",),
+    "generate_exact_match": ("exact_match", "pass_at_k"),  # with samples: k, avg@k and pass@k
     "answer_nll": ("answer_token_prob",),
     "multiple_choice": ("acc", "acc_norm", "gold_prob", "answer_token_prob"),
     "text_nll": ("token_prob",),
 }
 _REQUIRED = ("name", "source", "scorer", "metric")
 _ALLOWED = set(_REQUIRED) | {"base", "_dir", "prompt", "answer", "reference", "aliases", "match", "stop", "chat",
-                             "n_items", "max_new_tokens", "max_tokens"}
+                             "samples", "temperature", "n_items", "max_new_tokens", "max_tokens"}
 _JINJA = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
@@ -55,6 +55,8 @@ class Task:
     aliases: str | None = None
     match: str = "auto"  # scorers.MATCH_RULES, or auto: final number for numeric references, else first line
     stop: tuple[str, ...] = ()  # a reply ends at its first stop string (lm-eval's `until`)
+    samples: int = 1  # replies per item: exact_match is then avg@k, pass_at_k pass@k
+    temperature: float = 0.0  # 0: greedy; sampling needs > 0 (the paper's math: 16 samples at 0.6)
     chat: bool = False
     n_items: int = 40
     max_new_tokens: int = 16
@@ -125,6 +127,14 @@ def _check_reference_fields(label: str, data: dict[str, Any]) -> None:
     stop = data.get("stop", [])
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
         raise TaskError(f"task {label}.stop: {stop!r}; allowed: a list of non-empty strings")
+    samples, temperature = data.get("samples", 1), data.get("temperature", 0.0)
+    if not (isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1):
+        raise TaskError(f"task {label}.samples: {samples!r}; allowed: an integer >= 1")
+    if not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature >= 0):
+        raise TaskError(f"task {label}.temperature: {temperature!r}; allowed: a number >= 0")
+    if samples > 1 and temperature == 0:
+        raise TaskError(f"task {label}.samples: {samples} greedy replies would be identical; "
+                        "allowed: 1, or set temperature > 0")
     for key in ("reference", "aliases"):
         if key in data and not isinstance(data[key], str):
             raise TaskError(f"task {label}.{key}: {data[key]!r}; allowed: a string")
@@ -214,7 +224,8 @@ def requests(task: Task, tokenizer: Any, items: list[dict[str, Any]]) -> list[di
     if task.scorer == "answer_nll":
         return [{"prompt": _prompt(task, tokenizer, it), "answer": answer_continuation(task, tokenizer, it)}
                 for it in items]
-    return [{"prompt": _prompt(task, tokenizer, it), "references": references(task, it)} for it in items]
+    return [{"prompt": _prompt(task, tokenizer, it), "references": references(task, it),
+             "seed": int(item_id(it), 16) % 2**31} for it in items]
 
 
 def training_pairs(task: Task, tokenizer: Any, n_items: int) -> list[tuple[list[int], list[int]]]:
@@ -251,7 +262,7 @@ CHUNK_ITEMS = 32
 
 _ITEM_FNS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "generate_exact_match": lambda m, t, r, p, bs: scorers.generate_exact_match_items(
-        m, t, r, p["max_new_tokens"], bs, p["match"], p["stop"]),
+        m, t, r, p["max_new_tokens"], bs, p["match"], p["stop"], p["samples"], p["temperature"]),
     "answer_nll": lambda m, t, r, p, bs: scorers.answer_nll_items(m, t, r, bs),
     "multiple_choice": lambda m, t, r, p, bs: scorers.multiple_choice_items(m, t, r, bs),
     "text_nll": lambda m, t, r, p, bs: scorers.text_nll_items(m, t, [x["text"] for x in r], p["max_tokens"], bs),
@@ -272,7 +283,7 @@ def task_chunks(task: Task, tokenizer: Any, split: str = "test", max_items: int 
     if not reqs:
         raise TaskError(f"task {task.name}: no items in split {split!r}")
     params = {"max_new_tokens": task.max_new_tokens, "max_tokens": task.max_tokens, "match": task.match,
-              "stop": list(task.stop)}
+              "stop": list(task.stop), "samples": task.samples, "temperature": float(task.temperature)}
     return [{"task": task.name, "chunk": i // CHUNK_ITEMS, "scorer": task.scorer, "params": params,
              "requests": reqs[i:i + CHUNK_ITEMS], "ids": ids[i:i + CHUNK_ITEMS]} for i in range(0, len(reqs), CHUNK_ITEMS)]
 

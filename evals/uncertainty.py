@@ -40,6 +40,7 @@ STATISTICS: dict[str, tuple[tuple[str, ...], Callable[[Arrays], np.ndarray]]] = 
     "acc_norm": (("acc_norm",), _mean_of("acc_norm")),
     "gold_prob": (("gold_prob",), _mean_of("gold_prob")),
     "exact_match": (("hit",), _mean_of("hit")),
+    "pass_at_k": (("pass",), _mean_of("pass")),
     "answer_token_prob": (("logprob", "tokens"), _probability_of_nll),
     "token_prob": (("logprob", "tokens"), _probability_of_nll),
 }

@@ -123,6 +123,9 @@ TASK_CASES = [
     ("task-unknown-match", f"{_GENERATION}match: fuzzy\n", "task t.match: unknown rule 'fuzzy'; allowed: auto, final_number"),
     ("task-stop-not-text", f"{_GENERATION}stop: [1]\n", "task t.stop: [1]; allowed: a list of non-empty strings"),
     ("task-stop-empty", f"{_GENERATION}stop: ['']\n", "task t.stop"),
+    ("task-zero-samples", f"{_GENERATION}samples: 0\n", "task t.samples: 0; allowed: an integer >= 1"),
+    ("task-greedy-samples", f"{_GENERATION}samples: 16\n", "task t.samples: 16 greedy replies would be identical"),
+    ("task-negative-temperature", f"{_GENERATION}temperature: -1\n", "task t.temperature: -1; allowed: a number >= 0"),
     ("task-reference-and-aliases", f"{_GENERATION}reference: x\naliases: answers\n", "set reference or aliases, not both"),
 ]
 

@@ -102,3 +102,33 @@ def test_shared_context_loglikelihoods_equal_unshared_ones(tiny_model, tiny_toke
         for choice, ll in zip(item["choices"], lls):
             ctx, cont = scorers.encode_pair(tiny_tokenizer, item["context"], " " + choice)
             assert ll == pytest.approx(direct_logprob(tiny_model, ctx + cont, len(cont)), abs=1e-4)
+
+
+def test_sampled_replies_depend_on_the_item_seed_alone_and_score_avg_and_pass_at_k(tiny_model, tiny_tokenizer):
+    """k samples per item at a temperature: the same records whatever the batch size (each row draws from
+    its own seeded generator), `hit` the fraction of the k replies right and `pass` whether any is."""
+    items = [{"prompt": f"{a} + {a} =", "references": [str(2 * a)], "seed": 100 + a} for a in range(5)]
+    one = scorers.generate_exact_match_items(tiny_model, tiny_tokenizer, items, 6, batch_size=1, samples=4, temperature=1.0)
+    many = scorers.generate_exact_match_items(tiny_model, tiny_tokenizer, items, 6, batch_size=16, samples=4, temperature=1.0)
+    assert one == many
+    replies = scorers.generate(tiny_model, tiny_tokenizer, [it["prompt"] for it in items], 6, samples=4, temperature=1.0,
+                               seeds=[it["seed"] for it in items])
+    assert len({tuple(replies[i * 4:(i + 1) * 4]) for i in range(5)}) == 5 and len(set(replies)) > 5  # draws differ
+    assert scorers.sampled_item(["4", "5", "4", "x"], ["4"]) == {"hit": 0.5, "pass": 1, "reply": "4"}
+    assert scorers.sampled_item(["5", "x"], ["4"])["pass"] == 0
+    greedy = scorers.generate_exact_match_items(tiny_model, tiny_tokenizer, items, 6)
+    assert [r["reply"] for r in greedy] == scorers.generate(tiny_model, tiny_tokenizer, [it["prompt"] for it in items], 6)
+    assert all(r["hit"] in (0, 1) and r["pass"] == r["hit"] for r in greedy)
+
+
+def test_a_reply_ends_at_any_end_token_of_the_models_generation_config(tiny_model, tiny_tokenizer):
+    """Qwen2.5-Instruct ends a turn with <|im_end|> and text with <|endoftext|>; its generation config lists
+    both, and a reply stops at whichever comes first, as `transformers` generation does."""
+    prompt = "1 + 1 ="
+    free = scorers.generate_ids(tiny_model, [tiny_tokenizer(prompt)["input_ids"]], 6, 0, None)[0]
+    assert len(free) == 6
+    tiny_model.generation_config.eos_token_id = [free[2], 10**6]
+    assert scorers.end_ids(tiny_model, tiny_tokenizer) == {free[2], 10**6, tiny_tokenizer.eos_token_id}
+    stopped = scorers.generate_ids(tiny_model, [tiny_tokenizer(prompt)["input_ids"]], 6, 0,
+                                   scorers.end_ids(tiny_model, tiny_tokenizer))[0]
+    assert stopped == free[:free.index(free[2]) + 1]  # the end token is kept, nothing after it

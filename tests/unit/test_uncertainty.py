@@ -16,7 +16,8 @@ pytestmark = pytest.mark.unit
 def _task(metric: str, per_item: list[dict]) -> dict:
     aggregate = {"acc": scorers.aggregate_multiple_choice, "acc_norm": scorers.aggregate_multiple_choice,
                  "gold_prob": scorers.aggregate_multiple_choice,
-                 "exact_match": scorers.aggregate_exact_match, "answer_token_prob": scorers.aggregate_answer_nll,
+                 "exact_match": scorers.aggregate_exact_match, "pass_at_k": scorers.aggregate_exact_match,
+                 "answer_token_prob": scorers.aggregate_answer_nll,
                  "token_prob": scorers.aggregate_text_nll}[metric](per_item)
     return {"score": aggregate[metric], "metric": metric, "items": uncertainty.item_record(metric, per_item)}
 
@@ -31,8 +32,8 @@ def _binary_pair(rng: np.random.Generator, n: int, p_base: float, keep: float) -
     base = rng.random(n) < p_base
     tuned = np.where(rng.random(n) < keep, base, ~base)
     ids = [f"{i:04d}" for i in range(n)]
-    return ([{"id": i, "hit": int(b), "reply": ""} for i, b in zip(ids, base)],
-            [{"id": i, "hit": int(t), "reply": ""} for i, t in zip(ids, tuned)])
+    return ([{"id": i, "hit": int(b), "pass": int(b), "reply": ""} for i, b in zip(ids, base)],
+            [{"id": i, "hit": int(t), "pass": int(t), "reply": ""} for i, t in zip(ids, tuned)])
 
 
 def test_the_95_percent_interval_of_a_paired_difference_covers_the_truth_93_to_97_percent_of_the_time():
@@ -63,12 +64,12 @@ def test_pairing_narrows_the_interval_of_correlated_scores():
     assert width < unpaired / 2
 
 
-@pytest.mark.parametrize("metric", ["acc", "acc_norm", "gold_prob", "exact_match", "answer_token_prob", "token_prob"])
+@pytest.mark.parametrize("metric", ["acc", "acc_norm", "gold_prob", "exact_match", "pass_at_k", "answer_token_prob", "token_prob"])
 def test_the_metric_recomputed_from_its_items_equals_the_reported_score(metric):
     rng = np.random.default_rng(3)
     per_item = [{"id": str(i), "acc": int(rng.random() < 0.4), "acc_norm": int(rng.random() < 0.5),
                  "gold_prob": float(rng.random()),
-                 "hit": int(rng.random() < 0.3), "reply": "", "logprob": float(-rng.random() * 20),
+                 "hit": int(rng.random() < 0.3), "pass": int(rng.random() < 0.6), "reply": "", "logprob": float(-rng.random() * 20),
                  "tokens": int(rng.integers(1, 30))} for i in range(57)]
     task = _task(metric, per_item)
     assert float(uncertainty.task_metric(task)) == pytest.approx(task["score"], rel=1e-12, abs=1e-15)
