@@ -113,8 +113,8 @@ def hf_items(spec: dict[str, Any], split: str) -> list[dict[str, Any]]:
     """Any `datasets.load_dataset` source: a hub id (needs network) or a local builder with data_files
     (e.g. path: json). `fields` renames dataset columns to the names the task's template uses. The
     dataset's own split is `spec['split']`; our train/validation/test buckets are then taken by hash,
-    except for a fixed benchmark (`whole_split: true`), whose every row is the test split and which has
-    nothing to train on."""
+    unless `whole_split` names the one split that gets every row: `test` for a fixed benchmark (never
+    trained on), `train` for a training set (never scored)."""
     import datasets
 
     kwargs = {k: spec[k] for k in ("name", "data_files") if k in spec}
@@ -124,8 +124,11 @@ def hf_items(spec: dict[str, Any], split: str) -> list[dict[str, Any]]:
         raise SourceError(f"source.path: {spec['path']!r} could not be loaded ({str(err).splitlines()[0][:160]})") from None
     fields = spec.get("fields", {})
     items = [{**row, **{new: row[old] for new, old in fields.items()}} for row in rows]
-    if spec.get("whole_split", False):
-        return items if split in ("test", "all") else []
+    whole = spec.get("whole_split")
+    if whole is not None:
+        if whole not in ("train", "test"):
+            raise SourceError(f"source.whole_split: {whole!r}; allowed: train, test")
+        return items if split in (whole, "all") else []
     return select_split(items, [json.dumps(it, sort_keys=True, default=str) for it in items], split)
 
 

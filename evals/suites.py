@@ -165,6 +165,22 @@ def suite_task_names(kind: str, name: SuiteRef) -> list[str]:
                     "or a task name")
 
 
+def protocol(task: Task) -> str:
+    """How a task is scored, in one phrase (what a sweep's --dry-run prints for each suite task)."""
+    whole = task.source.get("whole_split")
+    items = f"the whole {task.source.get('split', '')} split (up to {task.n_items})" if whole == "test" \
+        else f"{task.n_items} items"
+    if task.scorer != "generate_exact_match":
+        return f"{task.name} ({items}, {task.scorer} {task.metric})"
+    drawn = "greedy" if task.temperature == 0 else f"{task.samples} samples at temperature {task.temperature:g}"
+    return (f"{task.name} ({items}, {drawn}, up to {task.max_new_tokens} new tokens, match {task.match}, "
+            f"{task.metric})")
+
+
+def suite_protocol(kind: str, name: SuiteRef) -> str:
+    return f"{kind} suite {suite_label(name)}: " + "; ".join(protocol(load_task(t)) for t in suite_task_names(kind, name))
+
+
 # ------------------------------------------------------------------------------------------ requests
 
 

@@ -186,7 +186,7 @@ def _hra(s: dict[str, Any], targets: list[str]) -> Any:
 def _miss(s: dict[str, Any], targets: list[str]) -> Any:
     from peft import MissConfig
 
-    return MissConfig(r=s["r"], target_modules=targets)
+    return MissConfig(r=s["r"], target_modules=targets, miss_dropout=s["dropout"])
 
 
 def _fast_layers(model: nn.Module, batch: dict[str, torch.Tensor] | None = None) -> None:
@@ -338,7 +338,8 @@ REGISTRY: dict[str, MethodSpec] = {
         _peft_forward(_BOFT),
         _HRA,
         _peft_forward(_HRA),
-        MethodSpec("miss", ("bone",), DENSE, {"r": 64}, "r", _miss, "shared-block additive update", {"r": 4}),
+        MethodSpec("miss", ("bone",), DENSE, {"r": 64, "dropout": 0.0}, "r", _miss, "shared-block additive update",
+                   {"r": 4}, hidden=("dropout",)),
     )
 }
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -61,8 +61,15 @@ class TrainConfig(_Strict):
     batch_size: int = Field(8, gt=0)
     grad_accum: int = Field(1, gt=0)
     max_length: int = Field(256, gt=8)
+    overlong: Literal["truncate", "drop"] = Field(
+        "truncate", description="an example longer than max_length loses prompt tokens from the left, or is "
+        "dropped from the training data (the paper's recipe: no answer is ever cut)")
     lr: float = Field(1e-3, gt=0, lt=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="after the warm-up: cosine decay to 0 "
+                                                    "(the paper's SFT) or a constant rate (its RL)")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.95), description="AdamW's betas: (0.9, 0.95) for the paper's SFT, (0.9, 0.999) for its RL")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(10, gt=0)

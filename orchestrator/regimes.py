@@ -40,6 +40,15 @@ def collate(pairs: Sequence[Pair], max_length: int, pad_id: int) -> dict[str, to
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
+def fitting(pairs: Sequence[Pair], max_length: int) -> list[Pair]:
+    """The examples whose prompt and answer fit in `max_length` tokens whole (`train.overlong: drop`)."""
+    kept = [(prompt, answer) for prompt, answer in pairs if len(prompt) + len(answer) <= max_length]
+    if not kept:
+        raise ValueError(f"train.max_length = {max_length}: every one of the {len(pairs)} training examples is longer; "
+                         "allowed: a larger max_length, or train.overlong: truncate")
+    return kept
+
+
 def batches(items: Sequence[Any], batch_size: int, seed: int) -> Iterator[list]:
     """Endless epochs, each a fresh seeded shuffle: the same seed gives the same batches everywhere."""
     generator = torch.Generator().manual_seed(seed)

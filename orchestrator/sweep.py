@@ -20,7 +20,7 @@ from typing import Any
 
 from methods import budget as budgets
 from methods import registry
-from evals import service
+from evals import service, suites
 from orchestrator import scoring, sweep_analysis, trial, workers
 from orchestrator.config import ConfigError, SweepConfig, config_hash
 from orchestrator.files import atomic_write_json
@@ -181,6 +181,24 @@ def evaluation_line(cfg: SweepConfig) -> str:
             f"{cfg.eval.cpus_per_actor:g} CPU / {cfg.eval.gpus_per_actor:g} GPU, beside the trials")
 
 
+def training_line(cfg: SweepConfig, plan: Plan) -> str:
+    """The training data, the global batch it is drawn in and the optimiser, as the paper states its recipe."""
+    t, workers = cfg.train, cfg.resources.workers_per_trial
+    source = suites.load_task(t.task).source
+    where = f" ({source['kind']} {source['path']})" if "path" in source else ""
+    per_step = []
+    regimes = plan.regimes or [t.regime]
+    if "sft" in regimes:
+        kept = "over-long examples dropped" if t.overlong == "drop" else "over-long prompts cut from the left"
+        per_step.append(f"SFT: {t.batch_size * workers * t.grad_accum} examples per step ({t.batch_size} per "
+                        f"micro-batch x {workers} worker(s) x {t.grad_accum} accumulation), max length "
+                        f"{t.max_length}, {kept}")
+    if "grpo" in regimes:
+        per_step.append(f"GRPO: {t.grpo.prompts_per_step * workers * t.grad_accum} prompts per step x "
+                        f"{t.grpo.group_size} samples at temperature {t.grpo.temperature:g}")
+    return (f"train task {t.task}{where}, up to {t.train_items} items; {'; '.join(per_step)}; AdamW betas ({t.betas[0]:g}, {t.betas[1]:g}), {t.schedule} schedule")
+
+
 def placement_line(cfg: SweepConfig, plan: Plan, concurrent: tuple[int, str]) -> str:
     """What one trial takes (world size, per-worker CPUs and GPUs) and how many trials run at once."""
     res = cfg.resources
@@ -239,8 +257,8 @@ def describe(cfg: SweepConfig, plan: Plan, cluster: dict[str, float] | None = No
     lines = [f"sweep {cfg.name}: sampler {sampler}{picked}, {num_samples(cfg, plan)} trials, "
              f"Ray address {cfg.ray.address}", placement_line(cfg, plan, concurrent_trials(cfg, cluster)),
              "objectives: " + ", ".join(f"{o.name} ({o.mode})" for o in cfg.search.objectives),
-             f"model {cfg.model.name}; train task {cfg.train.task}; target suite {cfg.eval.target_suite}; "
-             f"retention suite {cfg.eval.retention_suite}", evaluation_line(cfg)]
+             f"model {cfg.model.name}", training_line(cfg, plan), suites.suite_protocol("target", cfg.eval.target_suite),
+             suites.suite_protocol("retention", cfg.eval.retention_suite), evaluation_line(cfg)]
     for method in plan.methods:
         for setting, label in zip(plan.settings[method], plan.budget_labels[method]):
             budget = f"budget {label:.3g} -> " if label else ""

@@ -118,7 +118,7 @@ def deepspeed_config(cfg: TrainConfig, dtype: torch.dtype) -> dict[str, Any]:
         "gradient_accumulation_steps": cfg.grad_accum,
         "gradient_clipping": cfg.grad_clip,
         "zero_optimization": {"stage": cfg.zero_stage},
-        "optimizer": {"type": "AdamW", "params": {"lr": cfg.effective_lr, "betas": [0.9, 0.95], "eps": 1e-8,
+        "optimizer": {"type": "AdamW", "params": {"lr": cfg.effective_lr, "betas": list(cfg.betas), "eps": 1e-8,
                                                   "weight_decay": cfg.weight_decay, "torch_adam": not on_gpu}},
         "bf16": {"enabled": dtype == torch.bfloat16},
         "fp16": {"enabled": dtype == torch.float16},
@@ -128,13 +128,16 @@ def deepspeed_config(cfg: TrainConfig, dtype: torch.dtype) -> dict[str, Any]:
     }
 
 
-def warmup_cosine(total: int, warmup_ratio: float) -> Callable[[int], float]:
-    """Linear warm-up then cosine decay to zero, the paper's schedule (10% warm-up)."""
+def warmup_cosine(total: int, warmup_ratio: float, decay: bool = True) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to zero, the paper's SFT schedule (10% warm-up); with `decay` off,
+    the rate stays flat after the warm-up (its RL schedule: constant)."""
     warm = max(1, int(round(total * warmup_ratio))) if warmup_ratio > 0 else 0
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
+        if not decay:
+            return 1.0
         progress = (step - warm) / max(1, total - warm)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -175,7 +178,7 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
     regime.shard(rank, world)
     params = [p for p in model.parameters() if p.requires_grad]
     dtype = next(model.parameters()).dtype
-    schedule = warmup_cosine(cfg.steps, cfg.warmup_ratio)
+    schedule = warmup_cosine(cfg.steps, cfg.warmup_ratio, decay=cfg.schedule == "cosine")
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=params, config=deepspeed_config(cfg, dtype),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s + start_step)))

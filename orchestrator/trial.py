@@ -210,6 +210,8 @@ def _wrap_for_training(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialD
     """(the method-wrapped model, training pairs, the checkpoint resumed from, its step): the same on every
     rank of a trial, as each reads the same checkpoint and seeds the same initialisation."""
     pairs = suites.training_pairs(suites.load_task(cfg.train.task), tokenizer, cfg.train.train_items)
+    if cfg.train.overlong == "drop":
+        pairs = regimes.fitting(pairs, cfg.train.max_length)
     first_batch = regimes.collate(pairs[:cfg.train.batch_size], cfg.train.max_length, tokenizer.pad_token_id)
     resume = checkpoints.latest_valid(trial_dir)
     wrapped = registry.wrap(model, spec["method"], spec["setting"], cfg.model.target_modules, cfg.train.seed,

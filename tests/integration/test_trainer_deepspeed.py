@@ -97,6 +97,13 @@ def test_collate_masks_prompt_and_padding_and_keeps_answers():
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
 
 
+def test_overlong_examples_are_dropped_whole_when_asked_never_cut():
+    pairs = [([1, 2, 3, 4, 5], [6, 7]), ([8], [9]), ([1, 2], [3, 4])]
+    assert regimes.fitting(pairs, 4) == [([8], [9]), ([1, 2], [3, 4])]
+    with pytest.raises(ValueError, match="train.max_length = 1: every one of the 3 training examples is longer"):
+        regimes.fitting(pairs, 1)
+
+
 def test_warmup_cosine_schedule_shape():
     factor = trainer.warmup_cosine(100, 0.1)
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)

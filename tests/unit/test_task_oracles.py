@@ -25,8 +25,9 @@ def _offline(task: suites.Task) -> suites.Task:
 
 def _test_items(name: str) -> tuple[suites.Task, list[dict]]:
     task = _offline(suites.load_task(name))
+    split = "train" if task.source.get("whole_split") == "train" else "test"  # a training set is never scored
     try:
-        items = suites.select_items(task, "test", task.n_items)
+        items = suites.select_items(task, split, task.n_items)
     except sources.SourceError as err:  # BIG-bench files come with `peft-arena assets` (make test fetches them)
         pytest.skip(str(err))
     assert items, f"{name}: no test items"
@@ -41,7 +42,8 @@ def test_every_shipped_task_is_covered_by_an_oracle():
     covered = set(_tasks_scored_by("generate_exact_match", "multiple_choice"))
     likelihood_only = set(_tasks_scored_by("answer_nll", "text_nll"))  # no reply to be right or wrong
     assert covered | likelihood_only == set(suites.task_names())
-    assert {"gsm_symbolic", "arithmetic", "nq_open", "bbh_boolean_expressions", "math500", "amc23", "aime24"} <= covered
+    assert {"gsm_symbolic", "arithmetic", "nq_open", "bbh_boolean_expressions", "math500", "amc23", "aime24",
+            "openr1_math"} <= covered
 
 
 @pytest.mark.parametrize("name", _tasks_scored_by("generate_exact_match"))
@@ -150,3 +152,16 @@ def test_math_verdicts_equal_math_verifys_own_on_replies_with_one_box():
     cases += shipped + [("7", reply) for _, reply in shipped]  # the shipped solutions against a wrong reference
     for reference, reply in cases:
         assert scorers.reply_matches(reply, reference, "math_verify") is verify(parse(f"${reference}$"), parse(reply)), reply
+
+
+def test_the_papers_training_set_trains_on_every_row_and_rewards_its_ground_truth(tiny_tokenizer):
+    """openr1_math as the paper's trainers read it: the worked answer is the SFT target, its boxed answer the
+    RL reference; every row trains, none is a test item."""
+    task, items = _test_items("openr1_math")
+    assert len(items) == 3 and suites.select_items(task, "test", None) == []
+    pairs = suites.training_pairs(task, tiny_tokenizer, 10)
+    assert len(pairs) == 3 and all(prompt and answer for prompt, answer in pairs)
+    reward = suites.verifiable_reward(task)
+    for (_, accepted), item in zip(suites.rl_prompts(task, tiny_tokenizer, 10), items):
+        assert accepted == [item["reward_model"]["ground_truth"]]
+        assert reward(item["extra_info"]["answer"], accepted) == 1.0 and reward("so \\boxed{7}", accepted) == 0.0
