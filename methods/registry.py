@@ -8,6 +8,9 @@ setting. Every method peft has is built by peft; full finetuning is the only one
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -375,6 +378,23 @@ def resolve_targets(model: nn.Module, target_modules: str | list[str]) -> list[s
     return found
 
 
+@contextmanager
+def _compiler_environment_kept() -> Iterator[None]:
+    """peft's BOFT layers try to build a CUDA kernel with CC=gcc and CXX=gcc set in os.environ, and when the
+    build fails (any machine without CUDA) they never restore them: the process and everything it starts
+    then compile with `gcc`, so DeepSpeed's CPU communication op, cached per compiler command, is rebuilt
+    (over a minute) each time a process with the other compiler meets it. Kept as it was here."""
+    saved = {key: os.environ.get(key) for key in ("CC", "CXX")}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def wrap(model: nn.Module, method: str, setting: dict[str, Any] | None, target_modules: str | list[str],
          seed: int = 0, init_batch: dict[str, torch.Tensor] | None = None,
          restore_from: dict[str, torch.Tensor] | None = None) -> nn.Module:
@@ -390,7 +410,8 @@ def wrap(model: nn.Module, method: str, setting: dict[str, Any] | None, target_m
         return _full_finetuning(model)
     from peft import get_peft_model
 
-    wrapped = get_peft_model(model, spec.build_config(resolved, targets))
+    with _compiler_environment_kept():
+        wrapped = get_peft_model(model, spec.build_config(resolved, targets))
     if restore_from is not None and spec.restore is not None:
         spec.restore(wrapped, restore_from)
     elif spec.post_init is not None:

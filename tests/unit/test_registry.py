@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -137,3 +138,14 @@ def test_fast_forwards_are_the_default_and_peft_forwards_the_reference():
 ])
 def test_tables_show_the_settings_that_tell_trials_apart(method, setting, shown):
     assert registry.get(method).display(setting) == shown
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_wrapping_leaves_the_compiler_environment_as_it_was(method, monkeypatch):
+    """peft's BOFT layers set CC=gcc and CXX=gcc to build a CUDA kernel and, when that fails, never unset
+    them; a process that wrapped BOFT then rebuilt DeepSpeed's CPU op with another compiler command than
+    every other process (over a minute per rebuild)."""
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("CXX", "c++")
+    registry.wrap(build_tiny_model(300), method, _tiny(method), "all-linear", init_batch=_init_batch())
+    assert "CC" not in os.environ and os.environ["CXX"] == "c++"
