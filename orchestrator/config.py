@@ -68,8 +68,10 @@ class TrainConfig(_Strict):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     schedule: Literal["cosine", "constant"] = Field("cosine", description="after the warm-up: cosine decay to 0 "
                                                     "(the paper's SFT) or a constant rate (its RL)")
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
-        (0.9, 0.95), description="AdamW's betas: (0.9, 0.95) for the paper's SFT, (0.9, 0.999) for its RL")
+    # a list, not a tuple: a trial's config is read back from JSON and must compare equal to the one it ran
+    betas: list[Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=lambda: [0.9, 0.95], min_length=2, max_length=2,
+        description="AdamW's betas: [0.9, 0.95] for the paper's SFT, [0.9, 0.999] for its RL")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(10, gt=0)
