@@ -338,6 +338,9 @@ def _first_line_matches(reply: str, reference: str) -> bool:
     return normalise_text(first_line) == normalise_text(reference)
 
 
+_LM_EVAL_ARTICLES = r"\b(?:The |the |An |A |The |a |an )"  # nq_open.yaml's regexes_to_ignore
+
+
 def _lm_eval_exact_match(reply: str, reference: str) -> bool:
     """lm-eval's `exact_match` as its nq_open task configures it (reply stripped, articles, case and
     punctuation ignored), called from lm-eval itself so the verdicts are its own."""
@@ -345,9 +348,6 @@ def _lm_eval_exact_match(reply: str, reference: str) -> bool:
 
     return bool(exact_match_hf_evaluate([reply.strip()], [reference], regexes_to_ignore=[_LM_EVAL_ARTICLES],
                                         ignore_case=True, ignore_punctuation=True)["exact_match"])
-
-
-_LM_EVAL_ARTICLES = r"\b(?:The |the |An |A |The |a |an )"  # nq_open.yaml's regexes_to_ignore
 
 
 def last_boxed(reply: str) -> str | None:
@@ -377,6 +377,7 @@ def _math_verify_match(reply: str, reference: str) -> bool:
     gold = parse(f"${reference}$", parsing_timeout=timeout)
     answer = parse(f"$\\boxed{{{boxed}}}$", parsing_timeout=timeout)
     return bool(gold and answer and verify(gold, answer, timeout_seconds=timeout))
+
 
 # How a reply is compared with one reference. `auto` (the default) is `final_number` for a numeric
 # reference and `first_line` otherwise.
