@@ -35,9 +35,8 @@ def overhead(steps: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(tracking.server_command(f"sqlite:///{tmp}/mlflow.db", Path(tmp) / "artifacts",
-                                                          "127.0.0.1", port),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command, env = tracking.server_command(f"sqlite:///{tmp}/mlflow.db", Path(tmp) / "artifacts", "127.0.0.1", port)
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             tracking.wait_healthy(url)
             cfg = config.load("quick", [f"output_dir={tmp}/sweep", f"train.steps={steps}",

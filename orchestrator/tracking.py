@@ -443,16 +443,18 @@ def _millis(epoch_s: float | None) -> int | None:
     return int(epoch_s * 1000) if epoch_s is not None else None
 
 
-def server_command(backend_uri: str, artifacts: Any, host: str, port: int) -> list[str]:
-    """`mlflow server` on a store and artifact folder (a sweep's: `SweepDir.mlflow_uri`, `.mlflow_artifact_location`).
-    Loopback unless told otherwise; a wider bind names the Host headers it answers."""
+def server_command(backend_uri: str, artifacts: Any, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """`mlflow server` on a store and artifact folder (a sweep's: `SweepDir.mlflow_uri`, `.mlflow_artifact_location`),
+    with the environment to run it in. Loopback unless told otherwise; a wider bind names the Host headers it
+    answers. MLflow's job runner (huey consumers for GenAI judges and prompt optimisation, which no sweep
+    uses) stays off: it is seven more processes per server and two seconds more before the UI answers."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
                "--artifacts-destination", str(artifacts), "--host", host, "--port", str(port), "--workers", "1"]
     if not is_loopback(host):
         import socket
 
         command += ["--allowed-hosts", f"{host}:{port},{socket.gethostname()}:{port},localhost:{port},127.0.0.1:{port}"]
-    return command
+    return command, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def wait_healthy(url: str, timeout: float = 120.0) -> None:

@@ -38,9 +38,9 @@ def admin_password(password_file: str | None) -> str | None:
 def mlflow_ui(where: SweepDir, host: str, port: int, password: str | None, insecure: bool) -> tuple[list[str], dict[str, str]]:
     """The `mlflow server` command and environment for a sweep's UI: plain on loopback; beyond it, MLflow's
     basic-auth app (admin `admin`, the given password) unless `insecure`."""
-    command = tracking.server_command(where.mlflow_uri, where.mlflow_artifact_location, host, port)
+    command, server_env = tracking.server_command(where.mlflow_uri, where.mlflow_artifact_location, host, port)
     if is_loopback(host) or insecure:
-        return command, dict(os.environ)
+        return command, server_env
     if password is None:
         raise ConfigError(f"--host = {host!r}: a UI others can reach needs a password for MLflow's basic-auth app; "
                           f"allowed: set {PASSWORD_ENV} or --password-file FILE, or pass --insecure to serve it "
@@ -51,7 +51,7 @@ def mlflow_ui(where: SweepDir, host: str, port: int, password: str | None, insec
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     # the password goes through the environment only, never into a file of the sweep dir; the CSRF key
     # is the user's if set, else fresh for this server (its sessions end with it)
-    env = {"MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32), **os.environ,
+    env = {"MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32), **server_env,
            "MLFLOW_AUTH_CONFIG_PATH": str(where.mlflow_auth_config), PASSWORD_ENV: password}
     return [*command, "--app-name", "basic-auth"], env
 

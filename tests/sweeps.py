@@ -105,8 +105,8 @@ def start_mlflow(store: Path, port: int) -> subprocess.Popen:
     """A real `mlflow server` on 127.0.0.1 over a SQLite store in `store` (restartable on the same store),
     started with the command `peft-arena ui` uses."""
     store.mkdir(parents=True, exist_ok=True)
-    command = tracking.server_command(f"sqlite:///{store / 'mlflow.db'}", store / "artifacts", "127.0.0.1", port)
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command, env = tracking.server_command(f"sqlite:///{store / 'mlflow.db'}", store / "artifacts", "127.0.0.1", port)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     tracking.wait_healthy(f"http://127.0.0.1:{port}", timeout=180)
     return proc
 

@@ -34,6 +34,20 @@ def mlflow_server(tmp_path):
     stop_mlflow(proc)
 
 
+def test_the_tracking_server_starts_no_job_runner(tmp_path):
+    """MLflow's server would start a GenAI job runner (huey consumers) beside itself: 11 processes instead
+    of 3 on a laptop that also trains. A sweep's server runs without it."""
+    import psutil
+
+    proc = start_mlflow(tmp_path / "server", free_port())
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert not [p.cmdline() for p in tree if "huey" in " ".join(p.cmdline())]
+        assert len(tree) <= 3, [p.cmdline() for p in tree]
+    finally:
+        stop_mlflow(proc)
+
+
 def _sweep_config(tmp_path: Path, model_dir: Path, uri: str, samples: int = 2) -> Path:
     cfg = tiny_config(model_dir, tmp_path / "sweep", steps=4, checkpoint_every=2)
     cfg["methods"] = [{"name": "lora", "settings": [{"r": 2}, {"r": 4}]}]
