@@ -11,7 +11,7 @@ STAMP     := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 STACK     := transformers==5.24.0 peft==0.21.2 accelerate==1.15.0 gguf==0.19.0 deepspeed==0.19.8 \
              "ray[tune,data]==2.60.0" optuna==5.0.0 optuna-dashboard==0.21.0 "mlflow[auth]==3.17.2" reasoning-gym==0.1.25 plotly==7.1.0 lm-eval==0.4.13 math-verify==0.9.0 greenlet==3.5.6 \
-             datasets==5.2.0 playwright==1.65.2 pyarrow==25.0.1 boto3==1.44.8 "moto[server]==5.2.5"
+             datasets==5.2.0 playwright==1.65.2 pyarrow==25.0.1 boto3==1.44.8 "moto[server]==5.2.5" pytest-xdist==3.8.0
 export RAY_AUTH_MODE ?= disabled
 SHELL     := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -43,13 +43,19 @@ browser:
 	  || echo "chromium could not be installed: the browser checks will be skipped"
 
 PYTEST    := $(BIN)/python -m pytest -q -ra --timeout=1200
+# The suite runs on WORKERS pytest-xdist processes: its tests spend over half their time waiting (a Ray
+# node, a server, a subprocess's imports), so two workers keep two cores ~90% busy instead of ~45%.
+# A worker takes a whole test file (module fixtures such as a built wheel are built once; xdist's finer
+# `loadgroup` cannot group under pytest 9, whose node ids it no longer tags). WORKERS=0: one process.
+WORKERS   ?= 2
+PARALLEL  := -n $(WORKERS) --dist loadfile
 test: assets browser
-	$(PYTEST) tests
+	$(PYTEST) $(PARALLEL) tests
 
 # The tier between the unit tests and the whole suite (a few minutes): everything not marked slow, which
 # still trains with a real DeepSpeed engine, runs a sweep on a real Ray cluster and tracks into a real MLflow server.
 test-quick: assets browser
-	$(PYTEST) -m "not slow" tests
+	$(PYTEST) $(PARALLEL) -m "not slow" tests
 
 # The whole suite on a loaded machine, as a shared CI box or a busy laptop is: LOAD busy loops (one per
 # core by default) compete with it for the CPUs for as long as it runs. A test that waits on a clock
@@ -57,12 +63,12 @@ test-quick: assets browser
 LOAD      ?= $(shell nproc)
 test-loaded: assets browser
 	@hogs=""; for i in $$(seq $(LOAD)); do (while :; do :; done) & hogs="$$hogs $$!"; done; \
-	  trap "kill $$hogs" EXIT; echo "$(LOAD) busy loops running beside the suite"; $(PYTEST) tests
+	  trap "kill $$hogs" EXIT; echo "$(LOAD) busy loops running beside the suite"; $(PYTEST) $(PARALLEL) tests
 
 # Line coverage of the project's four packages over the whole suite, test process and the Python
 # processes it starts (pyproject.toml [tool.coverage.run]).
 coverage: assets browser
-	$(PYTEST) --cov --cov-report=term:skip-covered tests
+	$(PYTEST) $(PARALLEL) --cov --cov-report=term:skip-covered tests
 
 # Unit tests only: tiny config-built models, no cached assets needed.
 test-fast: install
