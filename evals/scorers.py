@@ -162,42 +162,6 @@ def text_nll_items(model: nn.Module, tokenizer: Any, texts: Sequence[str], max_t
     return [{"logprob": s, "tokens": n} for s, n in continuation_logprobs(model, tokenizer, pairs, batch_size)]
 
 
-def _mean(items: Sequence[dict[str, Any]], key: str) -> float:
-    return sum(it[key] for it in items) / max(len(items), 1)
-
-
-def _nll(items: Sequence[dict[str, Any]]) -> float:
-    return -sum(it["logprob"] for it in items) / max(sum(it["tokens"] for it in items), 1)
-
-
-def aggregate_multiple_choice(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {"acc": _mean(items, "acc"), "acc_norm": _mean(items, "acc_norm"), "gold_prob": _mean(items, "gold_prob"),
-            "answer_token_prob": math.exp(-_nll(items)), "n": len(items)}
-
-
-def aggregate_answer_nll(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Token-weighted mean NLL (nats); `answer_token_prob` = exp(-NLL), a [0, 1] higher-is-better score."""
-    nll = _nll(items)
-    return {"nll": nll, "answer_token_prob": math.exp(-nll), "n": len(items)}
-
-
-def aggregate_text_nll(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """`token_prob` = exp(-NLL) = 1 / perplexity, in [0, 1] and higher-is-better."""
-    nll = _nll(items)
-    return {"nll": nll, "token_prob": math.exp(-nll), "perplexity": math.exp(nll),
-            "tokens": sum(it["tokens"] for it in items), "n": len(items)}
-
-
-def multiple_choice(model: nn.Module, tokenizer: Any, items: Sequence[dict[str, Any]],
-                    batch_size: int = 16) -> dict[str, Any]:
-    return aggregate_multiple_choice(multiple_choice_items(model, tokenizer, items, batch_size))
-
-
-def text_nll(model: nn.Module, tokenizer: Any, texts: Sequence[str], max_tokens: int = 128,
-             batch_size: int = 16) -> dict[str, Any]:
-    return aggregate_text_nll(text_nll_items(model, tokenizer, texts, max_tokens, batch_size))
-
-
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
 
 
@@ -431,8 +395,3 @@ def generate_exact_match_items(model: nn.Module, tokenizer: Any, items: Sequence
                        temperature, [it.get("seed", i) for i, it in enumerate(items)])
     return [sampled_item(replies[i * samples:(i + 1) * samples], it["references"], rule, stop)
             for i, it in enumerate(items)]
-
-
-def aggregate_exact_match(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {"exact_match": _mean(items, "hit"), "pass_at_k": _mean(items, "pass"), "n": len(items),
-            "examples": [it["reply"] for it in items[:3]]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,13 +24,6 @@ TASK_DIR = Path(__file__).parent / "tasks"
 SUITES_FILE = Path(__file__).parent / "suites.yaml"
 SUITE_KINDS = ("target", "retention")
 
-# scorer name -> the metrics it produces that can be a task's primary score
-SCORER_METRICS: dict[str, tuple[str, ...]] = {
-    "generate_exact_match": ("exact_match", "pass_at_k"),  # with samples: k, avg@k and pass@k
-    "answer_nll": ("answer_token_prob",),
-    "multiple_choice": ("acc", "acc_norm", "gold_prob", "answer_token_prob"),
-    "text_nll": ("token_prob",),
-}
 _REQUIRED = ("name", "source", "scorer", "metric")
 _ALLOWED = set(_REQUIRED) | {"base", "_dir", "prompt", "answer", "reference", "aliases", "match", "stop", "chat",
                              "samples", "temperature", "n_items", "max_new_tokens", "max_tokens"}
@@ -102,12 +96,12 @@ def load_task(name_or_path: str) -> Task:
     unknown = sorted(set(data) - _ALLOWED)
     if unknown:
         raise TaskError(f"task {label}: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_ALLOWED))}")
-    if data["scorer"] not in SCORER_METRICS:
+    if data["scorer"] not in SCORERS:
         raise TaskError(f"task {label}.scorer: unknown scorer {data['scorer']!r}; "
-                        f"allowed: {', '.join(SCORER_METRICS)}")
-    if data["metric"] not in SCORER_METRICS[data["scorer"]]:
+                        f"allowed: {', '.join(SCORERS)}")
+    if data["metric"] not in SCORERS[data["scorer"]].metrics:
         raise TaskError(f"task {label}.metric: {data['metric']!r} is not produced by {data['scorer']}; "
-                        f"allowed: {', '.join(SCORER_METRICS[data['scorer']])}")
+                        f"allowed: {', '.join(SCORERS[data['scorer']].metrics)}")
     if not isinstance(data["source"], dict) or data["source"].get("kind") not in sources.SOURCES:
         raise TaskError(f"task {label}.source.kind: allowed: {', '.join(sources.SOURCES)}")
     _check_reference_fields(label, data)
@@ -170,7 +164,7 @@ def protocol(task: Task) -> str:
     whole = task.source.get("whole_split")
     items = f"the whole {task.source.get('split', '')} split (up to {task.n_items})" if whole == "test" \
         else f"{task.n_items} items"
-    if task.scorer != "generate_exact_match":
+    if not SCORERS[task.scorer].generates:
         return f"{task.name} ({items}, {task.scorer} {task.metric})"
     drawn = "greedy" if task.temperature == 0 else f"{task.samples} samples at temperature {task.temperature:g}"
     return (f"{task.name} ({items}, {drawn}, up to {task.max_new_tokens} new tokens, match {task.match}, "
@@ -232,16 +226,7 @@ def references(task: Task, item: dict[str, Any]) -> list[str]:
 
 
 def requests(task: Task, tokenizer: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if task.scorer == "text_nll":
-        return [{"text": it["text"]} for it in items]
-    if task.scorer == "multiple_choice":
-        return [{"context": task.render(task.prompt, it), "choices": it["choices"], "gold": it["gold"]}
-                for it in items]
-    if task.scorer == "answer_nll":
-        return [{"prompt": _prompt(task, tokenizer, it), "answer": answer_continuation(task, tokenizer, it)}
-                for it in items]
-    return [{"prompt": _prompt(task, tokenizer, it), "references": references(task, it),
-             "seed": int(item_id(it), 16) % 2**31} for it in items]
+    return [SCORERS[task.scorer].request(task, tokenizer, it) for it in items]
 
 
 def training_pairs(task: Task, tokenizer: Any, n_items: int) -> list[tuple[list[int], list[int]]]:
@@ -276,18 +261,53 @@ def verifiable_reward(task: Task) -> Callable[[str, list[str]], float]:
 # every float - is the same whatever the pool size.
 CHUNK_ITEMS = 32
 
-_ITEM_FNS: dict[str, Callable[..., list[dict[str, Any]]]] = {
-    "generate_exact_match": lambda m, t, r, p, bs: scorers.generate_exact_match_items(
-        m, t, r, p["max_new_tokens"], bs, p["match"], p["stop"], p["samples"], p["temperature"]),
-    "answer_nll": lambda m, t, r, p, bs: scorers.answer_nll_items(m, t, r, bs),
-    "multiple_choice": lambda m, t, r, p, bs: scorers.multiple_choice_items(m, t, r, bs),
-    "text_nll": lambda m, t, r, p, bs: scorers.text_nll_items(m, t, [x["text"] for x in r], p["max_tokens"], bs),
-}
-_AGGREGATE: dict[str, Callable[[list[dict[str, Any]]], dict[str, Any]]] = {
-    "generate_exact_match": scorers.aggregate_exact_match,
-    "answer_nll": scorers.aggregate_answer_nll,
-    "multiple_choice": scorers.aggregate_multiple_choice,
-    "text_nll": scorers.aggregate_text_nll,
+@dataclass(frozen=True)
+class Scorer:
+    """Everything about one scorer a task can name, so that a new scorer is one entry of `SCORERS`: how an
+    item becomes a request (plain data, sent to evaluation actors), how a chunk of requests is scored into
+    per-item records (`evals.scorers`), the metrics it offers as a task's primary score (each one defined
+    once, in `uncertainty.STATISTICS`, for the score and its bootstrap interval alike), and what else a
+    task's result shows beside them."""
+    metrics: tuple[str, ...]
+    request: Callable[[Task, Any, dict[str, Any]], dict[str, Any]]
+    score: Callable[[nn.Module, Any, list[dict[str, Any]], dict[str, Any], int], list[dict[str, Any]]]
+    extras: Callable[[list[dict[str, Any]], dict[str, float]], dict[str, Any]] = lambda per_item, metrics: {}
+    generates: bool = False  # replies are generated (and then matched), not scored by likelihood
+
+
+def _generation_request(task: Task, tokenizer: Any, item: dict[str, Any]) -> dict[str, Any]:
+    return {"prompt": _prompt(task, tokenizer, item), "references": references(task, item),
+            "seed": int(item_id(item), 16) % 2**31}
+
+
+def _nll_extras(probability: str) -> Callable[[list[dict[str, Any]], dict[str, float]], dict[str, Any]]:
+    """The mean NLL in nats (and perplexity, token count) beside a per-token probability metric."""
+    def extras(per_item: list[dict[str, Any]], metrics: dict[str, float]) -> dict[str, Any]:
+        nll = -math.log(metrics[probability])
+        return {"nll": nll, "perplexity": math.exp(nll), "tokens": sum(it["tokens"] for it in per_item)}
+    return extras
+
+
+SCORERS: dict[str, Scorer] = {
+    "generate_exact_match": Scorer(  # with samples > 1: exact_match is avg@k, pass_at_k pass@k
+        metrics=("exact_match", "pass_at_k"), request=_generation_request, generates=True,
+        score=lambda m, t, r, p, bs: scorers.generate_exact_match_items(
+            m, t, r, p["max_new_tokens"], bs, p["match"], p["stop"], p["samples"], p["temperature"]),
+        extras=lambda per_item, metrics: {"examples": [it["reply"] for it in per_item[:3]]}),
+    "answer_nll": Scorer(
+        metrics=("answer_token_prob",), extras=_nll_extras("answer_token_prob"),
+        request=lambda task, tokenizer, it: {"prompt": _prompt(task, tokenizer, it),
+                                             "answer": answer_continuation(task, tokenizer, it)},
+        score=lambda m, t, r, p, bs: scorers.answer_nll_items(m, t, r, bs)),
+    "multiple_choice": Scorer(
+        metrics=("acc", "acc_norm", "gold_prob", "answer_token_prob"),
+        request=lambda task, tokenizer, it: {"context": task.render(task.prompt, it), "choices": it["choices"],
+                                             "gold": it["gold"]},
+        score=lambda m, t, r, p, bs: scorers.multiple_choice_items(m, t, r, bs)),
+    "text_nll": Scorer(
+        metrics=("token_prob",), extras=_nll_extras("token_prob"),
+        request=lambda task, tokenizer, it: {"text": it["text"]},
+        score=lambda m, t, r, p, bs: scorers.text_nll_items(m, t, [x["text"] for x in r], p["max_tokens"], bs)),
 }
 
 
@@ -309,7 +329,7 @@ def score_chunk(model: nn.Module, tokenizer: Any, chunk: dict[str, Any], batch_s
     was_training = model.training
     model.eval()
     try:
-        scored = _ITEM_FNS[chunk["scorer"]](model, tokenizer, chunk["requests"], chunk["params"], batch_size)
+        scored = SCORERS[chunk["scorer"]].score(model, tokenizer, chunk["requests"], chunk["params"], batch_size)
     finally:
         model.train(was_training)
     return [{"id": item, **result} for item, result in zip(chunk["ids"], scored)]
@@ -317,9 +337,10 @@ def score_chunk(model: nn.Module, tokenizer: Any, chunk: dict[str, Any], batch_s
 
 def aggregate_task(task: Task, per_item: list[dict[str, Any]]) -> dict[str, Any]:
     """The task's metrics, and its per-item record (ids + what the metric needs) for paired intervals."""
-    result = _AGGREGATE[task.scorer](per_item)
-    return {"score": float(result[task.metric]), "metric": task.metric, **result,
-            "items": uncertainty.item_record(task.metric, per_item)}
+    scorer = SCORERS[task.scorer]
+    metrics = {name: uncertainty.value(name, per_item) for name in scorer.metrics}
+    return {"score": metrics[task.metric], "metric": task.metric, **metrics, "n": len(per_item),
+            **scorer.extras(per_item, metrics), "items": uncertainty.item_record(task.metric, per_item)}
 
 
 def aggregate_suite(name: SuiteRef, tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -30,11 +30,13 @@ def _mean_of(field: str) -> Callable[[Arrays], np.ndarray]:
 
 
 def _probability_of_nll(a: Arrays) -> np.ndarray:
-    """exp(-token-weighted NLL): the same ratio estimator `scorers.aggregate_*_nll` computes."""
+    """exp(-token-weighted NLL), a ratio of sums over items: the per-token probability of all their tokens."""
     return np.exp(a["logprob"].sum(axis=-1) / np.maximum(a["tokens"].sum(axis=-1), 1))
 
 
-# metric -> (the per-item fields it needs, the metric as a function of those fields along the last axis)
+# metric -> (the per-item fields it needs, the metric as a function of those fields along the last axis).
+# The one definition of every metric: a task's score (`value`) and its bootstrap draws (`task_metric`)
+# both compute it here.
 STATISTICS: dict[str, tuple[tuple[str, ...], Callable[[Arrays], np.ndarray]]] = {
     "acc": (("acc",), _mean_of("acc")),
     "acc_norm": (("acc_norm",), _mean_of("acc_norm")),
@@ -44,6 +46,12 @@ STATISTICS: dict[str, tuple[tuple[str, ...], Callable[[Arrays], np.ndarray]]] = 
     "answer_token_prob": (("logprob", "tokens"), _probability_of_nll),
     "token_prob": (("logprob", "tokens"), _probability_of_nll),
 }
+
+
+def value(metric: str, per_item: Sequence[dict[str, Any]]) -> float:
+    """The metric over all of a task's scored items."""
+    fields, statistic = STATISTICS[metric]
+    return float(statistic({f: np.asarray([it[f] for it in per_item], dtype=float) for f in fields}))
 
 
 def item_record(metric: str, per_item: Sequence[dict[str, Any]]) -> dict[str, list]:

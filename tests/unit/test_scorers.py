@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from evals import scorers
+from evals import scorers, suites
+
+
+def aggregate(scorer: str, metric: str, per_item: list[dict]) -> dict:
+    """A task's result from its per-item records, as every evaluation path computes it."""
+    task = suites.Task(name="t", source={"kind": "jsonl"}, scorer=scorer, metric=metric)
+    return suites.aggregate_task(task, [{"id": str(i), **record} for i, record in enumerate(per_item)])
 
 
 def direct_logprob(model, ids: list[int], n_cont: int) -> float:
@@ -35,7 +42,7 @@ def test_multiple_choice_metrics_match_brute_force(tiny_model, tiny_tokenizer):
     items = [{"context": "Question: What do bees make?\nAnswer:", "choices": ["milk", "honey", "a"], "gold": 1},
              {"context": "Question: Capital of France?\nAnswer:", "choices": ["Paris", "Rome"], "gold": 0},
              {"context": "Question: How many legs?\nAnswer:", "choices": ["six", "eight", "four"], "gold": 2}]
-    got = scorers.multiple_choice(tiny_model, tiny_tokenizer, items, batch_size=3)
+    got = aggregate("multiple_choice", "acc", scorers.multiple_choice_items(tiny_model, tiny_tokenizer, items, batch_size=3))
     acc = acc_norm = gold_prob = gold_logprob = gold_tokens = 0
     for item in items:
         lls = [direct_logprob(tiny_model, sum(scorers.encode_pair(tiny_tokenizer, item["context"], " " + c), []),
@@ -55,7 +62,7 @@ def test_multiple_choice_metrics_match_brute_force(tiny_model, tiny_tokenizer):
 
 def test_text_nll_is_token_weighted_cross_entropy(tiny_model, tiny_tokenizer):
     texts = ["The river runs to the sea.", "Bread is baked in an oven every day."]
-    got = scorers.text_nll(tiny_model, tiny_tokenizer, texts, max_tokens=64)
+    got = aggregate("text_nll", "token_prob", scorers.text_nll_items(tiny_model, tiny_tokenizer, texts, max_tokens=64))
     total, count = 0.0, 0
     for text in texts:
         ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -132,3 +139,30 @@ def test_a_reply_ends_at_any_end_token_of_the_models_generation_config(tiny_mode
     stopped = scorers.generate_ids(tiny_model, [tiny_tokenizer(prompt)["input_ids"]], 6, 0,
                                    scorers.end_ids(tiny_model, tiny_tokenizer))[0]
     assert stopped == free[:free.index(free[2]) + 1]  # the end token is kept, nothing after it
+
+
+def test_a_new_scorer_is_one_entry_and_every_path_scores_with_it(monkeypatch, tmp_path, tiny_model, tiny_tokenizer):
+    """A scorer added as one `SCORERS` entry (here: whether the gold choice is the longest) is accepted by
+    task YAMLs, scored in chunks, reported with its per-item record and bootstrap interval, and named in
+    the dry-run protocol; nothing else is touched."""
+    from evals import uncertainty
+
+    monkeypatch.setitem(suites.SCORERS, "gold_is_longest", suites.Scorer(
+        metrics=("acc",),
+        request=lambda task, tokenizer, item: {"choices": item["choices"], "gold": item["gold"]},
+        score=lambda model, tokenizer, requests, params, batch_size: [
+            {"acc": int(max(map(len, r["choices"])) == len(r["choices"][r["gold"]]))} for r in requests]))
+    fixture = Path(__file__).parents[1] / "fixtures" / "tasks"
+    (tmp_path / "longest.yaml").write_text(
+        f"name: longest\nsource: {{kind: jsonl, path: {fixture / 'mc_local.jsonl'}}}\n"
+        "scorer: gold_is_longest\nmetric: acc\nn_items: 10\n")
+    items = suites.select_items(suites.load_task(str(tmp_path / "longest.yaml")), "test", 10)  # its test split
+    expected = sum(max(map(len, it["choices"])) == len(it["choices"][it["gold"]]) for it in items) / len(items)
+
+    suite = suites.evaluate_suite(tiny_model, tiny_tokenizer, "target", [str(tmp_path / "longest.yaml")])
+    task = suite["tasks"]["longest"]
+    assert suite["score"] == task["score"] == pytest.approx(expected) and task["n"] == len(items)
+    assert float(uncertainty.task_metric(task)) == task["score"]
+    low, high = uncertainty.paired_difference_ci(suite, suite)
+    assert low == high == 0.0  # a result paired with itself: the interval machinery accepts the new metric rows
+    assert "gold_is_longest acc" in suites.suite_protocol("target", [str(tmp_path / "longest.yaml")])

@@ -7,19 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from evals import scorers, suites, uncertainty
+from evals import suites, uncertainty
 from orchestrator import scoring
 
 pytestmark = pytest.mark.unit
 
 
 def _task(metric: str, per_item: list[dict]) -> dict:
-    aggregate = {"acc": scorers.aggregate_multiple_choice, "acc_norm": scorers.aggregate_multiple_choice,
-                 "gold_prob": scorers.aggregate_multiple_choice,
-                 "exact_match": scorers.aggregate_exact_match, "pass_at_k": scorers.aggregate_exact_match,
-                 "answer_token_prob": scorers.aggregate_answer_nll,
-                 "token_prob": scorers.aggregate_text_nll}[metric](per_item)
-    return {"score": aggregate[metric], "metric": metric, "items": uncertainty.item_record(metric, per_item)}
+    return {"score": uncertainty.value(metric, per_item), "metric": metric,
+            "items": uncertainty.item_record(metric, per_item)}
 
 
 def _suite(tasks: dict[str, dict]) -> dict:
@@ -64,15 +60,23 @@ def test_pairing_narrows_the_interval_of_correlated_scores():
     assert width < unpaired / 2
 
 
-@pytest.mark.parametrize("metric", ["acc", "acc_norm", "gold_prob", "exact_match", "pass_at_k", "answer_token_prob", "token_prob"])
-def test_the_metric_recomputed_from_its_items_equals_the_reported_score(metric):
+@pytest.mark.parametrize("scorer,metric", [(scorer, metric) for scorer, entry in suites.SCORERS.items()
+                                           for metric in entry.metrics])
+def test_every_metric_is_its_formula_and_its_bootstrap_recomputes_it_from_the_items(scorer, metric):
+    """A task's reported score is the metric's textbook formula over its items (a mean of per-item
+    values, or the per-token probability exp(sum log p / sum tokens)), and the interval's statistic,
+    recomputed from the kept item record, is that same number."""
     rng = np.random.default_rng(3)
     per_item = [{"id": str(i), "acc": int(rng.random() < 0.4), "acc_norm": int(rng.random() < 0.5),
                  "gold_prob": float(rng.random()),
                  "hit": int(rng.random() < 0.3), "pass": int(rng.random() < 0.6), "reply": "", "logprob": float(-rng.random() * 20),
                  "tokens": int(rng.integers(1, 30))} for i in range(57)]
-    task = _task(metric, per_item)
-    assert float(uncertainty.task_metric(task)) == pytest.approx(task["score"], rel=1e-12, abs=1e-15)
+    field = {"exact_match": "hit", "pass_at_k": "pass"}.get(metric, metric)
+    expected = math.exp(sum(it["logprob"] for it in per_item) / sum(it["tokens"] for it in per_item)) \
+        if metric.endswith("token_prob") else sum(it[field] for it in per_item) / len(per_item)
+    task = suites.aggregate_task(suites.Task(name="t", source={"kind": "jsonl"}, scorer=scorer, metric=metric), per_item)
+    assert task["score"] == task[metric] == pytest.approx(expected, rel=1e-12)
+    assert float(uncertainty.task_metric(task)) == task["score"]
 
 
 def test_a_difference_between_identical_results_has_a_zero_width_interval():
