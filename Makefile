@@ -46,9 +46,11 @@ PYTEST    := $(BIN)/python -m pytest -q -ra --timeout=1200
 # The suite runs on WORKERS pytest-xdist processes: its tests spend over half their time waiting (a Ray
 # node, a server, a subprocess's imports), so two workers keep two cores ~90% busy instead of ~45%.
 # A worker takes a whole test file (module fixtures such as a built wheel are built once; xdist's finer
-# `loadgroup` cannot group under pytest 9, whose node ids it no longer tags). WORKERS=0: one process.
+# `loadgroup` cannot group under pytest 9, whose node ids it no longer tags), in collection order: slow
+# files first (tests/conftest.py), not xdist's default of the files with most tests first, which left
+# the long files for last. WORKERS=0: one process.
 WORKERS   ?= 2
-PARALLEL  := -n $(WORKERS) --dist loadfile
+PARALLEL  := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 test: assets browser
 	$(PYTEST) $(PARALLEL) tests
 
