@@ -15,7 +15,7 @@ from bench.common import record
 from orchestrator import checkpoints as checkpoint_files
 from orchestrator import models
 from orchestrator import sweep_geometry as geometry
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.sweep_dir import Status, SweepDir
 from orchestrator.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def spectral_seconds(checkpoint: str) -> tuple[float, int]:
 def first_checkpoint_per_method(where: SweepDir) -> dict[str, str]:
     found: dict[str, str] = {}
     for result in where.collect():
-        if result["status"] == "completed" and result["method"] not in found:
+        if result["status"] == Status.COMPLETED and result["method"] not in found:
             found[result["method"]] = result["checkpoints"][-1]["path"]
     return found
 

@@ -37,7 +37,7 @@ from analysis import pareto
 from bench import common
 from bench.common import record
 from orchestrator.early_stop import ParetoRungs
-from orchestrator.sweep_dir import SweepDir, has_final_point
+from orchestrator.sweep_dir import Status, SweepDir, has_final_point
 
 DATA = Path(__file__).resolve().parent / "data" / "curves.json"
 SWEEPS = Path("runs") / "bench-early-stop"
@@ -162,7 +162,7 @@ def live(eta: float, grace: int) -> None:
            steps_on, steps_off, ">= 40% of the steps saved with <= 2% hypervolume lost, same seeds",
            saved >= 0.40 and lost <= 0.02, saved=saved, hypervolume_lost=lost, hv_on=hv_on, hv_off=hv_off,
            reference=reference, trials_on=len(on), trials_off=len(off), eta=eta, grace_steps=grace,
-           stopped_early=sum(t["status"] == "stopped_early" for t in on),
+           stopped_early=sum(t["status"] == Status.STOPPED_EARLY for t in on),
            sweep="peft-arena sweep " + " ".join(RECORD))
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from bench.common import record
 from evals import runner, service, suites
 from orchestrator import checkpoints, config, models, scoring, trial
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.sweep_dir import Status, SweepDir
 
 ALPHAS = (0.25, 0.5, 0.75)
 
@@ -39,7 +39,7 @@ def trial_on_the_pool(out: Path, steps: int, items: int) -> dict[str, Any]:
         result = trial.run(cfg, "lora", {"r": 8}, SweepDir.of(cfg).trial("lora"))
     finally:
         service.stop(handle)
-    assert result["status"] == "completed", result.get("failure_reason")
+    assert result["status"] == Status.COMPLETED, result.get("failure_reason")
     timings = result["timings"]
     record("eval_service_training_blocked", "seconds the training loop waited on evaluation / its training seconds",
            timings["eval_s"], timings["train_s"], "<= 5% of training time", timings["eval_s"] <= 0.05 * timings["train_s"],

@@ -130,7 +130,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from methods import registry
     from orchestrator import assets, config, console
-    from orchestrator.sweep_dir import SweepDir, trial_name
+    from orchestrator.sweep_dir import Status, SweepDir, trial_name
 
     cfg = _load(args)
     setting = {}
@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     assets.ensure_for(assets.config_tasks(cfg))
     result = console.run_with_progress(cfg, method, setting, where.trial(trial_name(method, setting)))
     console.print_table(cfg, [result])
-    return 0 if result["status"] == "completed" else 1
+    return 0 if result["status"] == Status.COMPLETED else 1
 
 
 @command("sweep", "run a multi-objective sweep on Ray Tune + Optuna", CONFIG, SET,
@@ -341,7 +341,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """Also ends the sweep's run (with its story) when no trial is in flight: the sweep's own end may have
     found MLflow down."""
     from orchestrator import config, sweep
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.sweep_dir import Status, SweepDir
     from orchestrator.tracking import Tracker
 
     with SweepDir.open(args.sweep_dir) as where:
@@ -351,7 +351,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         results = where.collect()
         tracker = Tracker(cfg)
         tracker.sync_all(results)
-        if not any(r["status"] == "running" for r in results):  # a sweep whose own end could not reach MLflow
+        if not any(r["status"] == Status.RUNNING for r in results):  # a sweep whose own end could not reach MLflow
             sweep.close_sweep_run(cfg, tracker, sweep.outcome(results), results)
         print(f"synced {len(results)} trial results of {cfg.name} to {tracker.uri} (parent run {tracker.parent_id})")
         return 0

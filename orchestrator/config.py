@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -157,15 +158,35 @@ class MethodEntry(_Strict):
         return self
 
 
-# objective name -> (where it is read in a trial result, its natural direction)
-OBJECTIVES: dict[str, tuple[str, str]] = {
-    "target_gain": ("final.gain", "max"),
-    "forgetting": ("final.forgetting", "min"),
-    "target": ("final.target", "max"),
-    "retention": ("final.retention", "max"),
-    "trainable_params": ("params.trainable", "min"),
-    "wall_time_s": ("timings.total_s", "min"),
-    "peak_rss_mb": ("peak_rss_mb", "min"),
+def lookup(record: dict[str, Any], dotted: str) -> Any:
+    """`record["a"]["b"]` for "a.b"; None where any part is missing."""
+    node: Any = record
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """Everything about one objective a sweep can optimise, for every place that reads one: a trial's
+    result at its end (the search, the front), a checkpoint part-way (early stopping), an operating point
+    (plots and fronts name gain, forgetting, params)."""
+    result_path: str  # where a trial's result holds its final value
+    point_key: str  # its name in an operating point
+    checkpoint_path: str | None = None  # where a checkpoint's record (with the trial's `params`) holds it; None: end only
+
+    def at_checkpoint(self, point: dict[str, Any], params: dict[str, Any] | None) -> Any:
+        return lookup({**point, "params": params}, self.checkpoint_path) if self.checkpoint_path else None
+
+
+OBJECTIVES: dict[str, ObjectiveSpec] = {
+    "target_gain": ObjectiveSpec("final.gain", "gain", "gain"),
+    "forgetting": ObjectiveSpec("final.forgetting", "forgetting", "forgetting"),
+    "target": ObjectiveSpec("final.target", "target", "target.score"),
+    "retention": ObjectiveSpec("final.retention", "retention", "retention.score"),
+    "trainable_params": ObjectiveSpec("params.trainable", "params", "params.trainable"),
+    "wall_time_s": ObjectiveSpec("timings.total_s", "wall_time_s"),
+    "peak_rss_mb": ObjectiveSpec("peak_rss_mb", "peak_rss_mb"),
 }
 
 
@@ -190,7 +211,7 @@ class LogRange(_Strict):
 
 
 # objectives a trial has at every checkpoint, so early stopping can compare trials part-way
-CHECKPOINT_OBJECTIVES = ("target_gain", "forgetting", "target", "retention", "trainable_params")
+CHECKPOINT_OBJECTIVES = tuple(name for name, spec in OBJECTIVES.items() if spec.checkpoint_path)
 
 
 class EarlyStopConfig(_Strict):

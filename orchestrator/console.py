@@ -14,7 +14,7 @@ from methods import registry
 from orchestrator import trial
 from orchestrator.config import SweepConfig
 from orchestrator.files import atomic_write_json
-from orchestrator.sweep_dir import SweepDir, TrialDir
+from orchestrator.sweep_dir import Status, SweepDir, TrialDir
 
 # Logs and CI are not terminals; give tables room there instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 130)
@@ -30,7 +30,7 @@ def run_with_progress(cfg: SweepConfig, method: str, setting: dict[str, Any], tr
             on_step=lambda step, rec: progress.update(task, completed=step, loss=f"{rec['loss']:.3f}"),
             on_phase=lambda text: progress.update(task, phase=text))
         progress.update(task, phase=result["status"])
-    if result["status"] != "completed":
+    if result["status"] != Status.COMPLETED:
         console.print(f"[red]trial {trial_dir.trial_id} failed:[/red] {result.get('failure_reason')}")
     return result
 
@@ -86,7 +86,7 @@ def results_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[s
     caption's arithmetic so that every estimate keeps its interval."""
     rows = [r for r in map(_row, results) if not r["duplicate_of"]]
     base = next((r for r in rows if r["target_base"] is not None), None)
-    show_status = any(r["status"] != "completed" for r in rows)  # failed, or stopped early
+    show_status = any(r["status"] != Status.COMPLETED for r in rows)  # failed, or stopped early
     show_regime = len({r["regime"] for r in rows}) > 1  # SFT and GRPO trials on one frontier
     show_scores = width is None or width >= 100
     table = Table(title=f"{cfg.name}: target gain vs forgetting ({cfg.model.name})", box=None,

@@ -14,18 +14,16 @@ from typing import Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from analysis import early_stop
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.config import OBJECTIVES
+from orchestrator.sweep_dir import Status, SweepDir
 
 STEP_KEY = "checkpoint_step"  # in a trial's intermediate reports: the checkpoint the objectives belong to
 
 
 def checkpoint_objectives(point: dict[str, Any], params: dict[str, Any] | None) -> dict[str, float]:
     """The objectives a checkpoint of a trial has (what the trial reports to Tune at that checkpoint)."""
-    values = {"target_gain": point["gain"], "forgetting": point["forgetting"], "target": point["target"]["score"],
-              "retention": point["retention"]["score"]}
-    if params:
-        values["trainable_params"] = params["trainable"]
-    return values
+    values = {name: spec.at_checkpoint(point, params) for name, spec in OBJECTIVES.items()}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 class ParetoRungs(FIFOScheduler):
@@ -57,7 +55,7 @@ class ParetoRungs(FIFOScheduler):
                 vector = self._vector(checkpoint_objectives(point, result.get("params"))) if point else None
                 if vector is not None:
                     self.recorded[rung].setdefault(result["trial_id"], vector)
-            if result.get("status") == "stopped_early":
+            if result.get("status") == Status.STOPPED_EARLY:
                 self.stopped[result["trial_id"]] = result["stopped_at_step"]
 
     def decide(self, trial_id: str, step: int, values: dict[str, float]) -> str:

@@ -24,7 +24,7 @@ from evals import service, suites
 from orchestrator import scoring, sweep_analysis, trial, workers
 from orchestrator.config import ConfigError, SweepConfig, config_hash
 from orchestrator.files import atomic_write_json
-from orchestrator.sweep_dir import SweepDir, TrialDir, has_final_point
+from orchestrator.sweep_dir import Status, SweepDir, TrialDir, has_final_point
 
 # The driver's settings that trial workers must see (workers on `ray start` nodes do not inherit them).
 # Where object storage is and how to reach it, but never credentials: each node brings its own (its
@@ -350,7 +350,7 @@ def continue_interrupted(sweep_dir: SweepDir, siblings: list[dict[str, Any]], tr
     if trial_dir.read_result() is not None:
         return None  # a retry of this very trial: it resumes from its own checkpoints
     for other in siblings:
-        if other["status"] != "running" or not _process_gone(other):
+        if other["status"] != Status.RUNNING or not _process_gone(other):
             continue
         source = sweep_dir.trial(other["trial_id"])
         try:
@@ -361,7 +361,7 @@ def continue_interrupted(sweep_dir: SweepDir, siblings: list[dict[str, Any]], tr
                                 "continues": other["trial_id"],
                                 "checkpoints": [c | {"path": str(trial_dir.checkpoint(c["step"]))}
                                                 for c in other["checkpoints"]]})
-        source.write_result(other | {"status": "abandoned", "continued_by": trial_dir.trial_id, "checkpoints": [],
+        source.write_result(other | {"status": Status.ABANDONED, "continued_by": trial_dir.trial_id, "checkpoints": [],
                                      "failure_reason": "its sweep's driver was killed before Tune recorded the trial; "
                                      f"trial {trial_dir.trial_id} continued from its checkpoints"})
         return other["trial_id"]
@@ -567,10 +567,10 @@ def abandon_leftovers(where: SweepDir) -> int:
     recorded, whose checkpoints no successor could take over (`continue_interrupted`): Tune ran their
     configuration again under a new id. They are marked abandoned (with that reason), so no table or
     analysis shows them as in flight."""
-    left = [r for r in where.collect() if r["status"] == "running"]
+    left = [r for r in where.collect() if r["status"] == Status.RUNNING]
     for result in left:
         where.trial(result["trial_id"]).write_result(
-            result | {"status": "abandoned", "failure_reason": "its sweep's driver was killed before Tune recorded "
+            result | {"status": Status.ABANDONED, "failure_reason": "its sweep's driver was killed before Tune recorded "
                       "the trial; the configuration was run again under another trial id"})
     return len(left)
 

@@ -12,24 +12,13 @@ from typing import Any
 from analysis import pareto, published, replicates, report
 from evals import uncertainty
 from methods import registry
-from orchestrator.config import OBJECTIVES, ConfigError, SweepConfig, config_hash
+from orchestrator.config import OBJECTIVES, ConfigError, SweepConfig, config_hash, lookup
 from orchestrator.files import atomic_write_bytes, atomic_write_json
-from orchestrator.sweep_dir import SweepDir, has_final_point
-
-# Sweep objectives under the names a frontier point carries them (plots read gain, forgetting, params).
-POINT_KEYS = {"target_gain": "gain", "trainable_params": "params"}
-
-
-def _lookup(result: dict[str, Any], dotted: str) -> Any:
-    node: Any = result
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
+from orchestrator.sweep_dir import Status, SweepDir, has_final_point
 
 def objective_values(result: dict[str, Any]) -> dict[str, float | None]:
     """Every objective a sweep can optimise, read from a trial result (None where it has none)."""
-    return {name: _lookup(result, path) for name, (path, _) in OBJECTIVES.items()}
+    return {name: lookup(result, spec.result_path) for name, spec in OBJECTIVES.items()}
 
 
 def points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -38,7 +27,7 @@ def points(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in results:
         if not has_final_point(r):
             continue
-        values = {POINT_KEYS.get(k, k): v for k, v in objective_values(r).items()}
+        values = {OBJECTIVES[k].point_key: v for k, v in objective_values(r).items()}
         intervals = {f"{n}_ci": r["final"][f"{n}_ci"] for n in uncertainty.DELTAS if f"{n}_ci" in r["final"]}
         found.append({**values, **intervals, "label": r["trial_id"], "method": r["method"],
                       "configuration": configuration_key(r), "seed": r["config"]["train"]["seed"],
@@ -53,12 +42,12 @@ def configuration_key(result: dict[str, Any]) -> str:
 
 
 def objectives(cfg: SweepConfig) -> list[tuple[str, str]]:
-    return [(POINT_KEYS.get(o.name, o.name), o.mode) for o in cfg.search.objectives]
+    return [(OBJECTIVES[o.name].point_key, o.mode) for o in cfg.search.objectives]
 
 
 def fixed_reference(cfg: SweepConfig) -> dict[str, float]:
     """The reference values the config fixes (`search.objectives[].reference`), under point names."""
-    return {POINT_KEYS.get(o.name, o.name): o.reference for o in cfg.search.objectives if o.reference is not None}
+    return {OBJECTIVES[o.name].point_key: o.reference for o in cfg.search.objectives if o.reference is not None}
 
 
 def reference(cfg: SweepConfig, found: list[dict[str, Any]]) -> dict[str, float]:
@@ -80,7 +69,7 @@ def story(cfg: SweepConfig, results: list[dict[str, Any]]) -> tuple[dict[str, in
     """What the sweep's own MLflow run shows: its trials by outcome (and how many reused a duplicate's
     result), and the front's hypervolume after each completed trial, in the order the trials started."""
     counts = {status: sum(r.get("status") == status for r in results)
-              for status in ("completed", "stopped_early", "failed", "abandoned")}
+              for status in (Status.COMPLETED, Status.STOPPED_EARLY, Status.FAILED, Status.ABANDONED)}
     counts["reused"] = sum("duplicate_of" in r for r in results)
     found = points(results)
     if not found:

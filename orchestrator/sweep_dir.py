@@ -31,6 +31,7 @@ import json
 import re
 import shutil
 import tempfile
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,8 +42,21 @@ from orchestrator.storage import Store, is_remote, open_store
 CONFIG_SNAPSHOT = "sweep_config.json"
 RESULT_FILE = "result.json"
 CHECKPOINT_PREFIX = "step_"
+# the version of result.json's layout this code writes and reads; a reader refuses a newer one
+SCHEMA_VERSION = 1
+
+
+class Status(StrEnum):
+    """A trial's status in its result.json (a string there: members compare equal to their values)."""
+    RUNNING = "running"
+    COMPLETED = "completed"
+    STOPPED_EARLY = "stopped_early"  # by the scheduler at a rung: its last checkpoint is a valid point
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # its driver was killed before Tune recorded it; a successor continued it
+
+
 # trial statuses whose last checkpoint is an operating point of the sweep (its front, rewinding, export)
-WITH_FINAL_POINT = ("completed", "stopped_early")
+WITH_FINAL_POINT = (Status.COMPLETED, Status.STOPPED_EARLY)
 
 
 def has_final_point(result: dict[str, Any]) -> bool:
@@ -97,6 +111,9 @@ class TrialDir:
         result = _read_json(self.result_path)
         if result is None:
             return None
+        if result.get("schema", SCHEMA_VERSION) > SCHEMA_VERSION:
+            raise ConfigError(f"{self.result_path}: schema = {result['schema']}, written by a newer peft-arena; "
+                              f"allowed: schema <= {SCHEMA_VERSION} (upgrade peft-arena to read this sweep dir)")
         return {**result, "trial_dir": str(self.root),
                 "checkpoints": [{**c, "path": str(self.holder(c["path"]).checkpoint(c["step"]))} if "path" in c else c
                                 for c in result.get("checkpoints", [])]}

@@ -23,7 +23,7 @@ import yaml
 from evals import uncertainty
 from orchestrator.config import ConfigError, SweepConfig, digest
 from orchestrator.process import git_commit, is_loopback, package_versions
-from orchestrator.sweep_dir import SweepDir, TrialDir
+from orchestrator.sweep_dir import Status, SweepDir, TrialDir
 
 TAG_SWEEP = "peft_arena.sweep"
 TAG_KIND = "peft_arena.kind"  # sweep | trial | base
@@ -32,7 +32,8 @@ TAG_DIGEST = "peft_arena.result_sha256"
 # MLflow 3's UI opens GenAI views unless an experiment says it is model training: ours always is.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT = "mlflow.parentRunId"
-RUN_STATUS = {"completed": "FINISHED", "stopped_early": "FINISHED", "failed": "FAILED", "abandoned": "KILLED"}
+RUN_STATUS = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Status.FAILED: "FAILED",
+              Status.ABANDONED: "KILLED"}
 BATCH = 900  # MLflow caps a log_batch at 1000 entries
 
 

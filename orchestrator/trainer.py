@@ -30,11 +30,11 @@ if not torch.cuda.is_available():  # must precede the deepspeed import, or it pr
 from orchestrator import checkpoints, resume  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402
 from orchestrator.process import free_port, rank_and_world  # noqa: E402
-from orchestrator.sweep_dir import TrialDir  # noqa: E402
+from orchestrator.sweep_dir import Status, TrialDir  # noqa: E402
 
 @dataclass
 class TrainResult:
-    status: str = "completed"  # or "failed"
+    status: str = Status.COMPLETED  # or FAILED
     failure_reason: str | None = None
     steps: int = 0
     log: list[dict[str, float]] = field(default_factory=list)
@@ -203,7 +203,7 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
             for _ in range(cfg.grad_accum):
                 loss, extra = regime.loss(engine, device)
                 if _rank_means([float(torch.isfinite(loss))], world)[0] < 1.0:  # every rank stops together
-                    result.status, result.failure_reason = "failed", f"non-finite loss ({loss.item()}) at step {step}"
+                    result.status, result.failure_reason = Status.FAILED, f"non-finite loss ({loss.item()}) at step {step}"
                     return result
                 engine.backward(loss)
                 grad_norm = _grad_norm(engine, params) if engine.is_gradient_accumulation_boundary() else 0.0

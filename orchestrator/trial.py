@@ -20,9 +20,8 @@ from orchestrator import checkpoints, models, regimes, trainer
 from orchestrator.config import ConfigError, SweepConfig, config_hash
 from orchestrator.process import package_versions, peak_rss_mb
 from orchestrator.scoring import HandOff, base_scores, deltas, evaluate
-from orchestrator.sweep_dir import TrialDir, has_final_point
+from orchestrator.sweep_dir import SCHEMA_VERSION, Status, TrialDir, has_final_point
 
-SCHEMA_VERSION = 1
 # where checkpoints are scored, not what: the scores are the same either way, so these stay out of the hash
 EVAL_PLACEMENT = ("mode", "pool_size", "cpus_per_actor", "gpus_per_actor")
 Scores = Callable[[int, dict[str, Any], dict[str, Any]], None]  # (step, the checkpoint's record, params)
@@ -71,7 +70,7 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Trial
     if previous is not None and has_final_point(previous):  # completed, or stopped early: decided already
         return previous
     result: dict[str, Any] = {"schema": SCHEMA_VERSION, "trial_id": trial_dir.trial_id, "trial_dir": str(trial_dir.root),
-                              "status": "running",
+                              "status": Status.RUNNING,
                               "method": method, "setting": spec["setting"], "config": spec,
                               "config_hash": config_hash(spec), "checkpoints": [], "timings": {},
                               "versions": package_versions(), "host": platform.node(), "pid": os.getpid(),
@@ -86,7 +85,7 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Trial
     try:
         _execute(cfg, spec, trial_dir, result, on_step, phase, on_scores)
     except TrialStopped as stop:
-        result.update(status="stopped_early", stopped_at_step=stop.step)
+        result.update(status=Status.STOPPED_EARLY, stopped_at_step=stop.step)
         _finalise(result)
         stopped = stop
     except ConfigError:
@@ -94,7 +93,7 @@ def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: Trial
     except (suites.TaskError, sources.SourceError) as err:  # bad task data is the user's to fix
         raise ConfigError(str(err)) from None
     except Exception as err:  # noqa: BLE001 - a crashed trial is a recorded outcome, not a crashed sweep
-        result["status"] = "failed"
+        result["status"] = Status.FAILED
         result["failure_reason"] = f"{type(err).__name__}: {err}"
         result["traceback"] = traceback.format_exc(limit=8)
     result["timings"]["total_s"] = time.perf_counter() - began

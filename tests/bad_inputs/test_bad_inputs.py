@@ -287,6 +287,22 @@ def test_resuming_a_sweep_dir_of_another_config_is_refused(tmp_path, capsys):
     assert "belongs to another config" in capsys.readouterr().err
 
 
+def test_a_result_written_by_a_newer_version_is_refused_in_one_line_and_left_as_it_is(tmp_path, capsys):
+    from orchestrator import config as config_module
+    from orchestrator.sweep_dir import SCHEMA_VERSION, SweepDir
+
+    cfg = config_module.validate(patched(output_dir=str(tmp_path / "out")))
+    where = SweepDir.of(cfg)
+    where.claim(cfg, resume=False)
+    trial_dir = where.trial("t")
+    trial_dir.write_result({"schema": SCHEMA_VERSION + 1, "trial_id": "t", "status": "completed"})
+    written = trial_dir.result_path.read_bytes()
+    assert cli.main(["analyze", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"schema = {SCHEMA_VERSION + 1}" in lines[0], lines
+    assert trial_dir.result_path.read_bytes() == written
+
+
 def test_a_config_that_is_not_utf8_text_is_one_line(tmp_path, capsys):
     path = tmp_path / "config.yaml"
     path.write_bytes(b"name: caf\xe9\nmethods: [lora]\n")  # Latin-1, as an old editor might save it
