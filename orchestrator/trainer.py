@@ -55,13 +55,16 @@ def init_distributed() -> None:
     never one inherited from a parent process (whose own group may still hold that port)."""
     import deepspeed
 
+    if not torch.cuda.is_available():
+        # also where a launcher (Ray Train) made the group already: DeepSpeed's engine loads the op anyway,
+        # and unguarded its load races with a guarded one in another process (which then removes the
+        # lock file the unguarded load holds: "No such file or directory: .../lock")
+        load_shm_comm_op()
     if torch.distributed.is_initialized():
         return
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(free_port()))
-    if not torch.cuda.is_available():
-        load_shm_comm_op()
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
 
 

@@ -141,3 +141,22 @@ def test_a_lock_left_by_a_killed_start_does_not_hang_the_next_one():
     assert done.returncode == 0, done.stderr[-2000:]
     assert "rank 0 of 1" in done.stdout
     assert not leftover.exists()
+
+
+@pytest.mark.slow
+def test_a_group_a_launcher_made_still_loads_the_op_under_our_guard():
+    """Ray Train makes the process group before our trainer runs. The op must still be loaded through our
+    guarded load (DeepSpeed then finds it cached): an unguarded load inside DeepSpeed's engine raced with
+    a guarded one in a parallel test and lost its lock file ("No such file or directory: .../lock")."""
+    import subprocess
+    import sys
+
+    start = ("import os, torch.distributed as d; from orchestrator.process import free_port; "
+             "os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port())); "
+             "d.init_process_group('gloo', rank=0, world_size=1); "  # as a launcher does
+             "from orchestrator import trainer; trainer.init_distributed(); "
+             "from deepspeed.ops.op_builder.builder import OpBuilder; "
+             "print('cached' if trainer.SHM_COMM_OP in OpBuilder._loaded_ops else 'not loaded')")
+    done = subprocess.run([sys.executable, "-c", start], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "cached"
