@@ -105,11 +105,7 @@ KINDS = ("unit", "integration", "faults", "bad_inputs", "e2e")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks each test with its kind (its folder), and puts the slow tests first (a stable sort: files keep
-    their order). The parallel suite (`make test`: pytest-xdist, one file per worker at a time, so that a
-    module-scoped fixture is built once) then ends on the many quick files, not on one long one."""
     for item in items:
         kind = Path(str(item.fspath)).parent.name
         if kind in KINDS:
             item.add_marker(getattr(pytest.mark, kind))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
