@@ -1,29 +1,29 @@
 """Parameter counting and budget matching, from a model *config* alone.
 
 `count_trainable` wraps a model built on the meta device (no weights, any size: a 7B model costs seconds
-and no memory) with the real peft method and counts its trainable tensors. `analytic_count` is the closed
-form of the same number per method (the formulas behind PEFT-Arena's trainable-parameter table, Huang et
-al., arXiv 2605.28819); tests hold the two equal.
+and no memory) with the real peft method and counts its trainable tensors. `analytic_count` sums the
+closed form a method's registry entry names (the formulas behind PEFT-Arena's trainable-parameter table,
+Huang et al., arXiv 2605.28819); tests hold the two equal.
 
 `model_configs/*.json` beside this file are the architecture configs (transformers `config.json`, no
 weights) of the default model and the paper's models, so their budgets resolve offline; any other model is
 read from its own config.json, model dir or hub id.
 `solve` picks the setting of a method's budget knob (LoRA rank, OFT block size, ...) whose count is
-closest to a budget, searching the closed form over every feasible knob value.
+closest to a budget, over the knob values the method's registry entry allows: by its closed form where the
+entry has one, else by counting on the meta device.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from methods import registry
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-MAX_RANK = 1024
 # Hub ids whose configs are bundled, so budgets of paper-scale models resolve offline.
 BUNDLED = {"Qwen/Qwen2.5-7B": "qwen2.5-7b", "meta-llama/Llama-3.2-3B-Instruct": "llama-3.2-3b",
            "meta-llama/Llama-3.2-3B": "llama-3.2-3b", "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m"}
@@ -31,13 +31,6 @@ BUNDLED = {"Qwen/Qwen2.5-7B": "qwen2.5-7b", "meta-llama/Llama-3.2-3B-Instruct": 
 
 class BudgetError(ValueError):
     """A budget that no setting of a method meets within the allowed factor."""
-
-
-@dataclass(frozen=True)
-class Linear:
-    leaf: str
-    in_features: int
-    out_features: int
 
 
 @dataclass(frozen=True)
@@ -83,107 +76,61 @@ def meta_model(model_config: Any) -> torch.nn.Module:
         return AutoModelForCausalLM.from_config(model_config)
 
 
-def target_linears(model: torch.nn.Module, target_modules: str | list[str] = "all-linear") -> list[Linear]:
+def target_linears(model: torch.nn.Module, target_modules: str | list[str] = "all-linear") -> list[registry.Linear]:
     targets = set(registry.resolve_targets(model, target_modules))
-    return [Linear(name.rsplit(".", 1)[-1], m.in_features, m.out_features)
+    return [registry.Linear(name.rsplit(".", 1)[-1], m.in_features, m.out_features)
             for name, m in model.named_modules()
             if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets]
 
 
-def _full_count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for name, p in model.named_parameters()
-               if not any(part in registry.EXCLUDED_FROM_TARGETS for part in name.split(".")))
-
-
-def analytic_count(linears: list[Linear], method: str, setting: dict[str, Any] | None = None,
-                   full_count: int | None = None) -> int:
-    """Closed-form trainable count of `method` over the adapted linears (in -> out each)."""
+def analytic_count(linears: list[registry.Linear], method: str, setting: dict[str, Any] | None = None) -> int:
+    """The method's closed-form trainable count over the adapted linears (its registry entry's `count`)."""
     spec = registry.get(method)
-    s = spec.resolve_setting(setting)
-    name = spec.family
-    if name == "full":
-        if full_count is None:
-            raise ValueError("full finetuning needs the model's block parameter count")
-        return full_count
-    total = 0
-    for lin in linears:
-        i, o = lin.in_features, lin.out_features
-        if name in ("lora", "rslora", "pissa", "milora"):
-            total += s["r"] * (i + o)
-        elif name == "keeplora":
-            total += s["r"] * o  # A is frozen at its gradient-based init; only B trains
-        elif name == "dora":
-            total += s["r"] * (i + o) + o  # + per-output magnitude
-        elif name == "adalora":
-            total += s["init_r"] * (i + o) + s["init_r"]  # A, B and the singular values E start at init_r
-        elif name == "vera":
-            total += o + s["r"]  # lambda_b (out) and lambda_d (r); the random projections are frozen
-        elif name == "ia3":
-            total += i if lin.leaf in registry.FEEDFORWARD_OUT else o
-        elif name == "oft":
-            b = s["block_size"]
-            total += (b * (b - 1) // 2) * (1 if s["block_share"] else i // b)  # skew-symmetric blocks
-        elif name == "boft":
-            # peft keeps full b x b blocks per butterfly factor, plus a per-output scale. Without its CUDA
-            # extension peft silently uses one factor; this is the nominal (GPU) count.
-            total += s["butterfly_factor"] * i * s["block_size"] + o
-        elif name == "hra":
-            total += s["r"] * i  # r Householder vectors in the input space
-        elif name == "miss":
-            total += s["r"] * o
-        else:
-            raise ValueError(f"no closed form for {name}")
-    return total
+    if spec.count is None:
+        raise BudgetError(f"method: {spec.name} has no closed-form count; count it with count_trainable")
+    resolved = spec.resolve_setting(setting)
+    return sum(spec.count(lin, resolved) for lin in linears)
 
 
 def count_trainable(model_config: Any, method: str, setting: dict[str, Any] | None = None,
                     target_modules: str | list[str] = "all-linear") -> int:
     """Trainable parameters of `method` on the config's model, counted on a meta-device model wrapped by
-    peft itself. BOFT's peft init cannot run on meta tensors; its count is the closed form (held equal to
-    peft's on real weights by the tests)."""
+    the registry (peft itself). A method whose wrap cannot run on meta tensors (BOFT's peft init) is
+    counted by its entry's closed form, held equal to peft's count on real weights by the tests."""
     model = meta_model(model_config)
-    if registry.get(method).family == "boft":
+    if not registry.get(method).counted_on_meta:
         return analytic_count(target_linears(model, target_modules), method, setting)
     with torch.device("meta"):
         wrapped = registry.wrap(model, method, setting, target_modules)
     return registry.count_trainable(wrapped)
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(2, n + 1) if n % d == 0]
+def _counter(model_config: Any, method: str, target_modules: str | list[str],
+             linears: list[registry.Linear]) -> Callable[[dict[str, Any]], int]:
+    """Counts settings by the entry's closed form where it has one (every knob value in milliseconds),
+    else by wrapping a meta-device model per setting (seconds each at 7B)."""
+    if registry.get(method).count is not None:
+        return lambda setting: analytic_count(linears, method, setting)
+    return lambda setting: count_trainable(model_config, method, setting, target_modules)
 
 
-def candidates(method: str, linears: list[Linear], base: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every feasible value of the method's budget knob, as settings."""
-    spec = registry.get(method)
-    knob = spec.budget_knob
-    if knob is None:
-        return [dict(base)]
-    if spec.family in ("oft", "boft"):
-        common = set(_divisors(linears[0].in_features))
-        for lin in linears[1:]:
-            common &= set(_divisors(lin.in_features))
-        values = sorted(common)
-        if spec.family == "boft":
-            factor = spec.resolve_setting(base)["butterfly_factor"]
-            values = [b for b in values
-                      if all(lin.in_features % (b * 2 ** (factor - 1)) == 0 for lin in linears)]
-    elif spec.family == "miss":
-        values = [r for r in range(1, MAX_RANK + 1) if all(lin.out_features % r == 0 for lin in linears)]
-    else:
-        limit = min(MAX_RANK, min(min(lin.in_features, lin.out_features) for lin in linears))
-        values = list(range(1, limit + 1))
-        if spec.family == "vera":  # VeRA's shared projections make far larger ranks useful
-            values = [r for r in range(1, 4097)]
-    settings = []
-    for value in values:
-        setting = {**base, knob: value}
-        if "lora_alpha" in spec.defaults and "lora_alpha" not in base:
-            setting.pop("lora_alpha", None)
-        if spec.family == "adalora":  # the target (final average) rank may not exceed the initial rank
-            setting["r"] = min(spec.resolve_setting(base)["r"], value)
-        settings.append(setting)
-    return settings
+def _nearest(settings: list[dict[str, Any]], count: Callable[[dict[str, Any]], int], budget: float,
+             exhaustive: bool) -> tuple[int, dict[str, Any]]:
+    """(count, setting) nearest to `budget` (ties: the smaller count). Without a closed form, counting
+    every knob value would wrap a meta model a thousand times, so the search bisects: a method's count
+    grows with its knob (more rank, larger blocks), so the nearest lies beside the first setting at or
+    over the budget."""
+    if exhaustive:
+        return min(((count(s), s) for s in settings), key=lambda cs: (abs(cs[0] - budget), cs[0]))
+    low, high = 0, len(settings) - 1
+    while low < high:
+        mid = (low + high) // 2
+        if count(settings[mid]) < budget:
+            low = mid + 1
+        else:
+            high = mid
+    around = [settings[i] for i in (low - 1, low) if 0 <= i < len(settings)]
+    return _nearest(around, count, budget, exhaustive=True)
 
 
 def solve(model_config: Any, method: str, budget: float, base: dict[str, Any] | None = None,
@@ -193,11 +140,10 @@ def solve(model_config: Any, method: str, budget: float, base: dict[str, Any] | 
     if budget <= 0:
         raise BudgetError(f"budget: {budget:g} must be > 0")
     spec = registry.get(method)
-    model = meta_model(model_config)
-    linears = target_linears(model, target_modules)
-    full = _full_count(model)
-    counted = [(analytic_count(linears, spec.name, s, full), s) for s in candidates(spec.name, linears, dict(base or {}))]
-    count, setting = min(counted, key=lambda cs: (abs(cs[0] - budget), cs[0]))
+    linears = target_linears(meta_model(model_config), target_modules)
+    settings = spec.settings_for_budget(linears, dict(base or {}))
+    count, setting = _nearest(settings, _counter(model_config, spec.name, target_modules, linears), budget,
+                              exhaustive=spec.count is not None)
     if not (budget / tolerance <= count <= budget * tolerance):
         raise BudgetError(f"budget: {budget:g} is out of reach for {spec.name}: the nearest setting "
                           f"{setting or '(none)'} trains {count:,} parameters (allowed within x{tolerance:g})")

@@ -1,9 +1,11 @@
 """One registry of finetuning methods: name -> MethodSpec, the single source of truth about each method.
 
 A method is data plus a builder: which setting keys it accepts (with defaults), which key a parameter
-budget varies, how its update is interpolated between the base and the trained model, which setting keys
-tables leave out, a setting small enough for a tiny test model, and how to wrap a base model for a
-setting. Every method peft has is built by peft; full finetuning is the only one with no adapter.
+budget varies and over which values, the closed form of its trainable count, how its update is
+interpolated between the base and the trained model, which setting keys tables leave out, a setting small
+enough for a tiny test model, and how to wrap a base model for a setting. Adding a method is adding one
+entry to REGISTRY: counting, budget solving, training, interpolation and export read everything from it.
+Every method peft has is built by peft; full finetuning is the only one with no adapter.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from torch import nn
 FEEDFORWARD_OUT = ("down_proj", "fc2", "w2", "dense_4h_to_h", "c_proj")
 # Never adapted: the token embedding and the LM head (the paper's full-FT count excludes them too).
 EXCLUDED_FROM_TARGETS = ("lm_head", "embed_tokens", "embed_out", "wte", "output")
+MAX_RANK = 1024  # the largest rank a budget search tries (VeRA's shared projections go further)
 
 
 class UnknownMethodError(KeyError):
@@ -62,6 +65,58 @@ LORA_B = Interpolation(linear=("lora_B",), why="dW = s B A is linear in B")
 
 
 @dataclass(frozen=True)
+class Linear:
+    """One adapted linear layer as a closed-form count sees it: its leaf name and its shape."""
+    leaf: str
+    in_features: int
+    out_features: int
+
+
+# The trainable parameters a method adds to one adapted linear layer, for a resolved setting: the closed
+# forms behind PEFT-Arena's trainable-parameter table (Huang et al., arXiv 2605.28819), held equal to
+# peft's own count by the tests. A method without one is counted on a meta-device model instead.
+Count = Callable[[Linear, dict[str, Any]], int]
+# The values a parameter budget may give a method's knob on these layers, ascending.
+KnobValues = Callable[[list[Linear], dict[str, Any]], list[int]]
+
+
+def ranks(linears: list[Linear], setting: dict[str, Any]) -> list[int]:
+    """A rank is feasible up to the smallest side of any adapted layer."""
+    return list(range(1, min([MAX_RANK, *(min(lin.in_features, lin.out_features) for lin in linears)]) + 1))
+
+
+def _input_block_sizes(linears: list[Linear], setting: dict[str, Any]) -> list[int]:
+    """A block-diagonal rotation needs a block size that divides every layer's input width."""
+    return [b for b in range(2, min(lin.in_features for lin in linears) + 1)
+            if all(lin.in_features % b == 0 for lin in linears)]
+
+
+def _butterfly_block_sizes(linears: list[Linear], setting: dict[str, Any]) -> list[int]:
+    """BOFT's factors double the block span: b * 2^(factors - 1) must divide every input width too."""
+    span = 2 ** (setting["butterfly_factor"] - 1)
+    return [b for b in _input_block_sizes(linears, setting) if all(lin.in_features % (b * span) == 0 for lin in linears)]
+
+
+def _output_divisors(linears: list[Linear], setting: dict[str, Any]) -> list[int]:
+    """MiSS shares r x r blocks along the output: r must divide every output width."""
+    return [r for r in range(1, MAX_RANK + 1) if all(lin.out_features % r == 0 for lin in linears)]
+
+
+def _vera_ranks(linears: list[Linear], setting: dict[str, Any]) -> list[int]:
+    """VeRA's projections are shared and frozen, so ranks well past a layer's width stay useful."""
+    return list(range(1, 4097))
+
+
+def _at_knob(setting: dict[str, Any], knob: str, value: int) -> dict[str, Any]:
+    return {**setting, knob: value}
+
+
+def _adalora_at_knob(setting: dict[str, Any], knob: str, value: int) -> dict[str, Any]:
+    """AdaLoRA's target (final average) rank may not exceed the initial rank the budget sets."""
+    return {**setting, knob: value, "r": min(setting.get("r", _LORA_DEFAULTS["r"]), value)}
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
     aliases: tuple[str, ...]
@@ -84,14 +139,12 @@ class MethodSpec:
     # rebuilds the model (`restore` puts them back instead of re-running the init)
     init_state: tuple[str, ...] = ()
     restore: Callable[[nn.Module, dict[str, torch.Tensor]], None] | None = None
-    # a variant that computes exactly what this registered method computes, only faster: its settings,
-    # parameter counts and interpolation path are the original's (see `family`)
-    variant_of: str | None = None
-
-    @property
-    def family(self) -> str:
-        """The method whose parameters this one trains: its own name, or the one it is a variant of."""
-        return self.variant_of or self.name
+    count: Count | None = None  # the closed form per adapted layer; None: counted on a meta-device model
+    counted_on_meta: bool = True  # False: the wrap cannot run on meta tensors (BOFT's peft init); `count` counts
+    knob_values: KnobValues = ranks
+    at_knob: Callable[[dict[str, Any], str, int], dict[str, Any]] = _at_knob  # the setting at a knob value
+    # the setting key that must hold the trial's number of optimiser steps (AdaLoRA's rank schedule)
+    run_length_key: str | None = None
 
     def display(self, setting: dict[str, Any] | None) -> str:
         """A setting as tables show it: `r=8`, `block_size=32`; "-" when nothing is left to show. Hidden
@@ -124,6 +177,25 @@ class MethodSpec:
         if "lora_alpha" in self.defaults and "lora_alpha" not in setting:
             resolved["lora_alpha"] = 2 * resolved["r"]  # the paper's recipe: alpha = 2r
         return resolved
+
+    def for_run(self, setting: dict[str, Any] | None, steps: int) -> dict[str, Any]:
+        """The resolved setting a trial of `steps` optimiser steps trains with."""
+        resolved = self.resolve_setting(setting)
+        if self.run_length_key:
+            resolved[self.run_length_key] = steps
+        return resolved
+
+    def settings_for_budget(self, linears: list[Linear], base: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every setting a parameter budget may pick on these layers, in ascending knob order."""
+        if self.budget_knob is None:
+            return [dict(base)]
+        values = self.knob_values(linears, self.resolve_setting(base))
+        return [self.at_knob(base, self.budget_knob, value) for value in values]
+
+    def portable_rank(self, setting: dict[str, Any]) -> int:
+        """The rank of the plain LoRA on W0 that a residual-base adapter exports as: s (B A - B0 A0) is
+        the difference of two rank-r products."""
+        return 2 * self.resolve_setting(setting)["r"]
 
 
 def _same_kind(default: Any, value: Any) -> bool:
@@ -281,77 +353,129 @@ def _keeplora_restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     _freeze_lora_a(model)
 
 
+def _lora_count(lin: Linear, s: dict[str, Any]) -> int:
+    return s["r"] * (lin.in_features + lin.out_features)
+
+
+def _keeplora_count(lin: Linear, s: dict[str, Any]) -> int:
+    return s["r"] * lin.out_features  # A is frozen at its gradient-based init; only B trains
+
+
+def _dora_count(lin: Linear, s: dict[str, Any]) -> int:
+    return _lora_count(lin, s) + lin.out_features  # + the per-output magnitude
+
+
+def _adalora_count(lin: Linear, s: dict[str, Any]) -> int:
+    return s["init_r"] * (lin.in_features + lin.out_features + 1)  # A, B and the singular values E, at init_r
+
+
+def _vera_count(lin: Linear, s: dict[str, Any]) -> int:
+    return lin.out_features + s["r"]  # lambda_b (out) and lambda_d (r); the random projections are frozen
+
+
+def _ia3_count(lin: Linear, s: dict[str, Any]) -> int:
+    return lin.in_features if lin.leaf in FEEDFORWARD_OUT else lin.out_features
+
+
+def _oft_count(lin: Linear, s: dict[str, Any]) -> int:
+    b = s["block_size"]
+    return (b * (b - 1) // 2) * (1 if s["block_share"] else lin.in_features // b)  # skew-symmetric blocks
+
+
+def _boft_count(lin: Linear, s: dict[str, Any]) -> int:
+    """peft keeps full b x b blocks per butterfly factor, plus a per-output scale. Without its CUDA
+    extension peft silently uses one factor; this is the nominal (GPU) count."""
+    return s["butterfly_factor"] * lin.in_features * s["block_size"] + lin.out_features
+
+
+def _hra_count(lin: Linear, s: dict[str, Any]) -> int:
+    return s["r"] * lin.in_features  # r Householder vectors in the input space
+
+
+def _miss_count(lin: Linear, s: dict[str, Any]) -> int:
+    return s["r"] * lin.out_features
+
+
 _LORA_DEFAULTS = {"r": 8, "lora_alpha": 16, "dropout": 0.0}
 _LORA_HIDDEN = ("dropout",)
 _BOFT = MethodSpec("boft", (), Interpolation(generators=("boft_R",), scales=("boft_s",),
                                                 why="Cayley generators per block"),
                    {"block_size": 4, "butterfly_factor": 2}, "block_size", _boft,
                    "butterfly-factorised orthogonal rotation (exact activation-side forward)",
-                   {"block_size": 4, "butterfly_factor": 1}, post_init=_fast_layers)
+                   {"block_size": 4, "butterfly_factor": 1}, post_init=_fast_layers, count=_boft_count,
+                   counted_on_meta=False, knob_values=_butterfly_block_sizes)
 _HRA = MethodSpec("hra", (),
                   Interpolation(why="Householder vectors parameterise the rotation with no generator to scale"),
                   {"r": 8}, "r", _hra, "product of Householder reflections (exact compact-WY forward)", {"r": 2},
-                  post_init=_fast_layers)
+                  post_init=_fast_layers, count=_hra_count)
 
 
 def _peft_forward(spec: MethodSpec) -> MethodSpec:
     """`<name>_peft`: the same adapter with peft's own forward, which builds the in x in rotation on every
     step (6x slower for BOFT, out of memory for HRA at real sizes): the reference the fast forward is held
     equal to."""
-    return dataclasses.replace(spec, name=f"{spec.name}_peft", aliases=(), post_init=None, variant_of=spec.name,
+    return dataclasses.replace(spec, name=f"{spec.name}_peft", aliases=(), post_init=None,
                                doc=f"{spec.name} with peft's own forward (reference; slow)")
 
 
-REGISTRY: dict[str, MethodSpec] = {
-    spec.name: spec
-    for spec in (
-        MethodSpec("full", ("full_ft", "fullft", "full_finetuning"), DENSE, {}, None, None,
-                   "every weight of the transformer blocks; embeddings and LM head frozen", {}),
-        MethodSpec("lora", (), LORA_B, _LORA_DEFAULTS, "r", _lora(), "W0 + (alpha/r) B A", {"r": 2},
-                   hidden=_LORA_HIDDEN),
-        MethodSpec("rslora", ("rs_lora",), LORA_B, _LORA_DEFAULTS, "r", _lora(use_rslora=True),
-                   "LoRA scaled by alpha/sqrt(r)", {"r": 3}, hidden=_LORA_HIDDEN),
-        MethodSpec("dora", (), Interpolation(why="the magnitude renormalises W0 + s B A: not linear in B"),
-                   _LORA_DEFAULTS, "r", _lora(use_dora=True),
-                   "LoRA with a learned per-output magnitude", {"r": 2}, hidden=_LORA_HIDDEN),
-        MethodSpec("pissa", (), LORA_B, _LORA_DEFAULTS, "r", _lora(init_lora_weights="pissa"),
-                   "LoRA initialised from the principal singular components (residual kept frozen)", {"r": 2},
-                   hidden=_LORA_HIDDEN, residual_base=True),
-        MethodSpec("milora", ("mi_lora",), LORA_B, _LORA_DEFAULTS, "r", _lora(),
-                   "LoRA initialised from the minor singular components (residual kept frozen)", {"r": 2},
-                   hidden=_LORA_HIDDEN, post_init=_minor_components_init, residual_base=True),
-        MethodSpec("keeplora", ("keep_lora",), LORA_B, _LORA_DEFAULTS, "r", _lora(),
-                   "gradient-based LoRA init off the top singular subspace of W0; A frozen, B trains", {"r": 2},
-                   hidden=_LORA_HIDDEN, post_init=_keeplora_init, init_state=("lora_A", KEEPLORA_B0),
-                   restore=_keeplora_restore, residual_base=True),
-        MethodSpec("adalora", (), Interpolation(linear=("lora_E",), why="dW = s B (E * A) is linear in E"),
-                   {**_LORA_DEFAULTS, "init_r": 12, "total_step": 1000}, "init_r",
-                   _adalora, "LoRA with SVD-based rank reallocation (starts at init_r, ends near r)",
-                   {"r": 2, "init_r": 5}, hidden=(*_LORA_HIDDEN, "total_step")),
-        MethodSpec("vera", (), Interpolation(linear=("vera_lambda_b",), why="dW = Lb B Ld A is linear in Lb"),
-                   {"r": 256, "dropout": 0.0}, "r", _vera,
-                   "shared frozen random projections, trained scaling vectors", {"r": 4}, hidden=("dropout",)),
-        MethodSpec("ia3", (), Interpolation(scales=("ia3_l",), why="W0 * (1 + a (l - 1)) is exactly the dense delta"),
-                   {}, None, _ia3, "learned rescaling vectors", {}),
-        MethodSpec("oft", (), Interpolation(generators=("oft_R",), why="Cayley generators per block"),
-                   {"block_size": 32, "block_share": False, "cayley_neumann": True}, "block_size", _oft,
-                   "block-diagonal orthogonal rotation R = Cayley(Q) of the input space", {"block_size": 8},
-                   hidden=("block_share", "cayley_neumann")),
-        _BOFT,
-        _peft_forward(_BOFT),
-        _HRA,
-        _peft_forward(_HRA),
-        MethodSpec("miss", ("bone",), DENSE, {"r": 64, "dropout": 0.0}, "r", _miss, "shared-block additive update",
-                   {"r": 4}, hidden=("dropout",)),
-    )
-}
+REGISTRY: dict[str, MethodSpec] = {}
+_ALIASES: dict[str, str] = {}
 
 
 def _normalise(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
-_ALIASES = {_normalise(alias): spec.name for spec in REGISTRY.values() for alias in (spec.name, *spec.aliases)}
+def register(spec: MethodSpec) -> MethodSpec:
+    """Make a method known under its name and aliases: the one step that adds a method."""
+    REGISTRY[spec.name] = spec
+    _ALIASES.update({_normalise(alias): spec.name for alias in (spec.name, *spec.aliases)})
+    return spec
+
+
+for _spec in (
+    MethodSpec("full", ("full_ft", "fullft", "full_finetuning"), DENSE, {}, None, None,
+               "every weight of the transformer blocks; embeddings and LM head frozen", {}),
+    MethodSpec("lora", (), LORA_B, _LORA_DEFAULTS, "r", _lora(), "W0 + (alpha/r) B A", {"r": 2},
+               hidden=_LORA_HIDDEN, count=_lora_count),
+    MethodSpec("rslora", ("rs_lora",), LORA_B, _LORA_DEFAULTS, "r", _lora(use_rslora=True),
+               "LoRA scaled by alpha/sqrt(r)", {"r": 3}, hidden=_LORA_HIDDEN, count=_lora_count),
+    MethodSpec("dora", (), Interpolation(why="the magnitude renormalises W0 + s B A: not linear in B"),
+               _LORA_DEFAULTS, "r", _lora(use_dora=True),
+               "LoRA with a learned per-output magnitude", {"r": 2}, hidden=_LORA_HIDDEN, count=_dora_count),
+    MethodSpec("pissa", (), LORA_B, _LORA_DEFAULTS, "r", _lora(init_lora_weights="pissa"),
+               "LoRA initialised from the principal singular components (residual kept frozen)", {"r": 2},
+               hidden=_LORA_HIDDEN, residual_base=True, count=_lora_count),
+    MethodSpec("milora", ("mi_lora",), LORA_B, _LORA_DEFAULTS, "r", _lora(),
+               "LoRA initialised from the minor singular components (residual kept frozen)", {"r": 2},
+               hidden=_LORA_HIDDEN, post_init=_minor_components_init, residual_base=True, count=_lora_count),
+    MethodSpec("keeplora", ("keep_lora",), LORA_B, _LORA_DEFAULTS, "r", _lora(),
+               "gradient-based LoRA init off the top singular subspace of W0; A frozen, B trains", {"r": 2},
+               hidden=_LORA_HIDDEN, post_init=_keeplora_init, init_state=("lora_A", KEEPLORA_B0),
+               restore=_keeplora_restore, residual_base=True, count=_keeplora_count),
+    MethodSpec("adalora", (), Interpolation(linear=("lora_E",), why="dW = s B (E * A) is linear in E"),
+               {**_LORA_DEFAULTS, "init_r": 12, "total_step": 1000}, "init_r",
+               _adalora, "LoRA with SVD-based rank reallocation (starts at init_r, ends near r)",
+               {"r": 2, "init_r": 5}, hidden=(*_LORA_HIDDEN, "total_step"), count=_adalora_count,
+               at_knob=_adalora_at_knob, run_length_key="total_step"),
+    MethodSpec("vera", (), Interpolation(linear=("vera_lambda_b",), why="dW = Lb B Ld A is linear in Lb"),
+               {"r": 256, "dropout": 0.0}, "r", _vera,
+               "shared frozen random projections, trained scaling vectors", {"r": 4}, hidden=("dropout",),
+               count=_vera_count, knob_values=_vera_ranks),
+    MethodSpec("ia3", (), Interpolation(scales=("ia3_l",), why="W0 * (1 + a (l - 1)) is exactly the dense delta"),
+               {}, None, _ia3, "learned rescaling vectors", {}, count=_ia3_count),
+    MethodSpec("oft", (), Interpolation(generators=("oft_R",), why="Cayley generators per block"),
+               {"block_size": 32, "block_share": False, "cayley_neumann": True}, "block_size", _oft,
+               "block-diagonal orthogonal rotation R = Cayley(Q) of the input space", {"block_size": 8},
+               hidden=("block_share", "cayley_neumann"), count=_oft_count, knob_values=_input_block_sizes),
+    _BOFT,
+    _peft_forward(_BOFT),
+    _HRA,
+    _peft_forward(_HRA),
+    MethodSpec("miss", ("bone",), DENSE, {"r": 64, "dropout": 0.0}, "r", _miss, "shared-block additive update",
+               {"r": 4}, hidden=("dropout",), count=_miss_count, knob_values=_output_divisors),
+):
+    register(_spec)
 
 
 def names() -> list[str]:

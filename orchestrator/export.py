@@ -38,7 +38,7 @@ def _adapter_or_merged(spec: dict[str, Any], merged: bool) -> tuple[Any, Any, st
     if not why and method.residual_base:  # an adapter on W0 itself, not on the residual base it trained on
         base = models.load(ModelConfig(**meta["model"]))[0]
         targets = registry.resolve_targets(base, meta["model"]["target_modules"])
-        adapter = portable.residual_to_lora(trained, base, 2 * meta["setting"]["r"], targets)
+        adapter = portable.residual_to_lora(trained, base, method.portable_rank(meta["setting"]), targets)
         rule = portable.PORTABLE_LORA
     alpha = spec.get("alpha")
     if not why and alpha is not None:

@@ -36,18 +36,11 @@ class TrialStopped(Exception):
         self.step = step
 
 
-def resolved_setting(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> dict[str, Any]:
-    resolved = registry.get(method).resolve_setting(setting)
-    if "total_step" in resolved:  # AdaLoRA's rank schedule must know the run's length
-        resolved["total_step"] = cfg.train.steps
-    return resolved
-
-
 def trial_config(cfg: SweepConfig, method: str, setting: dict[str, Any]) -> dict[str, Any]:
     """Everything that determines a trial's outcome; its hash names the trial and tags its checkpoints."""
     return {"model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
             "eval": cfg.eval.model_dump(exclude=set(EVAL_PLACEMENT)),
-            "method": method, "setting": resolved_setting(cfg, method, setting)}
+            "method": method, "setting": registry.get(method).for_run(setting, cfg.train.steps)}
 
 
 def run(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: TrialDir,
