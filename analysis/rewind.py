@@ -2,7 +2,7 @@
 rewinding"): final SFT checkpoints overshoot; moving back along a parameterisation-aware path recovers
 retention at little or no target cost.
 
-Three kinds of path from a trial, each point a plain spec that `orchestrator.checkpoints.load_for_eval`
+Three kinds of path from a trial, each point a plain spec that `orchestrator.trials.checkpoints.load_for_eval`
 turns into a model:
 - trajectory: the saved checkpoints (step 0 = the base model ... the final step);
 - interp: base <-> final, W0 + a dW (additive) or Cayley(sqrt(a) Q) (OFT/BOFT), plus the dense-delta path
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence, get_args
 
 import numpy as np
 
@@ -23,24 +23,33 @@ from analysis import pareto
 from evals import uncertainty
 
 Rule = Literal["max_target", "max_retention", "knee", "dominate_final"]
-RULES = ("max_target", "max_retention", "knee", "dominate_final")
+RULES: tuple[str, ...] = get_args(Rule)
+PathName = Literal["trajectory", "interp", "layerwise"]
+PATHS: tuple[str, ...] = get_args(PathName)
 # dominate_final: a margin below this is the final point itself recomputed (the a = 1 interpolation rebuilds
 # the final weights as a scaled adapter: its scores differ from the final's by float rounding, ~1e-9)
 SAME_POINT = 1e-6
 
 
+ALPHAS_ALLOWED = "allowed: START:STOP:STEP with STEP > 0 and START <= STOP, or a comma list, every alpha in [0, 1]"
+
+
 def parse_alphas(text: str) -> list[float]:
-    """'0:1:0.1' -> [0.0, 0.1, ..., 1.0]; '0,0.3,1' -> [0.0, 0.3, 1.0]. Always includes both ends."""
-    if ":" in text:
-        start, stop, step = (float(x) for x in text.split(":"))
-        if step <= 0 or start > stop:
-            raise ValueError(f"--alphas: {text!r}; allowed: START:STOP:STEP with STEP > 0 and START <= STOP")
-        count = int(math.floor((stop - start) / step + 1e-9))
-        values = [round(start + i * step, 10) for i in range(count + 1)]
-    else:
-        values = [float(x) for x in text.split(",") if x.strip()]
+    """'0:1:0.1' -> [0.0, 0.1, ..., 1.0]; '0,0.3,1' -> [0.0, 0.3, 1.0]. Always includes both ends. A bad
+    text raises ValueError saying what is allowed (the caller names the option or field)."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if step <= 0 or start > stop:
+                raise ValueError
+            count = int(math.floor((stop - start) / step + 1e-9))
+            values = [round(start + i * step, 10) for i in range(count + 1)]
+        else:
+            values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(ALPHAS_ALLOWED) from None
     if any(not 0.0 <= a <= 1.0 for a in values):
-        raise ValueError(f"--alphas: {text!r}; every alpha must be in [0, 1]")
+        raise ValueError(ALPHAS_ALLOWED)
     return sorted({*values, 0.0, 1.0})
 
 

@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 from bench.common import record
-from orchestrator import checkpoints as checkpoint_files
-from orchestrator import models
-from orchestrator import sweep_geometry as geometry
-from orchestrator.sweep_dir import Status, SweepDir
 from orchestrator.config import ModelConfig
+from orchestrator.results import sweep_geometry as geometry
+from orchestrator.storage.sweep_dir import Status, SweepDir
+from orchestrator.trials import checkpoints as checkpoint_files, models
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -30,8 +30,8 @@ from analysis import pareto, replicates
 from bench import common
 from bench.common import RESULTS, machine
 from evals import uncertainty
-from orchestrator import sweep_analysis
-from orchestrator.sweep_dir import SweepDir, has_final_point
+from orchestrator.results import sweep_analysis
+from orchestrator.storage.sweep_dir import SweepDir, has_final_point
 
 SWEEP = Path("runs") / "claims"
 OUT = RESULTS / "claims" / "paper_claims.json"  # not a ratio against a baseline: outside the summary table

@@ -29,9 +29,9 @@ def _rank(config: dict[str, Any]) -> None:
 
     from bench.training_throughput import data
     from methods import registry
-    from orchestrator import models, regimes, trainer
     from orchestrator.config import ModelConfig, TrainConfig
-    from orchestrator.sweep_dir import TrialDir
+    from orchestrator.storage.sweep_dir import TrialDir
+    from orchestrator.trials import models, regimes, trainer
 
     model, tokenizer = models.load(ModelConfig(name=config["model"], dtype=config["dtype"]))
     wrapped = registry.wrap(model, "lora", {"r": 8}, "all-linear")  # DeepSpeed moves it to the rank's device

@@ -36,8 +36,8 @@ from pathlib import Path
 from analysis import pareto
 from bench import common
 from bench.common import record
-from orchestrator.early_stop import ParetoRungs
-from orchestrator.sweep_dir import Status, SweepDir, has_final_point
+from orchestrator.storage.sweep_dir import Status, SweepDir, has_final_point
+from orchestrator.sweep.early_stop import ParetoRungs
 
 DATA = Path(__file__).resolve().parent / "data" / "curves.json"
 SWEEPS = Path("runs") / "bench-early-stop"

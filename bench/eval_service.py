@@ -21,8 +21,9 @@ from typing import Any
 
 from bench.common import record
 from evals import runner, service, suites
-from orchestrator import checkpoints, config, models, scoring, trial
-from orchestrator.sweep_dir import Status, SweepDir
+from orchestrator import config
+from orchestrator.storage.sweep_dir import Status, SweepDir
+from orchestrator.trials import checkpoints, models, scoring, trial
 
 ALPHAS = (0.25, 0.5, 0.75)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from bench.common import record
 from bench import lm_eval_bridge
 from evals import runner, suites
-from orchestrator import checkpoints, models
 from orchestrator.config import ModelConfig
+from orchestrator.trials import checkpoints, models
 
 TASKS = ("general_knowledge", "goal_inference", "physics")
 

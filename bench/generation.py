@@ -18,8 +18,9 @@ from bench import lm_eval_bridge
 from bench.common import median, record
 from evals import scorers, suites
 from methods import registry
-from orchestrator import config, models, trainer, trial
-from orchestrator.sweep_dir import TrialDir
+from orchestrator import config
+from orchestrator.storage.sweep_dir import TrialDir
+from orchestrator.trials import models, trainer, trial
 
 GOAL_STEP = 4.0
 GOAL_EVAL = 2.0

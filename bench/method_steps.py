@@ -22,9 +22,9 @@ import torch
 
 from bench.common import median, record
 from methods import budget, registry
-from orchestrator import models, regimes, trainer
 from orchestrator.config import ModelConfig, TrainConfig
-from orchestrator.sweep_dir import TrialDir
+from orchestrator.storage.sweep_dir import TrialDir
+from orchestrator.trials import models, regimes, trainer
 
 GOAL = 1.5
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.common import record
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.storage.sweep_dir import SweepDir
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = 0.10

@@ -15,8 +15,8 @@ import torch
 
 from bench.common import median, record
 from methods import registry
-from orchestrator import checkpoints, models, regimes, resume, trainer
 from orchestrator.config import ModelConfig, TrainConfig
+from orchestrator.trials import checkpoints, models, regimes, resume, trainer
 
 SETTINGS = {"lora": {"r": 8}, "full": {}}
 

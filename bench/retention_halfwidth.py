@@ -19,8 +19,8 @@ import numpy as np
 
 from bench.common import record
 from evals import suites, uncertainty
-from orchestrator import checkpoints
-from orchestrator.sweep_dir import SweepDir, has_final_point
+from orchestrator.storage.sweep_dir import SweepDir, has_final_point
+from orchestrator.trials import checkpoints
 
 MC_METRICS = ("acc_norm", "gold_prob", "answer_token_prob")  # the first is the baseline, the last ours
 

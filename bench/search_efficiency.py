@@ -17,7 +17,9 @@ import optuna
 
 from analysis import pareto
 from bench.common import record
-from orchestrator import config, sweep
+from orchestrator import config
+from orchestrator.sweep.plan import make_plan, sampler_name as chosen_sampler
+from orchestrator.sweep.space import make_sampler
 
 DIMS = 6
 REFERENCE = [1.1, 11.0]  # worse than every ZDT1 point in [0, 1]^6
@@ -30,7 +32,7 @@ def zdt1(x: list[float]) -> tuple[float, float]:
 
 
 def hypervolume_curve(sampler_name: str, seed: int, trials: int) -> list[float]:
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sweep.make_sampler(sampler_name, seed, trials))
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=make_sampler(sampler_name, seed, trials))
     study.optimize(lambda t: zdt1([t.suggest_float(f"x{i}", 0, 1) for i in range(DIMS)]), n_trials=trials)
     values = [t.values for t in study.trials]
     return [pareto.hypervolume(values[:k], ["min", "min"], REFERENCE) for k in range(1, trials + 1)]
@@ -50,7 +52,7 @@ def main() -> None:
     random_final = statistics.median(hypervolume_curve("random", s, args.trials)[-1] for s in range(args.seeds))
     # what `auto` (the default) picks for a continuous space like ZDT1's
     cfg = config.validate({"name": "bench", "methods": ["lora"], "search": {"lr": {"low": 1e-5, "high": 1e-2}}})
-    default = sweep.sampler_name(cfg, sweep.make_plan(cfg))
+    default = chosen_sampler(cfg, make_plan(cfg))
     for name in args.samplers.split(","):
         curves = [hypervolume_curve(name, seed, args.trials) for seed in range(args.seeds)]
         needed = statistics.median(trials_to_reach(c, random_final) for c in curves)

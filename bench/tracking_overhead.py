@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.common import median, record
-from orchestrator import config, tracking, trial
+from orchestrator import config
 from orchestrator.process import free_port
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.storage.sweep_dir import SweepDir
+from orchestrator.tracking import mlflow_runs, server
+from orchestrator.trials import trial
 
 GOAL = 0.01
 
@@ -35,15 +37,15 @@ def overhead(steps: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        command, env = tracking.server_command(f"sqlite:///{tmp}/mlflow.db", Path(tmp) / "artifacts", "127.0.0.1", port)
+        command, env = server.server_command(f"sqlite:///{tmp}/mlflow.db", Path(tmp) / "artifacts", "127.0.0.1", port)
         server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            tracking.wait_healthy(url)
+            server.wait_healthy(url)
             cfg = config.load("quick", [f"output_dir={tmp}/sweep", f"train.steps={steps}",
                                         f"train.checkpoint_every={steps}", "eval.max_items=8", f"tracking.uri={url}"])
-            tracking.Tracker(cfg)  # the driver's part: experiment and sweep run
+            mlflow_runs.Tracker(cfg)  # the driver's part: experiment and sweep run
             off = trial.run(cfg, "lora", {"r": 8}, SweepDir.of(cfg).trial("off"))
-            live, spent = tracking.LiveRun(cfg), []
+            live, spent = mlflow_runs.LiveRun(cfg), []
 
             def on_scores(step: int, point: dict[str, Any], params: dict[str, Any]) -> None:
                 live.log_checkpoint(point)
@@ -51,7 +53,7 @@ def overhead(steps: int) -> None:
             on = trial.run(cfg, "lora", {"r": 8}, SweepDir.of(cfg).trial("live"), on_start=_timed(spent, live.start),
                            on_step=_timed(spent, live.log_step), on_scores=_timed(spent, on_scores))
             _timed(spent, live.close)()
-            logged = tracking.Tracker(cfg).logged_points(live.run_id)
+            logged = mlflow_runs.Tracker(cfg).logged_points(live.run_id)
         finally:
             server.terminate()
             server.wait(timeout=60)

@@ -14,9 +14,9 @@ import torch
 
 from bench.common import median, record
 from methods import registry
-from orchestrator import models, regimes, trainer
 from orchestrator.config import ModelConfig, TrainConfig
-from orchestrator.sweep_dir import TrialDir
+from orchestrator.storage.sweep_dir import TrialDir
+from orchestrator.trials import models, regimes, trainer
 
 GOAL = 0.95
 METHODS = {"lora": {"r": 8}, "oft": {"block_size": 32}}

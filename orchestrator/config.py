@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from analysis import rewind as rewinding
 from evals import suites
 from methods import registry
 
@@ -307,21 +308,24 @@ class FailurePolicy(_Strict):
 
 
 class RewindConfig(_Strict):
+    """Path-wise rewinding: the paths walked, the points on them, and the rule that picks one. The one
+    place its defaults live: `rewind:` in a sweep config and `peft-arena rewind`'s options both read it."""
     enabled: bool = False
-    paths: list[Literal["trajectory", "interp", "layerwise"]] = Field(default_factory=lambda: ["trajectory", "interp"],
-                                                                       min_length=1)
+    paths: list[rewinding.PathName] = Field(default_factory=lambda: ["trajectory", "interp"], min_length=1)
     alphas: str = Field("0:1:0.25", description="START:STOP:STEP or a comma list, in [0, 1]")
-    select: Literal["max_target", "max_retention", "knee", "dominate_final"] = "dominate_final"
-    tau: float = Field(0.0, ge=0)
-    delta: float = Field(0.02, ge=0)
+    select: rewinding.Rule = "dominate_final"
+    tau: float = Field(0.0, ge=0, description="max_target: allowed forgetting")
+    delta: float = Field(0.02, ge=0, description="max_retention: allowed target loss")
 
     @field_validator("alphas")
     @classmethod
     def _alphas(cls, value: str) -> str:
-        from analysis.rewind import parse_alphas
-
-        parse_alphas(value)  # raises with the allowed form
+        rewinding.parse_alphas(value)  # raises with the allowed form
         return value
+
+    @property
+    def alpha_values(self) -> list[float]:
+        return rewinding.parse_alphas(self.alphas)
 
 
 class TrackingConfig(_Strict):
@@ -524,6 +528,15 @@ def validate(data: dict[str, Any]) -> SweepConfig:
         return SweepConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
+
+
+def rewind_options(options: dict[str, Any]) -> RewindConfig:
+    """`peft-arena rewind`'s options (None: not given) over RewindConfig's defaults; a bad one is one line
+    naming its option."""
+    try:
+        return RewindConfig.model_validate({k: v for k, v in options.items() if v is not None} | {"enabled": True})
+    except ValidationError as err:
+        raise ConfigError(f"--{_format_validation_error(err)}") from None
 
 
 def load(ref: str | Path, overrides: list[str] | None = None) -> SweepConfig:

@@ -12,9 +12,9 @@ from pathlib import Path
 import optuna
 import yaml
 
-from orchestrator import tracking
 from orchestrator.process import free_port  # noqa: F401 - the sweep and fault tests use it from here
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.storage.sweep_dir import SweepDir
+from orchestrator.tracking import server
 from tests.helpers import tiny_config, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,9 +105,9 @@ def start_mlflow(store: Path, port: int) -> subprocess.Popen:
     """A real `mlflow server` on 127.0.0.1 over a SQLite store in `store` (restartable on the same store),
     started with the command `peft-arena ui` uses."""
     store.mkdir(parents=True, exist_ok=True)
-    command, env = tracking.server_command(f"sqlite:///{store / 'mlflow.db'}", store / "artifacts", "127.0.0.1", port)
+    command, env = server.server_command(f"sqlite:///{store / 'mlflow.db'}", store / "artifacts", "127.0.0.1", port)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    tracking.wait_healthy(f"http://127.0.0.1:{port}", timeout=180)
+    server.wait_healthy(f"http://127.0.0.1:{port}", timeout=180)
     return proc
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import cli
+from orchestrator.cli import commands
 from orchestrator.config import shipped_configs
 from orchestrator.process import free_port
 
@@ -103,7 +103,7 @@ def test_config_mistakes(tmp_path, capsys, case_id, config, extra, expected):
     keep_output_dir = isinstance(config, dict) and "://" in config.get("output_dir", "")
     argv = ["sweep", str(path), "--dry-run", *([] if keep_output_dir else ["--set", f"output_dir={tmp_path}/out"]),
             *extra]
-    assert cli.main(argv) == 2
+    assert commands.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
     assert not (tmp_path / "out").exists()
@@ -138,7 +138,7 @@ def test_task_file_mistakes(tmp_path, capsys, case_id, text, expected):
     task = _task_yaml(tmp_path, text)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(patched(eval={"retention_suite": [task]})))
-    assert cli.main(["sweep", str(config), "--dry-run", "--set", f"output_dir={tmp_path}/out"]) == 2
+    assert commands.main(["sweep", str(config), "--dry-run", "--set", f"output_dir={tmp_path}/out"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
 
@@ -146,7 +146,7 @@ def test_task_file_mistakes(tmp_path, capsys, case_id, text, expected):
 def test_broken_data_rows_are_refused_with_their_line(tmp_path, capsys, tiny_model_dir):
     (tmp_path / "data.jsonl").write_text('{"text": "fine"}\n{"text": broken\n')
     task = _task_yaml(tmp_path, "name: t\nsource: {kind: jsonl, path: data.jsonl}\nscorer: text_nll\nmetric: token_prob\n")
-    assert cli.main(["eval", "--model", str(tiny_model_dir), "--suite", task]) == 2
+    assert commands.main(["eval", "--model", str(tiny_model_dir), "--suite", task]) == 2
     line = capsys.readouterr().err.strip()
     assert line.startswith("error: source.path") and "data.jsonl:2" in line
 
@@ -184,7 +184,7 @@ def test_model_path_mistakes(tmp_path, capsys, case_id, make, expected):
     config.write_text(yaml.safe_dump(patched()))
     model = make(tmp_path)
     argv = ["run", str(config), "--method", "lora", "--set", f"model.name={model}", "--set", f"output_dir={tmp_path}/out"]
-    assert cli.main(argv) == 2
+    assert commands.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model.name") and expected in lines[0], lines
     assert not (tmp_path / "out").exists()
@@ -194,7 +194,7 @@ def test_unreachable_ray_address_fails_fast_and_records_nothing(tmp_path, capsys
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(patched(tracking={"enabled": False})))
     argv = ["sweep", str(config), "--address", f"127.0.0.1:{free_port()}", "--set", f"output_dir={tmp_path}/out"]
-    assert cli.main(argv) == 2
+    assert commands.main(argv) == 2
     line = capsys.readouterr().err.strip()
     assert line.startswith("error: ray.address") and "nothing answers" in line
     assert not (tmp_path / "out" / "sweep_config.json").exists()  # a retry is not told to --resume
@@ -204,14 +204,14 @@ def test_unreachable_ray_address_fails_fast_and_records_nothing(tmp_path, capsys
 def test_an_evaluation_pool_the_cluster_cannot_place_is_one_line_not_a_hang(tmp_path, capsys, monkeypatch):
     import ray
 
-    from orchestrator import scoring
+    from orchestrator.trials import scoring
 
     monkeypatch.setattr(scoring, "SERVICE_START_S", 20)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(patched(tracking={"enabled": False}, ray={"num_cpus": 2},
                                              eval={"mode": "pool", "cpus_per_actor": 64})))
     try:
-        assert cli.main(["sweep", str(config), "--set", f"output_dir={tmp_path}/out"]) == 2
+        assert commands.main(["sweep", str(config), "--set", f"output_dir={tmp_path}/out"]) == 2
     finally:
         ray.shutdown()
     line = capsys.readouterr().err.strip()
@@ -233,7 +233,7 @@ def test_a_trial_the_cluster_can_never_place_is_refused_before_anything_is_writt
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(patched(tracking={"enabled": False}, ray={"num_cpus": 2}, resources=resources)))
     try:
-        assert cli.main(["sweep", str(config), "--set", f"output_dir={tmp_path}/out"]) == 2
+        assert commands.main(["sweep", str(config), "--set", f"output_dir={tmp_path}/out"]) == 2
     finally:
         ray.shutdown()
     line = capsys.readouterr().err.strip()
@@ -244,7 +244,7 @@ def test_a_trial_the_cluster_can_never_place_is_refused_before_anything_is_writt
 def test_unreachable_mlflow_uri_fails_before_anything_starts(tmp_path, capsys):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(patched(tracking={"uri": f"http://127.0.0.1:{free_port()}"})))
-    assert cli.main(["sweep", str(config), "--set", f"output_dir={tmp_path}/out"]) == 2
+    assert commands.main(["sweep", str(config), "--set", f"output_dir={tmp_path}/out"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: tracking.uri")
 
 
@@ -259,6 +259,9 @@ OTHER_CASES = [
     ("run-unknown-method", ["run", "{config}", "--method", "nonexistent"], "unknown method"),
     ("run-bad-setting", ["run", "{config}", "--method", "lora", "--setting", "r"], "--setting"),
     ("rewind-not-a-sweep", ["rewind", "{tmp}"], "holds no sweep_config.json"),
+    ("rewind-bad-alphas", ["rewind", "{tmp}", "--alphas", "0:1"], "--alphas = '0:1': allowed: START:STOP:STEP"),
+    ("rewind-alpha-beyond-one", ["rewind", "{tmp}", "--alphas", "0,1.5"], "every alpha in [0, 1]"),
+    ("rewind-negative-tau", ["rewind", "{tmp}", "--tau", "-0.1"], "--tau = -0.1: Input should be greater than"),
     ("missing-config-file", ["sweep", "{tmp}/nope.yaml"], "does not exist"),
     ("unknown-shipped-config", ["sweep", "quik", "--dry-run"], "or a shipped config (claims, paper-llama"),
     ("eval-unknown-suite", ["eval", "--model", "{model}", "--suite", "nope"], "unknown suite"),
@@ -270,26 +273,26 @@ def test_command_line_mistakes(tmp_path, capsys, tiny_model_dir, case_id, argv, 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(patched(output_dir=str(tmp_path / "out"))))
     argv = [a.format(config=config, tmp=tmp_path, model=tiny_model_dir) for a in argv]
-    assert cli.main(argv) == 2
+    assert commands.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
 
 
 def test_resuming_a_sweep_dir_of_another_config_is_refused(tmp_path, capsys):
     from orchestrator import config as config_module
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
 
     first = config_module.validate(patched(output_dir=str(tmp_path / "out")))
     SweepDir.of(first).claim(first, resume=False)
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(patched(output_dir=str(tmp_path / "out"), train={"lr": 5e-4})))
-    assert cli.main(["sweep", str(other), "--resume"]) == 2
+    assert commands.main(["sweep", str(other), "--resume"]) == 2
     assert "belongs to another config" in capsys.readouterr().err
 
 
 def test_a_result_written_by_a_newer_version_is_refused_in_one_line_and_left_as_it_is(tmp_path, capsys):
     from orchestrator import config as config_module
-    from orchestrator.sweep_dir import SCHEMA_VERSION, SweepDir
+    from orchestrator.storage.sweep_dir import SCHEMA_VERSION, SweepDir
 
     cfg = config_module.validate(patched(output_dir=str(tmp_path / "out")))
     where = SweepDir.of(cfg)
@@ -297,7 +300,7 @@ def test_a_result_written_by_a_newer_version_is_refused_in_one_line_and_left_as_
     trial_dir = where.trial("t")
     trial_dir.write_result({"schema": SCHEMA_VERSION + 1, "trial_id": "t", "status": "completed"})
     written = trial_dir.result_path.read_bytes()
-    assert cli.main(["analyze", str(tmp_path / "out")]) == 2
+    assert commands.main(["analyze", str(tmp_path / "out")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and f"schema = {SCHEMA_VERSION + 1}" in lines[0], lines
     assert trial_dir.result_path.read_bytes() == written
@@ -306,17 +309,17 @@ def test_a_result_written_by_a_newer_version_is_refused_in_one_line_and_left_as_
 def test_a_config_that_is_not_utf8_text_is_one_line(tmp_path, capsys):
     path = tmp_path / "config.yaml"
     path.write_bytes(b"name: caf\xe9\nmethods: [lora]\n")  # Latin-1, as an old editor might save it
-    assert cli.main(["sweep", str(path), "--dry-run"]) == 2
+    assert commands.main(["sweep", str(path), "--dry-run"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "is not UTF-8 text" in lines[0], lines
 
 
 def test_init_refuses_to_overwrite_and_names_the_shipped_configs(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["init", "mine"]) == 0
-    assert cli.main(["init", "mine"]) == 2
+    assert commands.main(["init", "mine"]) == 0
+    assert commands.main(["init", "mine"]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert cli.main(["init", "other", "--from", "nope"]) == 2
+    assert commands.main(["init", "other", "--from", "nope"]) == 2
     assert "allowed: claims, paper-llama-3.2-3b-sft" in capsys.readouterr().err
     assert not (tmp_path / "other.yaml").exists()
 
@@ -324,8 +327,8 @@ def test_init_refuses_to_overwrite_and_names_the_shipped_configs(tmp_path, capsy
 @pytest.mark.slow
 def test_export_mistakes_are_one_line_and_write_nothing(tmp_path, capsys, tiny_model_dir, isolated_cache):
     from orchestrator import config as config_module
-    from orchestrator import trial
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
+    from orchestrator.trials import trial
     from tests.helpers import tiny_config
 
     cfg = config_module.validate(tiny_config(tiny_model_dir, tmp_path / "sweep", steps=4, checkpoint_every=2))
@@ -345,17 +348,17 @@ def test_export_mistakes_are_one_line_and_write_nothing(tmp_path, capsys, tiny_m
         (["t", "--front"], "exactly one of them"),
     ]
     for extra, expected in cases:
-        assert cli.main(["export", str(where.root), *extra, "--to", str(out)]) == 2, extra
+        assert commands.main(["export", str(where.root), *extra, "--to", str(out)]) == 2, extra
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], (extra, lines)
-    assert cli.main(["export", str(where.root), "t", "--to", str(occupied)]) == 2
+    assert commands.main(["export", str(where.root), "t", "--to", str(occupied)]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     weights = where.trial("t").checkpoint(4) / "adapter.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # a corrupt last checkpoint
-    assert cli.main(["export", str(where.root), "t", "--to", str(out)]) == 2
+    assert commands.main(["export", str(where.root), "t", "--to", str(out)]) == 2
     assert "does not match its recorded sha256" in capsys.readouterr().err
     assert not out.exists() and [p.name for p in occupied.iterdir()] == ["keep.txt"]
-    assert cli.main(["export", str(where.root), "t", "--step", "2", "--to", str(out)]) == 0  # the good one still exports
+    assert commands.main(["export", str(where.root), "t", "--step", "2", "--to", str(out)]) == 0  # the good one still exports
     assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
 
 
@@ -364,7 +367,7 @@ def test_export_mistakes_are_one_line_and_write_nothing(tmp_path, capsys, tiny_m
 def test_a_missing_bucket_is_one_line(tmp_path, capsys, s3, dry_run):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(patched(output_dir=f"s3://no-such-bucket/{dry_run}/{{name}}")))
-    assert cli.main(["sweep", str(config), *(["--dry-run"] if dry_run else [])]) == 2
+    assert commands.main(["sweep", str(config), *(["--dry-run"] if dry_run else [])]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "bucket 'no-such-bucket' does not exist" in lines[0], lines
     assert s3.objects() == {}
@@ -377,7 +380,7 @@ def test_missing_credentials_are_one_line(tmp_path, capsys, s3, monkeypatch):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(patched(output_dir="s3://test-bucket/no-credentials/{name}")))
-    assert cli.main(["sweep", str(config), "--dry-run"]) == 2
+    assert commands.main(["sweep", str(config), "--dry-run"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "no S3 credentials found" in lines[0] and "AWS_ACCESS_KEY_ID" in lines[0], lines
 
@@ -386,12 +389,12 @@ def test_an_unreachable_store_is_one_line(tmp_path, capsys, s3, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(patched(output_dir="s3://test-bucket/unreachable/{name}")))
-    assert cli.main(["sweep", str(config), "--dry-run"]) == 2
+    assert commands.main(["sweep", str(config), "--dry-run"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "the store does not answer" in lines[0], lines
 
 
 def test_a_remote_path_without_a_sweep_is_one_line(capsys, s3):
-    assert cli.main(["analyze", "s3://test-bucket/nothing-here"]) == 2
+    assert commands.main(["analyze", "s3://test-bucket/nothing-here"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "holds no sweep_config.json" in lines[0], lines

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_lora_sweep_on_default_model_gains_and_its_exported_front_scores_the_same(tmp_path):
     from peft import PeftModel
 
-    from orchestrator import models, scoring
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
+    from orchestrator.trials import models, scoring
 
     out = tmp_path / "runs"
     proc = subprocess.run(
@@ -60,8 +60,8 @@ def test_exact_resume_of_a_killed_run_on_the_default_model(tmp_path):
     import os
     import signal
 
-    from orchestrator import checkpoints
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
+    from orchestrator.trials import checkpoints
     from tests.helpers import wait_until
 
     def run(out: Path) -> subprocess.Popen:

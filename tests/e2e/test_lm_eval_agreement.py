@@ -6,8 +6,8 @@ import pytest
 
 from bench import lm_eval_bridge
 from evals import suites
-from orchestrator import models
 from orchestrator.config import ModelConfig
+from orchestrator.trials import models
 
 
 @pytest.mark.slow

@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 def _uninterrupted(sweep_dir, result: dict, tmp_path) -> dict:
     """The same trial config run again from scratch, in this process, without any interruption."""
     from orchestrator import config as config_module
-    from orchestrator import trial
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
+    from orchestrator.trials import trial
 
     snapshot = SweepDir(sweep_dir).load_config().model_dump()
     cfg = config_module.validate(snapshot | {"train": result["config"]["train"], "output_dir": str(tmp_path / "ref")})
@@ -111,7 +111,7 @@ def _check_tracking_after_resume(sweep_dir, finished) -> None:
     whose loss history equals its result's, step for step, although the killed trial streamed part of it."""
     from mlflow import MlflowClient
 
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
 
     client = MlflowClient(SweepDir(sweep_dir).mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=100)
@@ -244,9 +244,9 @@ def test_disk_full_on_checkpoint_write_fails_the_trial_and_leaves_no_corrupt_che
     """A 160 KiB tmpfs as the trial dir: the result fits, a full-finetuning checkpoint does not."""
     import subprocess
 
-    from orchestrator import checkpoints, trial
     from orchestrator import config as config_module
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
+    from orchestrator.trials import checkpoints, trial
     from tests.helpers import tiny_config
 
     mount = tmp_path / "small-disk"

@@ -9,7 +9,7 @@ import pytest
 import ray
 import torch
 
-from orchestrator import checkpoints
+from orchestrator.trials import checkpoints
 from tests import helpers
 
 pytestmark = pytest.mark.slow
@@ -25,9 +25,9 @@ def _pairs(tokenizer, n=16):
 def _train_on_this_rank(config: dict) -> None:
     """One rank (in a Ray Train worker): the project's trainer on a tiny LoRA model; rank 0 writes the log."""
     from methods import registry
-    from orchestrator import regimes, trainer
     from orchestrator.config import TrainConfig
-    from orchestrator.sweep_dir import TrialDir
+    from orchestrator.storage.sweep_dir import TrialDir
+    from orchestrator.trials import regimes, trainer
 
     tokenizer = helpers.build_tiny_tokenizer()
     model = registry.wrap(helpers.build_tiny_model(len(tokenizer)), "lora", {"r": 4}, "all-linear", seed=1)
@@ -99,7 +99,7 @@ def test_a_sweep_whose_trials_each_train_on_two_workers(tmp_path, tiny_model_dir
     Optuna and MLflow as for one-worker trials, and each result says where its ranks ran."""
     from mlflow import MlflowClient
 
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
     from tests import sweeps as sw
 
     proc = sw.sweep(_sweep_config(tmp_path, tiny_model_dir), cluster)
@@ -137,7 +137,7 @@ def test_a_killed_worker_restarts_the_group_and_the_trial_completes_from_its_che
     import os
     import signal
 
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
     from tests import sweeps as sw
 
     config = _sweep_config(tmp_path, tiny_model_dir, steps=40, checkpoint_every=4)

@@ -11,8 +11,8 @@ import optuna
 import pytest
 import yaml
 
-from orchestrator import checkpoints
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.storage.sweep_dir import SweepDir
+from orchestrator.trials import checkpoints
 from tests import sweeps as sw
 from tests.helpers import tiny_config
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from evals import runner, service, suites
-from orchestrator import checkpoints
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.storage.sweep_dir import SweepDir
+from orchestrator.trials import checkpoints
 from tests import sweeps as sw
 from tests.helpers import LOCAL_RETENTION, tiny_config, wait_until
 

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from methods import registry
-from orchestrator import checkpoints, export, regimes
+from orchestrator.results import export
+from orchestrator.trials import checkpoints, regimes
 from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,8 +157,9 @@ def test_a_registered_adapter_loads_through_mlflow_and_reproduces_the_checkpoint
     `mlflow.transformers.load_model` rebuilds on the base model with the checkpoint's outputs (1e-5)."""
     import mlflow
 
-    from orchestrator import config, trial
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator import config
+    from orchestrator.storage.sweep_dir import SweepDir
+    from orchestrator.trials import trial
 
     cfg = config.validate(tiny_config(tiny_model_dir, tmp_path / "sweep"))
     where = SweepDir.of(cfg)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from methods import registry
-from orchestrator import regimes, trainer
 from orchestrator.config import TrainConfig
-from orchestrator.sweep_dir import TrialDir
+from orchestrator.storage.sweep_dir import TrialDir
+from orchestrator.trials import regimes, trainer
 from tests.helpers import build_tiny_model
 
 

@@ -9,8 +9,10 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from methods import budget, interpolate, registry
-from orchestrator import checkpoints, config, export, trial
-from orchestrator.sweep_dir import SweepDir
+from orchestrator import config
+from orchestrator.results import export
+from orchestrator.storage.sweep_dir import SweepDir
+from orchestrator.trials import checkpoints, trial
 from tests.helpers import build_tiny_model, tiny_config
 
 TINY = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -43,7 +43,7 @@ def _by_configuration(results) -> dict[tuple, dict]:
 
 def test_a_sweep_on_s3_across_two_nodes_survives_an_outage_and_reads_back_from_the_bucket(
         tmp_path, tiny_model_dir, s3_cluster, s3, monkeypatch):
-    from orchestrator.storage import mirror_for
+    from orchestrator.storage.bucket import mirror_for
 
     config = _config(tmp_path, tiny_model_dir, URI, tracking={"enabled": True, "live_every_s": 0})
     proc = sw.sweep(config, s3_cluster)
@@ -110,7 +110,7 @@ def test_a_sweep_on_s3_across_two_nodes_survives_an_outage_and_reads_back_from_t
 
 
 def test_a_killed_driver_resumes_from_the_bucket(tmp_path, tiny_model_dir, s3_cluster, s3):
-    from orchestrator.storage import mirror_for
+    from orchestrator.storage.bucket import mirror_for
 
     config = _config(tmp_path, tiny_model_dir, URI, steps=8, checkpoint_every=2)
     cfg = yaml.safe_load(config.read_text())
@@ -166,7 +166,7 @@ def _trial_files(mirror):
 
 
 def test_push_and_pull_move_only_what_changed(tmp_path, s3):
-    from orchestrator.storage import Store
+    from orchestrator.storage.bucket import Store
 
     first = Store(f"{URI}/ledger", tmp_path / "first")
     _trial_files(first.mirror)
@@ -185,22 +185,22 @@ def test_push_and_pull_move_only_what_changed(tmp_path, s3):
 
 
 def test_uploads_wait_out_an_outage_and_give_up_with_the_reason_after_the_limit(tmp_path, s3, monkeypatch):
-    from orchestrator import storage
+    from orchestrator.storage import bucket
 
-    store = storage.Store(f"{URI}/outage", tmp_path / "mirror")
+    store = bucket.Store(f"{URI}/outage", tmp_path / "mirror")
     _trial_files(store.mirror)
-    real_sleep = storage.time.sleep
+    real_sleep = bucket.time.sleep
 
     def restore_once_waiting(seconds: float) -> None:
         """The store comes back while the upload waits between attempts (the point the product marks)."""
         s3.relay.restore()
         real_sleep(seconds)
-    monkeypatch.setattr(storage.time, "sleep", restore_once_waiting)
+    monkeypatch.setattr(bucket.time, "sleep", restore_once_waiting)
     s3.relay.cut()
     with pytest.warns(RuntimeWarning, match="retrying for up to"):
         assert store.push() == 3  # blocked until the store came back, then everything went up
     assert len(s3.objects(f"{PREFIX}/outage/")) == 3
-    monkeypatch.setattr(storage.time, "sleep", real_sleep)
+    monkeypatch.setattr(bucket.time, "sleep", real_sleep)
 
     monkeypatch.setattr(storage, "RETRY_S", 2.0)
     (store.mirror / "trials/t1/result.json").write_text('{"status": "completed"}')

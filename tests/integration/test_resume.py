@@ -13,15 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import checkpoints, config, trial
-from orchestrator.sweep_dir import SweepDir
+from orchestrator import config
+from orchestrator.storage.sweep_dir import SweepDir
+from orchestrator.trials import checkpoints, trial
 from tests.helpers import tiny_config, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 RUN = """
 import json, sys
-from orchestrator import config, trial
-from orchestrator.sweep_dir import SweepDir
+from orchestrator import config
+from orchestrator.storage.sweep_dir import SweepDir
+from orchestrator.trials import trial
 cfg = config.validate(json.loads(sys.argv[1]))
 trial.run(cfg, "lora", {"r": 2}, SweepDir.of(cfg).trial("t"))
 """
@@ -134,7 +136,7 @@ def test_a_trial_tune_never_recorded_is_continued_by_its_successor_not_redone(tm
                                                                              isolated_cache, uninterrupted):
     """A driver killed before Tune saved its state leaves trial "t" running with checkpoints; the resumed
     sweep runs that configuration under a new id, which takes over t's checkpoints and resumes exactly."""
-    from orchestrator.sweep import continue_interrupted, same_config_trials, trial_config_hash
+    from orchestrator.sweep.takeover import continue_interrupted, same_config_trials, trial_config_hash
 
     reference = uninterrupted("sft", 0)
 

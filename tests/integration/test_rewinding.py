@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from analysis import rewind
-from orchestrator import config, sweep_rewind, trial
-from orchestrator.sweep_dir import SweepDir
+from orchestrator import config
+from orchestrator.results import sweep_rewind
+from orchestrator.storage.sweep_dir import SweepDir
+from orchestrator.trials import trial
 from tests.helpers import tiny_config
 
 
@@ -25,8 +27,8 @@ def test_path_ends_selection_and_rewound_checkpoint(tmp_path, tiny_model_dir, is
         calls.append((split, spec))
         return inner(spec, split)
 
-    record = sweep_rewind.rewind_trial(cfg, result, ["trajectory", "interp"], [0.0, 0.5, 1.0], "dominate_final",
-                                    0.0, 0.02, evaluate)
+    how = config.RewindConfig(paths=["trajectory", "interp"], alphas="0,0.5,1", select="dominate_final", tau=0.0, delta=0.02)
+    record = sweep_rewind.rewind_trial(cfg, result, how, evaluate)
     points = {p["label"]: p for p in record["points"]}
     for kind in ("target", "retention"):
         assert points["interp a=1"][kind] == pytest.approx(points["final"][kind], abs=1e-4)

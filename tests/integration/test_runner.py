@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evals import runner, suites
-from orchestrator import checkpoints
+from orchestrator.trials import checkpoints
 from tests.helpers import LOCAL_RETENTION
 
 pytestmark = pytest.mark.timeout(900)

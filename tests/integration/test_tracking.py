@@ -15,9 +15,10 @@ import pytest
 import torch
 import yaml
 
-from orchestrator import checkpoints, tracking
 from orchestrator.process import free_port
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.storage.sweep_dir import SweepDir
+from orchestrator.tracking import mlflow_runs, server
+from orchestrator.trials import checkpoints
 from tests.browser import Chromium, chromium, skip_without
 from tests.helpers import tiny_config, wait_until
 from tests.sweeps import start_mlflow, stop_mlflow
@@ -80,11 +81,11 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("tiny")
     runs = _runs(client, experiment.experiment_id)
-    kinds = [r.data.tags.get(tracking.TAG_KIND) for r in runs]
+    kinds = [r.data.tags.get(mlflow_runs.TAG_KIND) for r in runs]
     assert kinds.count("sweep") == 1 and kinds.count("trial") == 2 and kinds.count("base") == 1
-    parent = next(r for r in runs if r.data.tags[tracking.TAG_KIND] == "sweep")
-    trials = [r for r in runs if r.data.tags[tracking.TAG_KIND] == "trial"]
-    assert all(r.data.tags[tracking.PARENT] == parent.info.run_id for r in trials)
+    parent = next(r for r in runs if r.data.tags[mlflow_runs.TAG_KIND] == "sweep")
+    trials = [r for r in runs if r.data.tags[mlflow_runs.TAG_KIND] == "trial"]
+    assert all(r.data.tags[mlflow_runs.PARENT] == parent.info.run_id for r in trials)
     assert {r.data.params["setting.r"] for r in trials} == {"2", "4"}
     assert all(r.info.status == "FINISHED" for r in trials)
     assert "sweep_config.yaml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
@@ -102,7 +103,7 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     for name in ("gain", "forgetting"):  # its 95% interval beside each estimate, per checkpoint
         assert [m.step for m in client.get_metric_history(run.info.run_id, f"{name}.ci_low")] == [2, 4]
         assert run.data.metrics[f"final.{name}.ci_low"] <= run.data.metrics[f"final.{name}"] + 1e-12
-    recorded = json.loads((tmp_path / "sweep" / "trials" / run.data.tags[tracking.TAG_TRIAL] / "result.json").read_text())
+    recorded = json.loads((tmp_path / "sweep" / "trials" / run.data.tags[mlflow_runs.TAG_TRIAL] / "result.json").read_text())
     # the run spans the trial itself, not the moment it was synced
     assert run.info.start_time == int(recorded["started_at"] * 1000)
     assert run.info.end_time == int(recorded["ended_at"] * 1000)
@@ -111,7 +112,7 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     # The checkpoint artifact rebuilds the trial's final model, output for output.
     local_dir = tmp_path / "download"
     downloaded = Path(client.download_artifacts(run.info.run_id, "checkpoints/step_000004", str(local_dir)))
-    trial_dir = tmp_path / "sweep" / "trials" / run.data.tags[tracking.TAG_TRIAL]
+    trial_dir = tmp_path / "sweep" / "trials" / run.data.tags[mlflow_runs.TAG_TRIAL]
     from_mlflow, tokenizer, _ = checkpoints.load_trained(downloaded)
     from_trial, _, _ = checkpoints.load_trained(trial_dir / "checkpoints" / "step_000004")
     ids = torch.tensor([tokenizer("Question: What is 3 + 4?\nAnswer:")["input_ids"]])
@@ -119,14 +120,14 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
         torch.testing.assert_close(from_mlflow(input_ids=ids).logits, from_trial(input_ids=ids).logits, atol=0, rtol=0)
 
     # a rewound point becomes a child of its trial's run
-    rewound = _cli("rewind", str(tmp_path / "sweep"), "--trial", run.data.tags[tracking.TAG_TRIAL], "--alphas", "0,1")
+    rewound = _cli("rewind", str(tmp_path / "sweep"), "--trial", run.data.tags[mlflow_runs.TAG_TRIAL], "--alphas", "0,1")
     assert rewound.returncode == 0, rewound.stderr[-2000:]
-    children = [r for r in _runs(client, experiment.experiment_id) if r.data.tags.get(tracking.TAG_KIND) == "rewind"]
-    assert len(children) == 1 and children[0].data.tags[tracking.PARENT] == run.info.run_id
+    children = [r for r in _runs(client, experiment.experiment_id) if r.data.tags.get(mlflow_runs.TAG_KIND) == "rewind"]
+    assert len(children) == 1 and children[0].data.tags[mlflow_runs.PARENT] == run.info.run_id
     assert {"validation.target", "test.target", "final.retention"} <= set(children[0].data.metrics)
 
     # the rewound point exported: recorded on the trial's run
-    exported = _cli("export", str(tmp_path / "sweep"), run.data.tags[tracking.TAG_TRIAL], "--rewound", "--to",
+    exported = _cli("export", str(tmp_path / "sweep"), run.data.tags[mlflow_runs.TAG_TRIAL], "--rewound", "--to",
                     str(tmp_path / "exported"))
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert client.get_run(run.info.run_id).data.tags["peft_arena.export"] == str(tmp_path / "exported")
@@ -205,8 +206,9 @@ def test_a_trial_streams_into_its_run_while_it_trains_and_a_server_outage_is_fil
     missing and none twice."""
     from mlflow import MlflowClient
 
-    from orchestrator import config, trial
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator import config
+    from orchestrator.storage.sweep_dir import SweepDir
+    from orchestrator.trials import trial
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -214,9 +216,9 @@ def test_a_trial_streams_into_its_run_while_it_trains_and_a_server_outage_is_fil
     cfg = tiny_config(tiny_model_dir, tmp_path / "sweep", steps=8, checkpoint_every=2)
     cfg["tracking"] = {"uri": url, "live_every_s": 0, "system_metrics_every_s": 1}
     cfg = config.validate(cfg)
-    tracking.Tracker(cfg)  # the driver's part: experiment and sweep run
+    mlflow_runs.Tracker(cfg)  # the driver's part: experiment and sweep run
     client = MlflowClient(url)
-    live = tracking.LiveRun(cfg)
+    live = mlflow_runs.LiveRun(cfg)
     seen: dict[int, int] = {}
     charted: dict[int, list[tuple[float, float]]] = {}
     losses: dict[int, float] = {}
@@ -251,7 +253,7 @@ def test_a_trial_streams_into_its_run_while_it_trains_and_a_server_outage_is_fil
         if browser:
             assert charted == {n: [(s, pytest.approx(losses[s], rel=1e-6)) for s in range(1, n + 1)] for n in (2, 3)}
         assert live.tracker is None  # the outage turned live logging off for the rest of the trial
-        run_id = tracking.Tracker(cfg).sync_trial(result)
+        run_id = mlflow_runs.Tracker(cfg).sync_trial(result)
         assert run_id == live.run_id  # the live run completed, not replaced
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED"
@@ -262,7 +264,7 @@ def test_a_trial_streams_into_its_run_while_it_trains_and_a_server_outage_is_fil
         assert run.data.params["trainable_params"] == str(result["params"]["trainable"])  # known only after it started
         assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics)
         before = {key: _history(client, run_id, key) for key in run.data.metrics if not key.startswith("system/")}
-        tracking.Tracker(cfg).sync_trial(result | {"note": "changed, so not skipped by its digest"})
+        mlflow_runs.Tracker(cfg).sync_trial(result | {"note": "changed, so not skipped by its digest"})
         assert {key: _history(client, run_id, key) for key in before} == before  # a second sync adds nothing
     finally:
         stop_mlflow(server)
@@ -278,7 +280,7 @@ def test_a_ui_beyond_loopback_asks_for_a_login(tmp_path, tiny_model_dir):
     import urllib.request
 
     from orchestrator import config
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
 
     cfg = config.validate(tiny_config(tiny_model_dir, tmp_path / "sweep"))
     SweepDir.of(cfg).claim(cfg, resume=False)
@@ -293,7 +295,7 @@ def test_a_ui_beyond_loopback_asks_for_a_login(tmp_path, tiny_model_dir):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5"
     try:
-        tracking.wait_healthy(f"http://127.0.0.1:{port}", timeout=180)
+        server.wait_healthy(f"http://127.0.0.1:{port}", timeout=180)
         with pytest.raises(urllib.error.HTTPError) as anonymous:
             urllib.request.urlopen(url, timeout=10)
         assert anonymous.value.code == 401
@@ -315,7 +317,7 @@ def test_trials_on_two_nodes_stream_into_the_default_sqlite_store_beside_the_dri
     logged while it trained."""
     from mlflow import MlflowClient
 
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
     from tests import sweeps as sw
 
     config = sw.write_config(tmp_path, tiny_model_dir, samples=3, concurrent=2, steps=6, checkpoint_every=3,
@@ -327,11 +329,11 @@ def test_trials_on_two_nodes_stream_into_the_default_sqlite_store_beside_the_dri
 
     client = MlflowClient(SweepDir(tmp_path / "sweep").mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], max_results=100)
-    trials = [r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "trial"]
+    trials = [r for r in runs if r.data.tags.get(mlflow_runs.TAG_KIND) == "trial"]
     assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
     for run in trials:
         loss = client.get_metric_history(run.info.run_id, "loss")
         assert sorted(m.step for m in loss) == [1, 2, 3, 4, 5, 6]
         # logged while the trial trained (by its worker), not replayed by the driver after it ended
         assert max(m.timestamp for m in loss) <= run.info.end_time
-    assert next(r for r in runs if r.data.tags.get(tracking.TAG_KIND) == "sweep").info.status == "FINISHED"
+    assert next(r for r in runs if r.data.tags.get(mlflow_runs.TAG_KIND) == "sweep").info.status == "FINISHED"

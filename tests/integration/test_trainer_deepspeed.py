@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from methods import registry
-from orchestrator import checkpoints, regimes, trainer
-from orchestrator.sweep_dir import TrialDir
 from orchestrator.config import TrainConfig
+from orchestrator.storage.sweep_dir import TrialDir
+from orchestrator.trials import checkpoints, regimes, trainer
 from tests.helpers import build_tiny_model
 
 

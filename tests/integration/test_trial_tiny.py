@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from evals import uncertainty
-from orchestrator import checkpoints, config, trial
-from orchestrator.sweep_dir import SweepDir
+from orchestrator import config
+from orchestrator.storage.sweep_dir import SweepDir
+from orchestrator.trials import checkpoints, trial
 from tests.helpers import tiny_config
 
 

@@ -90,9 +90,9 @@ def test_unreachable_budget_is_a_clear_error():
 
 
 def test_budget_cli_prints_every_method_and_json(capsys):
-    from orchestrator import cli
+    from orchestrator.cli import commands
 
-    assert cli.main(["budget", "--model", "qwen2.5-7b", "--budget", "2e7", "--json"]) == 0
+    assert commands.main(["budget", "--model", "qwen2.5-7b", "--budget", "2e7", "--json"]) == 0
     import json
 
     rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)["methods"]}
@@ -101,7 +101,7 @@ def test_budget_cli_prints_every_method_and_json(capsys):
 
 
 def test_budget_cli_rejects_a_bad_model_at_once(capsys):
-    from orchestrator import cli
+    from orchestrator.cli import commands
 
-    assert cli.main(["budget", "--model", "nope", "--budget", "2e7"]) == 2
+    assert commands.main(["budget", "--model", "nope", "--budget", "2e7"]) == 2
     assert capsys.readouterr().err.startswith("error: --model: 'nope'")

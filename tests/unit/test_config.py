@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import cli, config
+from orchestrator import config
+from orchestrator.cli import commands
 
 QUICK = config.shipped_configs()["quick"]
 
@@ -19,14 +20,14 @@ def quick() -> dict:
 
 
 def test_quick_config_loads_by_name_and_covers_its_whole_space():
-    from orchestrator import sweep
+    from orchestrator.sweep.plan import make_plan, sampler_name
 
     cfg = config.load("quick")
     assert cfg == config.load(QUICK) == config.load("quick.yaml")
-    plan = sweep.make_plan(cfg)
+    plan = make_plan(cfg)
     assert plan.grid_size == cfg.search.num_samples == 6  # 3 methods x 2 budgets, each configuration once
-    assert sweep.sampler_name(cfg, plan) == "grid"
-    assert sweep.sampler_name(config.load("quick", ["search.num_samples=4"]), plan) == "tpe"
+    assert sampler_name(cfg, plan) == "grid"
+    assert sampler_name(config.load("quick", ["search.num_samples=4"]), plan) == "tpe"
 
 
 def test_methods_may_be_bare_names():
@@ -35,13 +36,13 @@ def test_methods_may_be_bare_names():
 
 def test_init_writes_a_config_that_loads_under_its_new_name(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["init", "mine", "--from", "quick-rl"]) == 0
+    assert commands.main(["init", "mine", "--from", "quick-rl"]) == 0
     written = tmp_path / "mine.yaml"
     assert written.read_text().startswith("#")  # the shipped comments are kept for the reader
     cfg = config.load(written)
     assert cfg.name == "mine" and cfg.model_dump(exclude={"name", "output_dir"}) == \
         config.load("quick-rl").model_dump(exclude={"name", "output_dir"})
-    assert cli.main(["configs"]) == 0
+    assert commands.main(["configs"]) == 0
     assert {"quick", "quick-rl", "paper-qwen2.5-7b-sft"} <= {line.split()[0] for line in capsys.readouterr().out.splitlines()}
 
 
@@ -76,7 +77,7 @@ def test_output_dir_is_absolute_once_loaded(tmp_path, monkeypatch):
 
 
 def test_grpo_trials_train_at_the_scaled_learning_rate_and_sft_trials_do_not():
-    from orchestrator import trainer
+    from orchestrator.trials import trainer
     import torch
 
     sft = config.TrainConfig(lr=2e-4, grpo={"lr_scale": 0.05})

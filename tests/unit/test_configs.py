@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli
+from orchestrator.cli import commands
 from orchestrator.config import shipped_configs
 
 CONFIGS = list(shipped_configs())
@@ -14,7 +14,7 @@ CONFIGS = list(shipped_configs())
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_shipped_config_dry_runs_by_name(name, tmp_path, capsys):
-    assert cli.main(["sweep", name, "--dry-run", "--set", f"output_dir={tmp_path}"]) == 0
+    assert commands.main(["sweep", name, "--dry-run", "--set", f"output_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert "objectives:" in out and not (tmp_path / "sweep_config.json").exists()
 
@@ -22,7 +22,7 @@ def test_shipped_config_dry_runs_by_name(name, tmp_path, capsys):
 def test_paper_budgets_resolve_offline(tmp_path, capsys):
     argv = ["sweep", "paper-qwen2.5-7b-sft", "--dry-run", "--set", f"output_dir={tmp_path}", "--set", "methods=[{name: lora}, {name: oft}]",
             "--set", "search.budgets=[2.0e+7]"]
-    assert cli.main(argv) == 0
+    assert commands.main(argv) == 0
     out = capsys.readouterr().out
     assert '"r": 8' in out and '"block_size": 32' in out  # the paper's OFT-b32 vs LoRA-r8 pairing at 20M
 
@@ -39,7 +39,7 @@ def test_cluster_examples_are_valid_yaml():
 @pytest.mark.parametrize("name", ["paper-qwen2.5-7b-sft", "paper-llama-3.2-3b-sft", "paper-rl"])
 def test_paper_configs_give_each_trial_eight_gpu_ranks(name, tmp_path, capsys):
     """A trial uses the 8 GPUs it asks for: 8 data-parallel ranks x 1 GPU (ZeRO-3 for full finetuning)."""
-    assert cli.main(["sweep", name, "--dry-run", "--set", f"output_dir={tmp_path}"]) == 0
+    assert commands.main(["sweep", name, "--dry-run", "--set", f"output_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert "per trial: world size 8 (Ray Train workers, DeepSpeed ZeRO-2), 1 CPU / 1 GPU per worker" in out
     if name != "paper-rl":
@@ -56,7 +56,7 @@ def test_paper_configs_give_each_trial_eight_gpu_ranks(name, tmp_path, capsys):
 def test_paper_configs_dry_run_prints_the_papers_protocol(name, recipe, tmp_path, capsys):
     """The paper's recipe and evaluation (arXiv 2605.28819, Sec. 4) as the dry run states them: its data, global
     batch, length, optimiser, and the math targets at avg@16 scored by math-verify."""
-    assert cli.main(["sweep", name, "--dry-run", "--set", f"output_dir={tmp_path}"]) == 0
+    assert commands.main(["sweep", name, "--dry-run", "--set", f"output_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert "train task openr1_math (hf SphereLab/PEFTArena-data), up to 50000 items; " + recipe in out
     for task, items in (("math500", 500), ("amc23", 40), ("aime24", 30)):

@@ -6,7 +6,8 @@ import io
 
 from rich.console import Console
 
-from orchestrator import config, console
+from orchestrator import config
+from orchestrator.cli import console
 
 BASE = {"target": {"score": 0.096}, "retention": {"score": 0.396}}
 

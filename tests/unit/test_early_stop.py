@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analysis import early_stop
-from orchestrator.early_stop import ParetoRungs
+from orchestrator.sweep.early_stop import ParetoRungs
 
 MODES = ["max", "min"]  # target gain up, forgetting down
 

@@ -7,8 +7,9 @@ import json
 import yaml
 
 from evals import runner
-from orchestrator import checkpoints, config, trial
-from orchestrator.sweep_dir import TrialDir
+from orchestrator import config
+from orchestrator.storage.sweep_dir import TrialDir
+from orchestrator.trials import checkpoints, trial
 
 
 def test_an_actor_keeps_its_last_models_and_reloads_only_the_others():

@@ -82,7 +82,8 @@ def test_the_default_reference_lies_a_tenth_of_the_range_beyond_the_worst_forget
 
 
 def test_a_sweep_config_fixes_the_reference_so_two_sweeps_compare_on_one():
-    from orchestrator import config, sweep_analysis
+    from orchestrator import config
+    from orchestrator.results import sweep_analysis
 
     cfg = config.validate({"name": "x", "methods": [{"name": "lora"}], "search": {"objectives": [
         {"name": "target_gain", "mode": "max"}, {"name": "forgetting", "mode": "min", "reference": 0.1}]}})

@@ -49,8 +49,9 @@ def test_one_seed_per_configuration_supports_no_dominance():
 def test_analyze_groups_a_sweeps_seeds_and_says_what_they_support(tmp_path):
     """A sweep dir with two LoRA ranks x three seeds: `analyze` reports each rank once, as the mean of its
     seeds, and prints whether r4's lead over r2 is more than seed noise."""
-    from orchestrator import config, sweep_analysis
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator import config
+    from orchestrator.results import sweep_analysis
+    from orchestrator.storage.sweep_dir import SweepDir
 
     cfg = config.validate({"name": "seeds", "output_dir": str(tmp_path / "sweep"), "methods": ["lora"]})
     where = SweepDir.of(cfg)

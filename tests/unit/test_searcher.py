@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from orchestrator.searcher import fail_orphans, requeue_orphans
+from orchestrator.sweep.searcher import fail_orphans, requeue_orphans
 
 pytestmark = pytest.mark.unit
 CONFIGS = {(m, s) for m in ("lora", "oft") for s in (0, 1)}

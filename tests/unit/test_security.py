@@ -10,15 +10,19 @@ import torch
 import yaml
 
 from evals import suites
-from orchestrator import checkpoints, cli, config, files, models, sweep_dir, ui
+from orchestrator import config, files
+from orchestrator.cli import commands
 from orchestrator.config import ConfigError
+from orchestrator.storage import sweep_dir
+from orchestrator.tracking import ui
+from orchestrator.trials import checkpoints, models
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [p for d in ("orchestrator", "methods", "evals", "analysis", "bench") for p in (ROOT / d).rglob("*.py")]
 
 
 def test_mlflow_ui_binds_loopback_unless_told_otherwise(tmp_path):
-    args = cli.build_parser().parse_args(["ui", str(tmp_path)])
+    args = commands.build_parser().parse_args(["ui", str(tmp_path)])
     assert args.host == "127.0.0.1"
     where = sweep_dir.SweepDir.of(config.validate({"name": "s", "output_dir": str(tmp_path), "methods": [{"name": "lora"}]}))
     command, _ = ui.mlflow_ui(where, args.host, 5000, password=None, insecure=False)

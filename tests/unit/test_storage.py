@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import config
-from orchestrator.storage import _in_upload_order, is_remote
+from orchestrator.storage.bucket import _in_upload_order, is_remote
 from tests.helpers import tiny_config
 
 
@@ -41,7 +41,7 @@ def test_upload_order_puts_every_json_after_the_files_it_vouches_for():
 def test_a_result_written_elsewhere_names_checkpoints_in_the_readers_sweep_dir(tmp_path):
     """A trial on another node wrote its result with its own paths; a duplicate's checkpoints are its
     original's. Read through the sweep dir, every path points at the folder here that holds the files."""
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
 
     where = SweepDir(tmp_path / "sweep")
     elsewhere = "/node-b/tmp/peft-arena-trial-x/trials"

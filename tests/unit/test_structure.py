@@ -1,5 +1,5 @@
 """The house rules, read from the code itself: no import cycles (function-level imports included), each
-package imports only the layers below it, one owner for the sweep dir's layout, every third-party import
+package imports only the layers below it and so does each room of orchestrator, one owner for the sweep dir's layout, every third-party import
 declared as a dependency, and no reference to notes outside the repository."""
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ PACKAGES = ("orchestrator", "methods", "evals", "analysis")
 # what each package may import from the project (besides itself): orchestrator -> the rest, never back
 ALLOWED = {"orchestrator": {"methods", "evals", "analysis"}, "analysis": {"methods", "evals"},
            "methods": set(), "evals": set()}
-SWEEP_DIR_OWNER = "orchestrator.sweep_dir"
+# orchestrator's rooms, lowest first (docs/architecture.md): a module imports its own room, rooms below it
+# and the foundation (orchestrator's top-level modules: config, files, process), never a room above it
+ROOMS = ("storage", "trials", "tracking", "results", "sweep", "cli")
+SWEEP_DIR_OWNER = "orchestrator.storage.sweep_dir"
 # file and folder names of the sweep dir's layout; only their owner may spell them
 LAYOUT_NAMES = ("sweep_config.json", "summary.json", "report.html", "optuna.db", "mlflow.db", "mlartifacts",
                 "result.json", "rewind.json", "rewound", "trials", "checkpoints", "timing", "figures",
@@ -96,7 +99,7 @@ def _cycles() -> list[list[str]]:
 
 def test_the_import_graph_is_read():
     assert len(MODULES) > 30
-    assert "orchestrator.sweep_dir" in GRAPH["orchestrator.trial"]
+    assert "orchestrator.storage.sweep_dir" in GRAPH["orchestrator.trials.trial"]
     assert "methods.registry" in GRAPH["methods.interpolate"]  # a function-level import counts too
 
 
@@ -106,8 +109,8 @@ def test_no_import_cycles_among_the_projects_modules():
 
 def test_a_planted_cycle_is_found(monkeypatch):
     """The check itself can fail: a back edge from the registry to the trial closes a cycle."""
-    monkeypatch.setitem(GRAPH, "methods.registry", GRAPH["methods.registry"] | {"orchestrator.trial"})
-    assert any("methods.registry" in c and "orchestrator.trial" in c for c in _cycles())
+    monkeypatch.setitem(GRAPH, "methods.registry", GRAPH["methods.registry"] | {"orchestrator.trials.trial"})
+    assert any("methods.registry" in c and "orchestrator.trials.trial" in c for c in _cycles())
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -115,6 +118,35 @@ def test_each_package_imports_only_the_layers_below_it(module):
     package = module.split(".")[0]
     reached = {target.split(".")[0] for target in GRAPH[module]} - {package}
     assert reached <= ALLOWED[package], f"{module} imports {sorted(reached - ALLOWED[package])}"
+
+
+def _room(module: str) -> int:
+    """A module's rank in orchestrator: -1 for the foundation, else its room's place in ROOMS."""
+    parts = module.split(".")
+    return ROOMS.index(parts[1]) if len(parts) > 2 else -1
+
+
+def _rooms_above(module: str) -> list[str]:
+    """The orchestrator modules `module` imports from a room above its own."""
+    return sorted(t for t in GRAPH[module] if t.startswith("orchestrator.") and _room(t) > _room(module))
+
+
+def test_orchestrator_is_made_of_the_rooms_the_architecture_names():
+    rooms = {m.split(".")[1] for m in MODULES if m.startswith("orchestrator.") and m.count(".") >= 2}
+    foundation = {m for m in MODULES if m.startswith("orchestrator.") and m.count(".") == 1 and
+                  m.split(".")[1] not in ROOMS}
+    assert rooms == set(ROOMS) and foundation == {"orchestrator.config", "orchestrator.files", "orchestrator.process"}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("orchestrator.")))
+def test_each_room_of_orchestrator_imports_only_the_rooms_below_it(module):
+    assert _rooms_above(module) == []
+
+
+def test_a_planted_import_from_a_room_above_is_found(monkeypatch):
+    """The check itself can fail: the sweep dir (storage) reaching up to the tuner (sweep) is refused."""
+    monkeypatch.setitem(GRAPH, SWEEP_DIR_OWNER, GRAPH[SWEEP_DIR_OWNER] | {"orchestrator.sweep.tuner"})
+    assert _rooms_above(SWEEP_DIR_OWNER) == ["orchestrator.sweep.tuner"]
 
 
 PATH_CALLS = {"Path", "joinpath", "safe_join", "glob", "rglob", "with_name", "open"}

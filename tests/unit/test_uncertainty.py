@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from evals import suites, uncertainty
-from orchestrator import scoring
+from orchestrator.trials import scoring
 
 pytestmark = pytest.mark.unit
 

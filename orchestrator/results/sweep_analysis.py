@@ -12,9 +12,10 @@ from typing import Any
 from analysis import pareto, published, replicates, report
 from evals import uncertainty
 from methods import registry
-from orchestrator.config import OBJECTIVES, ConfigError, SweepConfig, config_hash, lookup
+from orchestrator.config import ConfigError, OBJECTIVES, SweepConfig, config_hash, lookup
 from orchestrator.files import atomic_write_bytes, atomic_write_json
-from orchestrator.sweep_dir import Status, SweepDir, has_final_point
+from orchestrator.storage.sweep_dir import Status, SweepDir, TrialDir, has_final_point
+
 
 def objective_values(result: dict[str, Any]) -> dict[str, float | None]:
     """Every objective a sweep can optimise, read from a trial result (None where it has none)."""
@@ -128,11 +129,34 @@ def analyze_published(model: str, domain: str, regime: str, out_dir: Any, budget
     return result
 
 
+def summary_row(result: dict[str, Any]) -> dict[str, Any]:
+    """A trial as one row of summary.json and of the results table."""
+    final = result.get("final", {})
+    base = result.get("base", {})
+    return {"trial": result["trial_id"], "method": result["method"], "status": result["status"],
+            "regime": result.get("config", {}).get("train", {}).get("regime", "sft"),
+            "setting": registry.get(result["method"]).display(result.get("setting")),
+            "trainable_params": result.get("params", {}).get("trainable"),
+            "target_base": base.get("target", {}).get("score"), "target": final.get("target"),
+            "retention_base": base.get("retention", {}).get("score"), "retention": final.get("retention"),
+            "gain": final.get("gain"), "forgetting": final.get("forgetting"),
+            "gain_ci": final.get("gain_ci"), "forgetting_ci": final.get("forgetting_ci"),
+            "train_s": result["timings"].get("train_s"), "duplicate_of": result.get("duplicate_of"),
+            "result": str(TrialDir(result["trial_dir"]).result_path)}
+
+
+def write_summary(cfg: SweepConfig, results: list[dict[str, Any]], front: list[str] | None = None) -> Any:
+    path = SweepDir.of(cfg).summary
+    rows = [summary_row(r) | {"on_front": r["trial_id"] in (front or [])} for r in results]
+    atomic_write_json(path, {"name": cfg.name, "config": cfg.model_dump(), "front": front or [], "trials": rows})
+    return path
+
+
 def log_outputs(cfg: SweepConfig, paths: list[Any]) -> None:
     """Sweep-level outputs as artifacts of the sweep's MLflow parent run (best effort)."""
-    from orchestrator import tracking
+    from orchestrator.tracking import mlflow_runs
 
-    tracking.best_effort(cfg, f"log {', '.join(p.name for p in paths)}", lambda t: t.log_sweep_files(paths))
+    mlflow_runs.best_effort(cfg, f"log {', '.join(p.name for p in paths)}", lambda t: t.log_sweep_files(paths))
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:

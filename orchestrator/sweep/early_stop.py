@@ -15,7 +15,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from analysis import early_stop
 from orchestrator.config import OBJECTIVES
-from orchestrator.sweep_dir import Status, SweepDir
+from orchestrator.storage.sweep_dir import Status, SweepDir
 
 STEP_KEY = "checkpoint_step"  # in a trial's intermediate reports: the checkpoint the objectives belong to
 

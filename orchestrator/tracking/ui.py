@@ -14,10 +14,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from orchestrator import tracking
 from orchestrator.config import ConfigError
 from orchestrator.process import is_loopback
-from orchestrator.sweep_dir import SweepDir
+from orchestrator.storage.sweep_dir import SweepDir
+from orchestrator.tracking import server
 
 PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
 
@@ -38,7 +38,7 @@ def admin_password(password_file: str | None) -> str | None:
 def mlflow_ui(where: SweepDir, host: str, port: int, password: str | None, insecure: bool) -> tuple[list[str], dict[str, str]]:
     """The `mlflow server` command and environment for a sweep's UI: plain on loopback; beyond it, MLflow's
     basic-auth app (admin `admin`, the given password) unless `insecure`."""
-    command, server_env = tracking.server_command(where.mlflow_uri, where.mlflow_artifact_location, host, port)
+    command, server_env = server.server_command(where.mlflow_uri, where.mlflow_artifact_location, host, port)
     if is_loopback(host) or insecure:
         return command, server_env
     if password is None:

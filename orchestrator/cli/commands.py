@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from orchestrator.config import ConfigError
+from analysis import rewind as rewinding
+from orchestrator.config import ConfigError, RewindConfig
 
 EXIT_USER_ERROR = 2
 DEFAULT_CONFIG = "quick"
@@ -75,7 +76,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _say(text: str) -> None:
-    from orchestrator.console import console
+    from orchestrator.cli.console import console
 
     console.print(text, soft_wrap=True, highlight=False, markup=False)
 
@@ -85,7 +86,7 @@ def _say(text: str) -> None:
 
 @command("assets", "fetch/convert the offline default model and data into the cache")
 def cmd_assets(args: argparse.Namespace) -> int:
-    from orchestrator import assets
+    from orchestrator.trials import assets
 
     for line in assets.prepare_all():
         print(line)
@@ -118,7 +119,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 @command("methods", "list the registered finetuning methods")
 def cmd_methods(args: argparse.Namespace) -> int:
-    from orchestrator.console import print_methods
+    from orchestrator.cli.console import print_methods
 
     print_methods()
     return 0
@@ -129,8 +130,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
          arg("--setting", action="append", default=[], metavar="KEY=VALUE", help="e.g. r=8 (repeatable)"))
 def cmd_run(args: argparse.Namespace) -> int:
     from methods import registry
-    from orchestrator import assets, config, console
-    from orchestrator.sweep_dir import Status, SweepDir, trial_name
+    from orchestrator import config
+    from orchestrator.cli import console
+    from orchestrator.storage.sweep_dir import Status, SweepDir, trial_name
+    from orchestrator.trials import assets
 
     cfg = _load(args)
     setting = {}
@@ -155,45 +158,42 @@ def cmd_run(args: argparse.Namespace) -> int:
          arg("--dry-run", action="store_true", help="validate and print the plan; start nothing"),
          arg("--address", help="Ray address: local | auto | host:port | ray://host:port"))
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from orchestrator import assets, config, console, sweep, sweep_analysis, sweep_rewind
-    from orchestrator.callbacks import SweepProgress
-    from orchestrator.sweep_dir import SweepDir, has_final_point
+    from orchestrator import config
+    from orchestrator.cli import console
+    from orchestrator.cli.progress import SweepProgress
+    from orchestrator.storage.sweep_dir import SweepDir, has_final_point
+    from orchestrator.sweep import conclude, tuner
+    from orchestrator.sweep.describe import describe
+    from orchestrator.sweep.placement import cluster_totals
+    from orchestrator.sweep.plan import make_plan, num_samples
+    from orchestrator.trials import assets
 
     cfg = _load(args)
     if args.address:
         cfg = config.validate(cfg.model_dump() | {"ray": cfg.ray.model_dump() | {"address": args.address}})
-    plan = sweep.make_plan(cfg)
+    plan = make_plan(cfg)
     SweepDir.of(cfg).check()  # object storage: credentials, bucket, the store answering (also on --dry-run)
     # a dry run against a running cluster (--address) says how many trials it can hold at once
-    cluster = sweep.cluster_totals(cfg) if args.dry_run and args.address not in (None, "local") else None
-    for line in sweep.describe(cfg, plan, cluster):
+    cluster = cluster_totals(cfg) if args.dry_run and args.address not in (None, "local") else None
+    for line in describe(cfg, plan, cluster):
         _say(line)
     if args.dry_run:
         return 0
     assets.ensure_for(assets.config_tasks(cfg))
-    results = sweep.run(cfg, resume=args.resume, callbacks=[SweepProgress(sweep.num_samples(cfg, plan))])
-    with SweepDir.of(cfg) as where:  # on object storage, the summary and rewinding outputs go up at the end
-        front = sweep_analysis.front(cfg, results)
-        summary = console.write_summary(cfg, results, front)
-        console.print_table(cfg, results, front)
-        if cfg.rewind.enabled and front:
-            from analysis.rewind import parse_alphas
-
-            r = cfg.rewind
-            console.print_rewind(sweep_rewind.rewind_sweep(where, None, r.paths, parse_alphas(r.alphas), r.select,
-                                                           r.tau, r.delta))
-        if cfg.tracking.enabled:
-            from orchestrator.tracking import tracking_uri
-
-            sweep_analysis.log_outputs(cfg, [summary])
-            _say(f"MLflow: {tracking_uri(cfg)} (browse: peft-arena ui {where})")
+    results = tuner.run(cfg, resume=args.resume, callbacks=[SweepProgress(num_samples(cfg, plan))])
+    concluded = conclude.conclude(cfg, results)
+    console.print_table(cfg, results, concluded.front)
+    if concluded.rewound is not None:
+        console.print_rewind(concluded.rewound)
+    if concluded.tracking_uri:
+        _say(f"MLflow: {concluded.tracking_uri} (browse: peft-arena ui {SweepDir.of(cfg)})")
     return 0 if any(has_final_point(r) for r in results) else 1
 
 
 @command("demo", "run the embedded quick sweep end to end and print the table", CONFIG_OPTION, SET)
 def cmd_demo(args: argparse.Namespace) -> int:
     """A fresh sweep each time: an earlier demo's dir is replaced."""
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
 
     SweepDir.of(_load(args)).clear()
     args.resume, args.dry_run, args.address = False, False, None
@@ -211,8 +211,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
          arg("--all-checkpoints", action="store_true", help="geometry of every checkpoint, not only the final"),
          arg("--layer-stride", type=int, default=5, help="activation metrics on every k-th layer"))
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from orchestrator import sweep_analysis
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.results import sweep_analysis
+    from orchestrator.storage.sweep_dir import SweepDir
 
     if args.published:
         model, domain = (args.published.split("/", 1) + [""])[:2]
@@ -225,7 +225,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             result, _ = sweep_analysis.analyze(where, args.budget_factor)
             written = [where.pareto]
             if args.geometry:
-                from orchestrator import sweep_geometry
+                from orchestrator.results import sweep_geometry
 
                 geo = sweep_geometry.analyze(where, args.all_checkpoints, args.layer_stride)
                 written += [where.geometry, where.geometry_section]
@@ -245,8 +245,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 @command("report", "one self-contained HTML report of a sweep", SWEEP_DIR,
          arg("--published", metavar="MODEL/DOMAIN", help="add the paper's points for comparison"))
 def cmd_report(args: argparse.Namespace) -> int:
-    from orchestrator import sweep_analysis
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.results import sweep_analysis
+    from orchestrator.storage.sweep_dir import SweepDir
 
     with SweepDir.open(args.sweep_dir) as where:
         path = sweep_analysis.write_report(where, args.published)
@@ -257,26 +257,24 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 @command("rewind", "path-wise rewinding of a sweep's trials to a better operating point", SWEEP_DIR,
          arg("--trial", action="append", help="trial id (repeatable; default: the front trials)"),
-         arg("--path", action="append", choices=["trajectory", "interp", "layerwise"],
-             help="paths to walk (repeatable; default: trajectory and interp)"),
-         arg("--alphas", default="0:1:0.25", help="START:STOP:STEP or a comma list, in [0, 1]"),
-         arg("--select", default="dominate_final", choices=["max_target", "max_retention", "knee", "dominate_final"]),
-         arg("--tau", type=float, default=0.0, help="max_target: allowed forgetting"),
-         arg("--delta", type=float, default=0.02, help="max_retention: allowed target loss"))
+         arg("--path", dest="paths", action="append", choices=rewinding.PATHS,
+             help=f"paths to walk (repeatable; default: {' and '.join(RewindConfig().paths)})"),
+         arg("--alphas", help=f"{RewindConfig.model_fields['alphas'].description} (default {RewindConfig().alphas})"),
+         arg("--select", choices=rewinding.RULES, help=f"the selection rule (default {RewindConfig().select})"),
+         arg("--tau", type=float, help=f"{RewindConfig.model_fields['tau'].description} (default {RewindConfig().tau:g})"),
+         arg("--delta", type=float,
+             help=f"{RewindConfig.model_fields['delta'].description} (default {RewindConfig().delta:g})"))
 def cmd_rewind(args: argparse.Namespace) -> int:
     """Front trials' (or --trial ones') paths scored on validation, one point picked by --select, scored
     once on test, saved as a checkpoint next to its trial."""
-    from analysis import rewind
-    from orchestrator import console, sweep_rewind
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.cli import console
+    from orchestrator.config import rewind_options
+    from orchestrator.results import sweep_rewind
+    from orchestrator.storage.sweep_dir import SweepDir
 
+    options = rewind_options({k: getattr(args, k) for k in ("paths", "alphas", "select", "tau", "delta")})
     with SweepDir.open(args.sweep_dir) as where:
-        try:
-            alphas = rewind.parse_alphas(args.alphas)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        console.print_rewind(sweep_rewind.rewind_sweep(where, args.trial, args.path or ["trajectory", "interp"], alphas,
-                                                       args.select, args.tau, args.delta))
+        console.print_rewind(sweep_rewind.rewind_sweep(where, args.trial, options))
         return 0
 
 
@@ -289,8 +287,8 @@ def cmd_rewind(args: argparse.Namespace) -> int:
          arg("--merged", action="store_true", help="merged weights + tokenizer instead of an adapter"),
          arg("--force", action="store_true", help="replace a non-empty target folder"))
 def cmd_export(args: argparse.Namespace) -> int:
-    from orchestrator import export
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.results import export
+    from orchestrator.storage.sweep_dir import SweepDir
 
     with SweepDir.open(args.sweep_dir) as where:
         line = "peft-arena " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["export"] else ""
@@ -314,8 +312,8 @@ def cmd_export(args: argparse.Namespace) -> int:
          arg("--merged", action="store_true", help="merged weights instead of an adapter on the base model"))
 def cmd_register(args: argparse.Namespace) -> int:
     """Loads back with `mlflow.transformers.load_model(models:/NAME/VERSION)`."""
-    from orchestrator import export
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.results import export
+    from orchestrator.storage.sweep_dir import SweepDir
 
     with SweepDir.open(args.sweep_dir) as where:
         done = export.register(where, args.trial, args.name, args.step, args.rewound, args.merged)
@@ -327,7 +325,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 @command("doctor", "check this machine: packages, DeepSpeed, GPU, assets, disk, Ray, MLflow",
          arg("--address", help="a Ray cluster to check"), arg("--mlflow", help="an MLflow server URL to check"))
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from orchestrator import doctor
+    from orchestrator.cli import doctor
 
     results = doctor.run_checks(args.address, args.mlflow)
     for status, what, fix in results:
@@ -340,9 +338,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     """Also ends the sweep's run (with its story) when no trial is in flight: the sweep's own end may have
     found MLflow down."""
-    from orchestrator import config, sweep
-    from orchestrator.sweep_dir import Status, SweepDir
-    from orchestrator.tracking import Tracker
+    from orchestrator import config
+    from orchestrator.storage.sweep_dir import Status, SweepDir
+    from orchestrator.sweep.tuner import close_sweep_run, outcome
+    from orchestrator.tracking.mlflow_runs import Tracker
 
     with SweepDir.open(args.sweep_dir) as where:
         cfg = where.load_config()
@@ -352,7 +351,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         tracker = Tracker(cfg)
         tracker.sync_all(results)
         if not any(r["status"] == Status.RUNNING for r in results):  # a sweep whose own end could not reach MLflow
-            sweep.close_sweep_run(cfg, tracker, sweep.outcome(results), results)
+            close_sweep_run(cfg, tracker, outcome(results), results)
         print(f"synced {len(results)} trial results of {cfg.name} to {tracker.uri} (parent run {tracker.parent_id})")
         return 0
 
@@ -367,9 +366,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in their environment."""
     import subprocess
 
-    from orchestrator import tracking, ui
     from orchestrator.process import is_loopback
-    from orchestrator.sweep_dir import SweepDir
+    from orchestrator.storage.sweep_dir import SweepDir
+    from orchestrator.tracking import mlflow_runs, ui
 
     with SweepDir.open(args.sweep_dir) as where:
         cfg = where.load_config()
@@ -377,7 +376,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
             command_line, env, what = ui.study_dashboard(where, args.host, args.port, args.insecure), None, "optuna-dashboard"
         else:
             command_line, env = ui.mlflow_ui(where, args.host, args.port, ui.admin_password(args.password_file), args.insecure)
-            tracking.Tracker(cfg)  # creates the store and experiment if the sweep has not logged yet
+            mlflow_runs.Tracker(cfg)  # creates the store and experiment if the sweep has not logged yet
             what = "MLflow UI"
             if not is_loopback(args.host):
                 print(f"binding to {args.host}: allowed Host headers: "
@@ -402,8 +401,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """In this process, or sharded over a Ray Data actor pool with --pool N (each actor loads the model once)."""
     from evals import sources, suites
-    from orchestrator import assets, console, scoring
+    from orchestrator.cli import console
     from orchestrator.config import ModelConfig
+    from orchestrator.trials import assets, scoring
 
     spec = {"model": ModelConfig(name=args.model, trust_pickle=args.trust_pickle).model_dump(), "checkpoint": args.adapter}
     try:
@@ -428,7 +428,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
          arg("--method", action="append", help="only these methods (repeatable)"), arg("--json", action="store_true"))
 def cmd_budget(args: argparse.Namespace) -> int:
     from methods import budget, registry
-    from orchestrator.console import print_budget
+    from orchestrator.cli.console import print_budget
 
     if args.budget <= 0:
         raise ConfigError(f"--budget: {args.budget:g} must be > 0")
@@ -470,6 +470,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; results written so far are kept", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

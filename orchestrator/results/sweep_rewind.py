@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from analysis import report, rewind
-from methods import interpolate, registry
 from evals import runner
-from orchestrator import checkpoints, models, scoring, sweep_analysis
-from orchestrator.config import ConfigError, SweepConfig
+from methods import interpolate, registry
+from orchestrator.config import ConfigError, RewindConfig, SweepConfig
 from orchestrator.files import atomic_write_bytes, atomic_write_json
-from orchestrator.sweep_dir import SweepDir, TrialDir, has_final_point
+from orchestrator.results import sweep_analysis
+from orchestrator.storage.sweep_dir import SweepDir, TrialDir, has_final_point
+from orchestrator.trials import checkpoints, models, scoring
 
 
 def make_evaluator(cfg: SweepConfig, scored: dict[tuple[str, str], dict[str, Any]] | None = None) -> Any:
@@ -73,23 +74,25 @@ def trial_points(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alp
     return [base_point, final_point] + path_points(cfg, result, kinds, alphas)
 
 
-def rewind_trial(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alphas: list[float], rule: str,
-                 tau: float, delta: float, evaluate: Any = None, points: list[dict] | None = None) -> dict[str, Any]:
+def rewind_trial(cfg: SweepConfig, result: dict[str, Any], how: RewindConfig, evaluate: Any = None,
+                 points: list[dict] | None = None) -> dict[str, Any]:
+    """Score the trial's path points on validation, pick one by `how.select`, score that one on test and
+    save it beside the trial (`rewind.json`, `rewound/<point>`)."""
     evaluate = evaluate or make_evaluator(cfg)
-    points = points or trial_points(cfg, result, kinds, alphas)
+    points = points or trial_points(cfg, result, how.paths, how.alpha_values)
     base_point, final_point = points[0], points[1]
     scored = rewind.score_points(points, evaluate)
     base, final = scored[0], scored[1]
-    chosen = rewind.select(scored[2:] + [final], final, base, rule, tau, delta)  # validation scores only
+    chosen = rewind.select(scored[2:] + [final], final, base, how.select, how.tau, how.delta)  # validation only
     test = evaluate(chosen["spec"], "test")  # the one look at the test split
     last = result["checkpoints"][-1]
     if cfg.eval.split == "test":  # the trial scored its base and final point on the test split already
         test_base, test_final = result["base"], {kind: last[kind] for kind in ("target", "retention")}
     else:
         test_base, test_final = evaluate(base_point["spec"], "test"), evaluate(final_point["spec"], "test")
-    record = {"trial_id": result["trial_id"], "trial_dir": result["trial_dir"], "method": result["method"], "rule": rule,
-              "tau": tau, "delta": delta,
-              "kinds": kinds, "alphas": alphas, "validation_split": "validation",
+    record = {"trial_id": result["trial_id"], "trial_dir": result["trial_dir"], "method": result["method"], "rule": how.select,
+              "tau": how.tau, "delta": how.delta,
+              "kinds": how.paths, "alphas": how.alpha_values, "validation_split": "validation",
               "points": [{k: v for k, v in p.items() if k != "scores"} for p in scored],
               "base": {"target": base["target"], "retention": base["retention"]},
               "final": {"target": final["target"], "retention": final["retention"], "method": result["method"]},
@@ -105,17 +108,16 @@ def rewind_trial(cfg: SweepConfig, result: dict[str, Any], kinds: list[str], alp
 
 
 def log_to_mlflow(cfg: SweepConfig, records: list[dict[str, Any]]) -> None:
-    from orchestrator import tracking
+    from orchestrator.tracking import mlflow_runs
 
     def log(tracker: Any) -> None:
         for record in records:
             tracker.log_rewind(record)
 
-    tracking.best_effort(cfg, "log the rewound points", log)
+    mlflow_runs.best_effort(cfg, "log the rewound points", log)
 
 
-def rewind_sweep(where: SweepDir, trial_ids: list[str] | None, kinds: list[str], alphas: list[float], rule: str,
-                 tau: float, delta: float) -> dict[str, Any]:
+def rewind_sweep(where: SweepDir, trial_ids: list[str] | None, how: RewindConfig) -> dict[str, Any]:
     cfg = where.load_config()
     results = [r for r in where.collect() if has_final_point(r) and r.get("checkpoints")]
     if trial_ids:
@@ -129,10 +131,10 @@ def rewind_sweep(where: SweepDir, trial_ids: list[str] | None, kinds: list[str],
         results = list(distinct.values())
     if not results:
         raise ConfigError("rewind: no completed trial with checkpoints matches")
-    points = {r["trial_id"]: trial_points(cfg, r, kinds, alphas) for r in results}
+    points = {r["trial_id"]: trial_points(cfg, r, how.paths, how.alpha_values) for r in results}
     evaluate = make_evaluator(cfg, score_on_pool(cfg, [p for ps in points.values() for p in ps])
                               if cfg.eval.mode == "pool" else None)
-    records = [rewind_trial(cfg, r, kinds, alphas, rule, tau, delta, evaluate, points[r["trial_id"]]) for r in results]
+    records = [rewind_trial(cfg, r, how, evaluate, points[r["trial_id"]]) for r in results]
     log_to_mlflow(cfg, records)
     summary = {"trials": records, "hypervolume": rewind.hypervolume_before_after(records, records[0]["base"]),
                "test_hypervolume": rewind.test_hypervolume_before_after(records)}

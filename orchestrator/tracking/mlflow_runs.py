@@ -15,15 +15,14 @@ import os
 from pathlib import Path
 import sys
 import time
-import urllib.request
 from typing import Any, Callable
 
 import yaml
 
 from evals import uncertainty
 from orchestrator.config import ConfigError, SweepConfig, digest
-from orchestrator.process import git_commit, is_loopback, package_versions
-from orchestrator.sweep_dir import Status, SweepDir, TrialDir
+from orchestrator.process import git_commit, package_versions
+from orchestrator.storage.sweep_dir import Status, SweepDir, TrialDir
 
 TAG_SWEEP = "peft_arena.sweep"
 TAG_KIND = "peft_arena.kind"  # sweep | trial | base
@@ -334,6 +333,11 @@ def trial_metrics(result: dict[str, Any]) -> list[Any]:
     return metrics
 
 
+def _millis(epoch_s: float | None) -> int | None:
+    """MLflow's timestamps; None (results written before trials recorded wall-clock times) means "now"."""
+    return int(epoch_s * 1000) if epoch_s is not None else None
+
+
 def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
@@ -434,38 +438,3 @@ def best_effort(cfg: SweepConfig, what: str, action: Callable[[Tracker], Any],
         print(f"warning: MLflow: could not {what} ({str(err).splitlines()[0][:160]}); it is kept in {where}; "
               f"run `peft-arena sync {where}` later", file=sys.stderr)
         return None
-
-
-# ----------------------------------------------------------------------------------------------- ui
-
-
-def _millis(epoch_s: float | None) -> int | None:
-    """MLflow's timestamps; None (results written before trials recorded wall-clock times) means "now"."""
-    return int(epoch_s * 1000) if epoch_s is not None else None
-
-
-def server_command(backend_uri: str, artifacts: Any, host: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """`mlflow server` on a store and artifact folder (a sweep's: `SweepDir.mlflow_uri`, `.mlflow_artifact_location`),
-    with the environment to run it in. Loopback unless told otherwise; a wider bind names the Host headers it
-    answers. MLflow's job runner (huey consumers for GenAI judges and prompt optimisation, which no sweep
-    uses) stays off: it is seven more processes per server and two seconds more before the UI answers."""
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-               "--artifacts-destination", str(artifacts), "--host", host, "--port", str(port), "--workers", "1"]
-    if not is_loopback(host):
-        import socket
-
-        command += ["--allowed-hosts", f"{host}:{port},{socket.gethostname()}:{port},localhost:{port},127.0.0.1:{port}"]
-    return command, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-
-
-def wait_healthy(url: str, timeout: float = 120.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310 - loopback URL we built
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"MLflow server at {url} did not become healthy in {timeout:.0f} s")
-

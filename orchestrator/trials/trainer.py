@@ -27,10 +27,11 @@ from torch import nn
 if not torch.cuda.is_available():  # must precede the deepspeed import, or it probes for accelerators
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-from orchestrator import checkpoints, resume  # noqa: E402
 from orchestrator.config import TrainConfig  # noqa: E402
 from orchestrator.process import free_port, rank_and_world  # noqa: E402
-from orchestrator.sweep_dir import Status, TrialDir  # noqa: E402
+from orchestrator.storage.sweep_dir import Status, TrialDir  # noqa: E402
+from orchestrator.trials import checkpoints, resume  # noqa: E402
+
 
 @dataclass
 class TrainResult:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from orchestrator import process, tracking, trial
+from orchestrator import process
 from orchestrator.config import SweepConfig
-from orchestrator.sweep_dir import SweepDir, TrialDir
+from orchestrator.storage.sweep_dir import SweepDir, TrialDir
+from orchestrator.tracking import mlflow_runs
+from orchestrator.trials import trial
 
 # Rank 0 scores the base model and each checkpoint while the other ranks wait in their next collective; on a
 # large suite that is longer than torch's default 30-minute collective timeout, hence a long one.
@@ -26,7 +28,7 @@ COLLECTIVE_TIMEOUT_S = 6 * 3600
 def run_here(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: TrialDir, context: dict[str, Any],
              on_scores: trial.Scores | None = None) -> dict[str, Any]:
     """The trial in this process, streaming into its MLflow run when the sweep tracks live."""
-    live = tracking.LiveRun(cfg) if tracking.live_from_workers(cfg) else None
+    live = mlflow_runs.LiveRun(cfg) if mlflow_runs.live_from_workers(cfg) else None
 
     def scored(step: int, point: dict[str, Any], params: dict[str, Any]) -> None:
         if live is not None:

@@ -10,9 +10,9 @@ from torch import nn
 
 from evals import runner, service, suites, uncertainty
 from evals.sources import cache_dir
-from orchestrator import checkpoints, models
 from orchestrator.config import ConfigError, EvalConfig, ModelConfig, digest
 from orchestrator.files import atomic_write_json
+from orchestrator.trials import checkpoints, models
 
 
 def evaluate(model: nn.Module, tokenizer: Any, cfg: EvalConfig, split: str | None = None) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from methods import interpolate, portable, registry
-from orchestrator import checkpoints, models
 from orchestrator.config import ConfigError, ModelConfig
-from orchestrator.sweep_dir import SweepDir, TrialDir
+from orchestrator.storage.sweep_dir import SweepDir, TrialDir
+from orchestrator.trials import checkpoints, models
 
 
 def _adapter_or_merged(spec: dict[str, Any], merged: bool) -> tuple[Any, Any, str, str, dict[str, Any]]:
@@ -146,11 +146,11 @@ def register(where: SweepDir, trial_id: str, name: str, step: int | None = None,
     Returns the model URI and version."""
     import mlflow
 
-    from orchestrator import tracking
+    from orchestrator.tracking import mlflow_runs
 
     result, spec, card = _point(where, trial_id, step, rewound)
     model, tokenizer, kind, why, meta = _adapter_or_merged(spec, merged)
-    tracker = tracking.Tracker(where.load_config())
+    tracker = mlflow_runs.Tracker(where.load_config())
     run_id = tracker.sync_trial(result)  # the trial's run, complete, before a model hangs under it
     run = tracker.client.get_run(run_id)
     base_dir = models.resolve(ModelConfig(**meta["model"])) if kind == "adapter" else None
@@ -178,7 +178,7 @@ def _loader_requirements(kind: str) -> list[str]:
 def export_front(where: SweepDir, target_root: Path, merged: bool = False, force: bool = False,
                  command: str = "") -> list[dict[str, Any]]:
     """Every trial on the sweep's front (each distinct configuration once), one folder each."""
-    from orchestrator import sweep_analysis
+    from orchestrator.results import sweep_analysis
 
     cfg = where.load_config()
     results = {r["trial_id"]: r for r in where.collect()}
@@ -198,9 +198,9 @@ def _folder(result: dict[str, Any]) -> str:
 
 
 def _track(where: SweepDir, trial_id: str, path: str) -> None:
-    from orchestrator import tracking
+    from orchestrator.tracking import mlflow_runs
 
-    tracking.best_effort(where.load_config(), f"tag the export of {trial_id}",
+    mlflow_runs.best_effort(where.load_config(), f"tag the export of {trial_id}",
                          lambda t: t.tag_trial(trial_id, "peft_arena.export", path))
 
 

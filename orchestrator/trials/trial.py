@@ -16,11 +16,11 @@ from typing import Any, Callable
 
 from evals import sources, suites, uncertainty
 from methods import registry
-from orchestrator import checkpoints, models, regimes, trainer
 from orchestrator.config import ConfigError, SweepConfig, config_hash
 from orchestrator.process import package_versions, peak_rss_mb
-from orchestrator.scoring import HandOff, base_scores, deltas, evaluate
-from orchestrator.sweep_dir import SCHEMA_VERSION, Status, TrialDir, has_final_point
+from orchestrator.storage.sweep_dir import SCHEMA_VERSION, Status, TrialDir, has_final_point
+from orchestrator.trials import checkpoints, models, regimes, trainer
+from orchestrator.trials.scoring import HandOff, base_scores, deltas, evaluate
 
 # where checkpoints are scored, not what: the scores are the same either way, so these stay out of the hash
 EVAL_PLACEMENT = ("mode", "pool_size", "cpus_per_actor", "gpus_per_actor")

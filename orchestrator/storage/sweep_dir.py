@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 from orchestrator.config import ConfigError, SweepConfig, config_hash, uri_scheme
 from orchestrator.files import atomic_write_json, safe_join
-from orchestrator.storage import Store, is_remote, open_store
+from orchestrator.storage.bucket import Store, is_remote, open_store
 
 CONFIG_SNAPSHOT = "sweep_config.json"
 RESULT_FILE = "result.json"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
-from orchestrator.config import OBJECT_STORE_SCHEMES, ConfigError, uri_scheme
+from orchestrator.config import ConfigError, OBJECT_STORE_SCHEMES, uri_scheme
 
 # how long a push or pull keeps retrying a store that does not answer (a restarting server, a network
 # blip) before the trial fails: long enough for an object store's restart, short of hiding an outage

@@ -1,5 +1,5 @@
 """What a person sees in the terminal: a progress bar per trial, the end-of-run table, suite and budget
-tables, rewinding lines; and the sweep's summary JSON that the table is printed from."""
+tables, rewinding lines."""
 from __future__ import annotations
 
 import sys
@@ -11,10 +11,10 @@ from rich.table import Table
 
 from evals import uncertainty
 from methods import registry
-from orchestrator import trial
 from orchestrator.config import SweepConfig
-from orchestrator.files import atomic_write_json
-from orchestrator.sweep_dir import Status, SweepDir, TrialDir
+from orchestrator.results.sweep_analysis import summary_row
+from orchestrator.storage.sweep_dir import Status, SweepDir, TrialDir
+from orchestrator.trials import trial
 
 # Logs and CI are not terminals; give tables room there instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 130)
@@ -33,28 +33,6 @@ def run_with_progress(cfg: SweepConfig, method: str, setting: dict[str, Any], tr
     if result["status"] != Status.COMPLETED:
         console.print(f"[red]trial {trial_dir.trial_id} failed:[/red] {result.get('failure_reason')}")
     return result
-
-
-def _row(result: dict[str, Any]) -> dict[str, Any]:
-    final = result.get("final", {})
-    base = result.get("base", {})
-    return {"trial": result["trial_id"], "method": result["method"], "status": result["status"],
-            "regime": result.get("config", {}).get("train", {}).get("regime", "sft"),
-            "setting": registry.get(result["method"]).display(result.get("setting")),
-            "trainable_params": result.get("params", {}).get("trainable"),
-            "target_base": base.get("target", {}).get("score"), "target": final.get("target"),
-            "retention_base": base.get("retention", {}).get("score"), "retention": final.get("retention"),
-            "gain": final.get("gain"), "forgetting": final.get("forgetting"),
-            "gain_ci": final.get("gain_ci"), "forgetting_ci": final.get("forgetting_ci"),
-            "train_s": result["timings"].get("train_s"), "duplicate_of": result.get("duplicate_of"),
-            "result": str(TrialDir(result["trial_dir"]).result_path)}
-
-
-def write_summary(cfg: SweepConfig, results: list[dict[str, Any]], front: list[str] | None = None) -> Any:
-    path = SweepDir.of(cfg).summary
-    rows = [_row(r) | {"on_front": r["trial_id"] in (front or [])} for r in results]
-    atomic_write_json(path, {"name": cfg.name, "config": cfg.model_dump(), "front": front or [], "trials": rows})
-    return path
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -84,7 +62,7 @@ def results_table(cfg: SweepConfig, results: list[dict[str, Any]], front: list[s
     base-model scores, shared by every row, go in the caption. Fits an 80-column terminal: below 100
     columns the finetuned target and retention scores (base + gain, base - forgetting) are left to the
     caption's arithmetic so that every estimate keeps its interval."""
-    rows = [r for r in map(_row, results) if not r["duplicate_of"]]
+    rows = [r for r in map(summary_row, results) if not r["duplicate_of"]]
     base = next((r for r in rows if r["target_base"] is not None), None)
     show_status = any(r["status"] != Status.COMPLETED for r in rows)  # failed, or stopped early
     show_regime = len({r["regime"] for r in rows}) > 1  # SFT and GRPO trials on one frontier

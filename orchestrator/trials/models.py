@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from orchestrator.assets import ALIASES, ensure_packaged
 from orchestrator.config import ConfigError, ModelConfig
+from orchestrator.trials.assets import ALIASES, ensure_packaged
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 

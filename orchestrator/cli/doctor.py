@@ -30,7 +30,7 @@ def _accelerator() -> Check:
 
 def _deepspeed() -> Check:
     try:
-        from orchestrator import trainer  # noqa: F401 - sets DS_ACCELERATOR before deepspeed loads
+        from orchestrator.trials import trainer  # noqa: F401 - sets DS_ACCELERATOR before deepspeed loads
         from deepspeed.accelerator import get_accelerator
 
         return "OK", f"DeepSpeed accelerator: {get_accelerator().device_name()}", ""
@@ -40,7 +40,7 @@ def _deepspeed() -> Check:
 
 def _assets() -> Check:
     from evals.sources import cache_dir
-    from orchestrator import assets
+    from orchestrator.trials import assets
 
     missing = assets.missing()
     if missing:
@@ -61,7 +61,7 @@ def _ray(address: str | None) -> Check:
     if not address or address == "local":
         return "OK", "Ray: a private local cluster is started per sweep", ""
     from orchestrator.config import ConfigError
-    from orchestrator.sweep import probe
+    from orchestrator.sweep.placement import probe
 
     try:
         probe(address)

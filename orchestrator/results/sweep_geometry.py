@@ -15,10 +15,10 @@ import torch
 
 from analysis import activations, correlate, report, spectral
 from evals import scorers, suites
-from orchestrator import checkpoints, models
 from orchestrator.config import ConfigError, ModelConfig, SweepConfig
 from orchestrator.files import atomic_write_bytes, atomic_write_json
-from orchestrator.sweep_dir import SweepDir, has_final_point
+from orchestrator.storage.sweep_dir import SweepDir, has_final_point
+from orchestrator.trials import checkpoints, models
 
 _SVD_CACHE: dict[tuple[str, str], spectral.BaseSVD] = {}  # (base fingerprint, weight) -> SVD, across trials
 SCALARS = ("retention_mean", "retention_rel", "adaptation_mean", "retention_fluctuation", "adaptation_fluctuation",

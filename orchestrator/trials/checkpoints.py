@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from methods import registry
-from orchestrator import models
 from orchestrator.config import ModelConfig
 from orchestrator.files import atomic_write_bytes, atomic_write_json, sha256_file
-from orchestrator.sweep_dir import TrialDir
+from orchestrator.storage.sweep_dir import TrialDir
+from orchestrator.trials import models
 
 WEIGHTS_FILE = "adapter.safetensors"
 META_FILE = "checkpoint.json"
