@@ -32,15 +32,28 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
     """Runs inside a Ray worker: one trial (here, or on its Ray Train workers), reporting each checkpoint's
     objectives as it is scored (what early stopping reads; one-worker trials) and then every objective of
     the finished trial (what OptunaSearch records)."""
+    from ray import tune
+
+    cfg = SweepConfig.model_validate(sweep)
+    plan = make_plan(cfg)
+    sweep_dir = SweepDir.of(cfg).for_trial()  # on object storage: a temp mirror of this trial's own
+    try:
+        result, labels = _train(cfg, params, plan, sweep_dir)
+    finally:  # each write uploaded what it wrote: the mirror goes however the trial ended (failed, stopped)
+        sweep_dir.release()
+    report = {name: value for name, value in sweep_analysis.objective_values(result).items() if value is not None}
+    tune.report({**report, **labels})
+
+
+def _train(cfg: SweepConfig, params: dict[str, Any], plan: Plan, sweep_dir: SweepDir) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The trial's final result (a finished duplicate's, or one trained here or on Ray Train workers) and
+    the labels its reports carry; a trial with no final point raises, so Tune retries it."""
     import ray
     from ray import tune
 
     from orchestrator.sweep.early_stop import STEP_KEY, checkpoint_objectives
 
-    cfg = SweepConfig.model_validate(sweep)
-    plan = make_plan(cfg)
     method, setting, trial_cfg, budget_label = decode(params, plan, cfg)
-    sweep_dir = SweepDir.of(cfg).for_trial()  # on object storage: a temp mirror of this trial's own
     trial_dir = sweep_dir.trial(tune.get_context().get_trial_id())
     trial_dir.fetch()  # a retried trial (maybe on another node) continues from what it uploaded
     where = {"node_id": ray.get_runtime_context().get_node_id(), "budget": budget_label}
@@ -61,9 +74,7 @@ def _trainable(params: dict[str, Any], sweep: dict[str, Any]) -> None:
         result = workers.run_here(trial_cfg, method, setting, trial_dir, where, report_checkpoint)
     if not has_final_point(result):  # Tune retries up to failure.max_failures, then records the error
         raise RuntimeError(f"trial {trial_dir.trial_id} failed: {result.get('failure_reason')}")
-    sweep_dir.release()  # every file of the trial is in the store (write_result uploaded them)
-    report = {name: value for name, value in sweep_analysis.objective_values(result).items() if value is not None}
-    tune.report({**report, **labels})
+    return result, labels
 
 
 def make_scheduler(cfg: SweepConfig, plan: Plan) -> Any:
