@@ -83,7 +83,10 @@ def _read_task_yaml(name_or_path: str) -> dict[str, Any]:
         raise TaskError(f"task {path.name}: must be a mapping of fields")
     data["_dir"] = str(path.parent)
     if "base" in data:  # inherit every field of another task, override what this one sets
-        data = {**_read_task_yaml(data["base"]), **{k: v for k, v in data.items() if k != "base"}}
+        base = data["base"]
+        if isinstance(base, str) and base.endswith((".yaml", ".yml")):  # a path is relative to this YAML
+            base = str(path.parent / Path(base).expanduser())
+        data = {**_read_task_yaml(base), **{k: v for k, v in data.items() if k != "base"}}
     return data
 
 

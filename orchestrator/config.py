@@ -539,14 +539,90 @@ def rewind_options(options: dict[str, Any]) -> RewindConfig:
         raise ConfigError(f"--{_format_validation_error(err)}") from None
 
 
+# the fields that name tasks: a task or suite name, or a path to a task YAML (lists: each entry)
+TASK_FIELDS = (("train", "task"), ("eval", "target_suite"), ("eval", "retention_suite"))
+
+
+def _is_task_path(ref: Any) -> bool:
+    return isinstance(ref, str) and ref.endswith((".yaml", ".yml"))
+
+
+def anchor_task_paths(data: dict[str, Any], anchors: dict[tuple[str, str], tuple[Path, str]]) -> dict[str, Any]:
+    """Task YAML paths made absolute, each against the file or folder that names it (`anchors`: per field,
+    that folder and how to say it), once, at load: a Ray worker runs in another working directory, and
+    the config travels to it as data. A path that does not exist is refused here, naming what it was
+    relative to."""
+    for section, key in TASK_FIELDS:
+        node = data.get(section)
+        if not isinstance(node, dict) or key not in node:
+            continue
+        base, said = anchors[(section, key)]
+        refs = node[key] if isinstance(node[key], list) else [node[key]]
+        anchored = []
+        for ref in refs:
+            if _is_task_path(ref):
+                path = (base / Path(ref).expanduser()).resolve()
+                if not path.is_file():
+                    raise ConfigError(f"{section}.{key}: {ref!r} does not exist (relative to {said}); allowed: a "
+                                      "task or suite name, or the path of a task YAML")
+                ref = str(path)
+            anchored.append(ref)
+        node[key] = anchored if isinstance(node[key], list) else anchored[0]
+    return data
+
+
 def load(ref: str | Path, overrides: list[str] | None = None) -> SweepConfig:
-    """A config from a YAML path or a shipped config's name, with `--set` overrides, validated."""
-    return validate(apply_overrides(read_yaml(ref), overrides or []))
+    """A config from a YAML path or a shipped config's name, with `--set` overrides, validated. Task paths
+    in the file are relative to the file; those given with `--set`, to the current directory."""
+    path = config_path(ref)
+    overrides = overrides or []
+    overridden = {tuple(parse_override(text)[0]) for text in overrides}
+    anchors = {field: (Path.cwd(), "the current directory") if field in overridden else
+               (path.resolve().parent, str(path)) for field in TASK_FIELDS}
+    return validate(anchor_task_paths(apply_overrides(read_yaml(path), overrides), anchors))
 
 
-def init_config(name: str, source: str = "quick", force: bool = False) -> Path:
+TASK_SKELETON = """\
+# Your own task. Its items are the lines of {name}.jsonl beside this file, one JSON object each: replace
+# the examples with your data. Items are split 60/20/20 into train / validation / test by a hash of each
+# item's first field (`source.key` names another): SFT trains on train, sweeps score test, rewinding
+# selects on validation. Paths here are relative to this file.
+name: {name}
+source: {{kind: jsonl, path: {name}.jsonl}}
+prompt: "Question: {{{{ question }}}}\\nAnswer:"   # Jinja over an item's fields
+answer: " {{{{ answer }}}}"                      # what SFT trains on and a perfect reply writes
+# generate_exact_match: a greedy reply, cut at a stop string, is a hit when its first line equals the answer
+# (case, spaces and punctuation ignored; a numeric answer is compared with the reply's final number).
+# answer_nll scores the answer's per-token probability instead (smoother on few items).
+scorer: generate_exact_match
+metric: exact_match
+stop: ["\\n"]
+max_new_tokens: 16
+n_items: 200
+"""
+TASK_EXAMPLES = [{"question": f"What is the capital of {country}?", "answer": city} for country, city in (
+    ("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"), ("Peru", "Lima"),
+    ("Egypt", "Cairo"), ("Kenya", "Nairobi"), ("Chile", "Santiago"), ("Greece", "Athens"), ("Norway", "Oslo"))]
+
+
+def init_task(name: str, folder: Path, force: bool = False) -> tuple[Path, Path]:
+    """A task YAML skeleton and an example JSONL of its items in `folder`, for the user to fill."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ConfigError(f"init --task: {name!r}; allowed: a name of letters, digits, '_' and '-'")
+    task, data = folder / f"{name}.yaml", folder / f"{name}.jsonl"
+    for path in (task, data):
+        if path.exists() and not force:
+            raise ConfigError(f"init --task: {path} already exists; allowed: another name, or --force to replace it")
+    folder.mkdir(parents=True, exist_ok=True)
+    data.write_text("".join(json.dumps(item) + "\n" for item in TASK_EXAMPLES))
+    task.write_text(TASK_SKELETON.format(name=name))
+    return task, data
+
+
+def init_config(name: str, source: str = "quick", force: bool = False, task: str | None = None) -> Path:
     """Write a shipped config to NAME.yaml (or to the path NAME) for the user to edit: comments kept,
-    `name:` set to the new name. An existing file is kept unless `force`."""
+    `name:` set to the new name. With `task`, also that task's skeleton beside it (`init_task`), which the
+    config trains on and targets. An existing file is kept unless `force`."""
     target = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml").expanduser()
     sweep_name = target.stem
     if not re.fullmatch(r"[A-Za-z0-9._-]+", sweep_name):
@@ -556,7 +632,11 @@ def init_config(name: str, source: str = "quick", force: bool = False) -> Path:
     if target.exists() and not force:
         raise ConfigError(f"init: {target} already exists; allowed: another name, or --force to replace it")
     text = re.sub(r"^name:.*$", f"name: {sweep_name}", shipped_configs()[source].read_text(), count=1, flags=re.M)
-    validate(apply_overrides(yaml.safe_load(text), []))  # what we write always loads
+    if task is not None:
+        init_task(task, target.parent, force)
+        text = re.sub(r"^(  task:) .*$", rf"\1 {task}.yaml", text, count=1, flags=re.M)
+        text = re.sub(r"^(  target_suite:) .*$", rf"\1 [{task}.yaml]", text, count=1, flags=re.M)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
+    load(target)  # what we write always loads
     return target

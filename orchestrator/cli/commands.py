@@ -108,11 +108,13 @@ def cmd_configs(args: argparse.Namespace) -> int:
 @command("init", "write a sweep config to edit, copied from a shipped one",
          arg("name", help="the new config's name; written to NAME.yaml here (or to the path given)"),
          arg("--from", dest="source", default=DEFAULT_CONFIG, help="the shipped config to start from"),
+         arg("--task", metavar="TASK", help="also write TASK.yaml and TASK.jsonl (your own data) beside it, "
+             "which the config then trains on and targets"),
          arg("--force", action="store_true", help="replace an existing file"))
 def cmd_init(args: argparse.Namespace) -> int:
     from orchestrator import config
 
-    target = config.init_config(args.name, args.source, args.force)
+    target = config.init_config(args.name, args.source, args.force, args.task)
     print(f"wrote {target}; edit it, then: peft-arena sweep {target} --dry-run")
     return 0
 
@@ -180,7 +182,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     assets.ensure_for(assets.config_tasks(cfg))
-    results = tuner.run(cfg, resume=args.resume, callbacks=[SweepProgress(num_samples(cfg, plan))])
+    finished = [r["trial_id"] for r in SweepDir.of(cfg).collect() if has_final_point(r)] if args.resume else []
+    results = tuner.run(cfg, resume=args.resume, callbacks=[SweepProgress(num_samples(cfg, plan), finished)])
     concluded = conclude.conclude(cfg, results)
     console.print_table(cfg, results, concluded.front)
     if concluded.rewound is not None:

@@ -10,27 +10,34 @@ from ray.tune import Callback
 
 
 class SweepProgress(Callback):
-    def __init__(self, total: int) -> None:
+    """Counts trials by id, not by event: Tune starts a retried trial again (one trial, not two running),
+    and a resumed sweep never reports the trials that finished before it was interrupted (`finished`)."""
+
+    def __init__(self, total: int, finished: list[str] | None = None) -> None:
         self.total = total
-        self.running = self.done = self.failed = 0
+        self.running: set[str] = set()
+        self.done: set[str] = set(finished or [])
+        self.failed: set[str] = set()
 
     def _line(self, text: str) -> None:
         from orchestrator.cli.console import console
 
-        console.print(f"[{self.done} done, {self.running} running, {self.failed} failed / {self.total}] {text}",
-                      highlight=False, markup=False, soft_wrap=True)
+        console.print(f"[{len(self.done)} done, {len(self.running)} running, {len(self.failed)} failed / "
+                      f"{self.total}] {text}", highlight=False, markup=False, soft_wrap=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running += 1
+        self.running.add(trial.trial_id)
         self._line(f"started {trial.trial_id}: {trial.config.get('method')}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running, self.done = self.running - 1, self.done + 1
+        self.running.discard(trial.trial_id)
+        self.done.add(trial.trial_id)
         last = trial.last_result or {}
         self._line(f"finished {trial.trial_id} {last.get('method')} {last.get('setting', '')}: "
                    f"gain {last.get('target_gain', float('nan')):+.3f}, "
                    f"forgetting {last.get('forgetting', float('nan')):+.3f}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running, self.failed = self.running - 1, self.failed + 1
+        self.running.discard(trial.trial_id)
+        self.failed.add(trial.trial_id)
         self._line(f"failed {trial.trial_id} after its retries")

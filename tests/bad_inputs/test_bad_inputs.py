@@ -33,6 +33,12 @@ CONFIG_CASES = [
     ("python-tag", "name: !!python/object/apply:os.system ['echo hi']\n", [], "not valid YAML"),
     ("unknown-section", patched(optimiser={"lr": 1}), [], "optimiser: unknown key"),
     ("unknown-nested-key", patched(train={"stpes": 3}), [], "train.stpes: unknown key"),
+    ("task-path-missing", patched(train={"task": "mine/capitals.yaml"}), [],
+     "train.task: 'mine/capitals.yaml' does not exist (relative to {config})"),
+    ("suite-path-missing-absolute", patched(eval={"target_suite": ["/nowhere/capitals.yaml"]}), [],
+     "eval.target_suite: '/nowhere/capitals.yaml' does not exist"),
+    ("set-task-path-missing", patched(), ["--set", "eval.retention_suite=[mine.yaml]"],
+     "eval.retention_suite: 'mine.yaml' does not exist (relative to the current directory)"),
     ("steps-wrong-type", patched(train={"steps": "ten"}), [], "train.steps"),
     ("steps-negative", patched(train={"steps": -5}), [], "train.steps"),
     ("steps-zero", patched(train={"steps": 0}), [], "train.steps"),
@@ -105,6 +111,7 @@ def test_config_mistakes(tmp_path, capsys, case_id, config, extra, expected):
             *extra]
     assert commands.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
+    expected = expected.format(config=path)
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
     assert not (tmp_path / "out").exists()
 

@@ -61,3 +61,39 @@ def test_a_sweep_of_both_regimes_says_which_each_row_trained_with():
     screen = Console(width=100, record=True, file=io.StringIO())
     screen.print(console.results_table(config.load("quick"), RESULTS))
     assert " sft" not in screen.export_text()  # one regime: not repeated on every row
+
+
+def _progress_lines(monkeypatch) -> list[str]:
+    lines: list[str] = []
+    monkeypatch.setattr(console.console, "print", lambda text, **kw: lines.append(text))
+    return lines
+
+
+def test_progress_counts_trials_not_events_a_retry_starting_again(monkeypatch):
+    from types import SimpleNamespace
+
+    from orchestrator.cli.progress import SweepProgress
+
+    lines = _progress_lines(monkeypatch)
+    progress = SweepProgress(total=2)
+    first, second = (SimpleNamespace(trial_id=t, config={"method": "lora"}, last_result={}) for t in ("t1", "t2"))
+    progress.on_trial_start(0, [], first)
+    progress.on_trial_start(0, [], second)
+    progress.on_trial_recover(0, [], second)  # a worker died: Tune retries the trial
+    progress.on_trial_start(0, [], second)
+    progress.on_trial_error(0, [], second)
+    progress.on_trial_complete(0, [], first)
+    assert lines[-2].startswith("[0 done, 1 running, 1 failed / 2] failed t2")
+    assert lines[-1].startswith("[1 done, 0 running, 1 failed / 2] finished t1")
+
+
+def test_a_resumed_sweep_counts_the_trials_finished_before_it(monkeypatch):
+    from types import SimpleNamespace
+
+    from orchestrator.cli.progress import SweepProgress
+
+    lines = _progress_lines(monkeypatch)
+    progress = SweepProgress(total=3, finished=["t1", "t2"])
+    progress.on_trial_start(0, [], SimpleNamespace(trial_id="t3", config={"method": "oft"}, last_result={}))
+    progress.on_trial_complete(0, [], SimpleNamespace(trial_id="t3", config={}, last_result={}))
+    assert lines[-1].startswith("[3 done, 0 running, 0 failed / 3]")

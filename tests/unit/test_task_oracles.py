@@ -165,3 +165,22 @@ def test_the_papers_training_set_trains_on_every_row_and_rewards_its_ground_trut
     for (_, accepted), item in zip(suites.rl_prompts(task, tiny_tokenizer, 10), items):
         assert accepted == [item["reward_model"]["ground_truth"]]
         assert reward(item["extra_info"]["answer"], accepted) == 1.0 and reward("so \\boxed{7}", accepted) == 0.0
+
+
+def test_the_task_skeleton_init_writes_loads_and_scores_its_own_answers(tmp_path, monkeypatch):
+    """`peft-arena init NAME --task TASK`: the user's task beside the config, which trains on and targets
+    it, and whose items score a perfect reply 1 and another item's answer 0, like every shipped task."""
+    from orchestrator import config
+
+    monkeypatch.chdir(tmp_path)
+    target = config.init_config(str(tmp_path / "project" / "mine"), task="capitals")
+    cfg = config.load(target)
+    assert cfg.train.task == str(tmp_path / "project" / "capitals.yaml") == cfg.eval.target_suite[0]
+    task = suites.load_task(cfg.train.task)
+    items = suites.select_items(task, "all", task.n_items)
+    assert len(items) == len(config.TASK_EXAMPLES)
+    perfect = [task.render(task.answer, it) for it in items]
+    for i, item in enumerate(items):
+        refs = suites.references(task, item)
+        assert scorers.exact_match_item(perfect[i], refs, task.match, task.stop)["hit"] == 1
+        assert scorers.exact_match_item(perfect[i - 1], refs, task.match, task.stop)["hit"] == 0
