@@ -390,7 +390,11 @@ class SweepConfig(_Strict):
         if uri_scheme(named) in OBJECT_STORE_SCHEMES:
             self.__dict__["output_dir"] = named.rstrip("/")
         else:
-            self.__dict__["output_dir"] = str(Path(named.removeprefix("file://")).expanduser().resolve())
+            path = Path(named.removeprefix("file://")).expanduser().resolve()
+            blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+            if blocker is not None and not blocker.is_dir():  # refused now, not by a trial's first write
+                raise ValueError(f"output_dir = {named!r}: {blocker} is a file; allowed: a directory to create or reuse")
+            self.__dict__["output_dir"] = str(path)
         return self
 
     @model_validator(mode="after")

@@ -134,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from methods import registry
     from orchestrator import config
     from orchestrator.cli import console
+    from orchestrator.results import sweep_analysis
     from orchestrator.storage.sweep_dir import Status, SweepDir, trial_name
     from orchestrator.trials import assets
 
@@ -149,8 +150,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(str(err)) from None
     where = SweepDir.of(cfg)
     where.check()
+    where.claim(cfg, resume=None)  # a sweep dir of its runs: export, analyze, report, rewind and ui read it
     assets.ensure_for(assets.config_tasks(cfg))
     result = console.run_with_progress(cfg, method, setting, where.trial(trial_name(method, setting)))
+    with where:
+        results = where.collect()
+        sweep_analysis.write_summary(cfg, results, sweep_analysis.front(cfg, results))
     console.print_table(cfg, [result])
     return 0 if result["status"] == Status.COMPLETED else 1
 

@@ -383,20 +383,21 @@ class SweepDir:
                               "allowed: a dir made by `peft-arena sweep`")
         return SweepConfig.model_validate(snapshot["config"])
 
-    def claim(self, cfg: SweepConfig, resume: bool, write: bool = True) -> None:
+    def claim(self, cfg: SweepConfig, resume: bool | None, write: bool = True) -> None:
         """A sweep dir belongs to one config: resuming it with another is refused, and so is silently
-        starting over in a dir that already holds a sweep. `write=False` only checks."""
+        starting over in a dir that already holds a sweep. `resume=None` (single runs, which add trials
+        to their dir run by run): continue a dir of this config, or start one. `write=False` only checks."""
         digest = config_hash(cfg.model_dump())
         if self.store is not None:
             self.store.pull_file(self.config_snapshot)
         recorded = _read_json(self.config_snapshot) if self.config_snapshot.is_file() else None
         if recorded is not None:
-            if not resume:
+            if resume is False:
                 raise ConfigError(f"output_dir: {self.root} already holds sweep {recorded['name']!r}; "
                                   "pass --resume to continue it, or choose another name/output_dir")
             if recorded["hash"] != digest:
-                raise ConfigError(f"--resume: {self.root} belongs to another config (hash {recorded['hash']}, "
-                                  f"this one {digest}); allowed: the config it was started with")
+                raise ConfigError(f"output_dir: {self.root} belongs to another config (hash {recorded['hash']}, "
+                                  f"this one {digest}); allowed: the config it was started with, or another output_dir")
         elif resume:
             raise ConfigError(f"--resume: {self.root} holds no sweep to resume")
         elif write:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 import torch
 
 from evals import uncertainty
@@ -72,3 +73,22 @@ def test_rerun_returns_the_completed_result_and_resume_continues_from_the_last_g
     assert [r["step"] for r in resumed["train_log"]] == [1, 2, 3, 4, 5, 6]
     # the same data order and LR schedule: the resumed steps see the same learning rates as the full run
     assert [r["lr"] for r in resumed["train_log"]] == [r["lr"] for r in full["train_log"]]
+
+
+def test_a_single_run_is_a_sweep_dir_that_every_command_reads(tmp_path, tiny_model_dir, isolated_cache, capsys):
+    """`peft-arena run` writes the summary it names, and its output dir is a sweep dir of its runs: a second
+    run adds its trial there, and analyze, report and export read it as they read a sweep's."""
+    from orchestrator.cli import commands
+
+    path = tmp_path / "single.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_model_dir, tmp_path / "single")))
+    for setting in ("r=2", "r=3"):
+        assert commands.main(["run", str(path), "--method", "lora", "--setting", setting]) == 0
+    where = SweepDir(tmp_path / "single")
+    summary = json.loads(where.summary.read_text())
+    assert sorted(row["trial"] for row in summary["trials"]) == ["lora-r2", "lora-r3"] and summary["front"]
+    assert f"summary: {where.summary}" in capsys.readouterr().out
+    for argv in (["analyze", str(where.root)], ["report", str(where.root)],
+                 ["export", str(where.root), "lora-r2", "--to", str(tmp_path / "adapter")]):
+        assert commands.main(argv) == 0, argv
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file() and where.report.is_file()
