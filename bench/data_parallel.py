@@ -24,7 +24,7 @@ GOAL = 0.8
 
 
 def _rank(config: dict[str, Any]) -> None:
-    """One rank: the default model, wrapped, trained by orchestrator.trainer; rank 0 writes what it saw."""
+    """One rank: the default model, wrapped, trained by orchestrator.trials.trainer; rank 0 writes what it saw."""
     import torch
 
     from bench.training_throughput import data

@@ -2,7 +2,7 @@
 
 Sources: reasoning-gym generators (seeded), BIG-bench task.json files and SQuAD-shifts Wikipedia
 paragraphs extracted from the `bigbench` sdist into the cache (by `peft-arena assets`, or before a run
-starts: orchestrator.assets; the sdist is never pip-installed, it pulls TensorFlow), local JSONL files, and
+starts: orchestrator.trials.assets; the sdist is never pip-installed, it pulls TensorFlow), local JSONL files, and
 Hugging Face `datasets`. Every source returns plain dicts; splits are deterministic and disjoint.
 """
 from __future__ import annotations

@@ -347,7 +347,7 @@ class TrackingConfig(_Strict):
         raise ValueError(f"allowed: {', '.join(allowed)} (the ./mlruns file store is deprecated)")
 
 
-# output_dir may name object storage (orchestrator.storage): these schemes, as pyarrow's filesystems spell them
+# output_dir may name object storage (orchestrator.storage.bucket): these schemes, as pyarrow's filesystems spell them
 OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")
 
 

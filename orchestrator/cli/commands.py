@@ -372,8 +372,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     """Beyond loopback the MLflow UI asks for a login (user `admin`); trials logging to it then need
     MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in their environment."""
-    import subprocess
-
     from orchestrator.process import is_loopback
     from orchestrator.storage.sweep_dir import SweepDir
     from orchestrator.tracking import mlflow_runs, ui
@@ -382,7 +380,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         cfg = where.load_config()
         if args.study:
             command_line, env, what = ui.study_dashboard(where, args.host, args.port, args.insecure), None, "optuna-dashboard"
+            ready = "/api/studies"
         else:
+            ready = "/health"
             command_line, env = ui.mlflow_ui(where, args.host, args.port, ui.admin_password(args.password_file), args.insecure)
             mlflow_runs.Tracker(cfg)  # creates the store and experiment if the sweep has not logged yet
             what = "MLflow UI"
@@ -394,8 +394,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         elif not is_loopback(args.host):
             print(f"{what} on {args.host}: log in as user admin")
-        print(f"{what} for sweep {cfg.name}: http://{args.host}:{args.port}  (Ctrl-C to stop)")
-        return subprocess.call(command_line, env=env)
+        local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # where this machine reaches it
+        return ui.serve(command_line, env, f"http://{local}:{args.port}", ready, lambda: print(
+            f"{what} for sweep {cfg.name}: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True))
 
 
 @command("eval", "score a model or a checkpoint on a suite",

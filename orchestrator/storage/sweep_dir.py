@@ -13,7 +13,7 @@
   analysis/                  pareto.json, figures/, geometry.json|html, rewind.json|html
   trials/<trial id>/
     result.json              the trial's result (written atomically, partial while it runs)
-    checkpoints/step_NNNNNN/ one checkpoint along the trajectory (its files: orchestrator.checkpoints)
+    checkpoints/step_NNNNNN/ one checkpoint along the trajectory (its files: orchestrator.trials.checkpoints)
     rewind.json              the trial's rewinding record
     rewound/<point>/         the chosen rewound point, as a checkpoint
 ```
@@ -21,7 +21,7 @@ Other modules ask a `SweepDir` or `TrialDir` for a path; none joins these names 
 that), so the layout can change in this file alone.
 
 An output_dir may be a URI (s3://, gs://, ...): the sweep dir then lives on object storage and every
-process works on a local mirror of it (`orchestrator.storage`). `root` is always a local folder; a
+process works on a local mirror of it (`orchestrator.storage.bucket`). `root` is always a local folder; a
 remote sweep dir pulls what it reads (`collect`, `read_result`, `open`) and pushes what it writes
 (`write_result`, `claim`, `publish`).
 """

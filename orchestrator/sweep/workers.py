@@ -1,7 +1,7 @@
 """Where a trial's training runs: in the Tune trial's own process (one worker), or on several data-parallel
 ranks, each a Ray Train (V2) worker, started by the Tune trial (`resources.workers_per_trial` > 1).
 
-Every rank runs the same DeepSpeed loop on its shard of each global batch (orchestrator.trainer). Rank 0 runs
+Every rank runs the same DeepSpeed loop on its shard of each global batch (orchestrator.trials.trainer). Rank 0 runs
 the whole trial (base scores, each checkpoint scored, the result JSON, live tracking) exactly as a one-worker
 trial does; ranks > 0 only train (`trial.replica`). So checkpoints, results and MLflow runs are the same
 whatever the world size. A worker that dies makes Ray Train restart the worker group (`failure.max_failures`

@@ -3,6 +3,7 @@ and the wait until it answers. The UI (`ui.py`) and the tests that need a live s
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 import urllib.request
@@ -25,13 +26,17 @@ def server_command(backend_uri: str, artifacts: Any, host: str, port: int) -> tu
     return command, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
-def wait_healthy(url: str, timeout: float = 120.0) -> None:
+def wait_healthy(url: str, timeout: float = 120.0, path: str = "/health", alive: subprocess.Popen | None = None) -> None:
+    """Until `url + path` answers 200 (MLflow's /health by default); a server process `alive` that ends
+    first fails at once with its exit code instead of waiting out the timeout."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if alive is not None and alive.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited with code {alive.returncode} before it answered")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310 - loopback URL we built
+            with urllib.request.urlopen(f"{url}{path}", timeout=2) as response:  # noqa: S310 - loopback URL we built
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    raise TimeoutError(f"MLflow server at {url} did not become healthy in {timeout:.0f} s")
+    raise TimeoutError(f"the server at {url} did not answer {path} in {timeout:.0f} s")

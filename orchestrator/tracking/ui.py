@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from orchestrator.config import ConfigError
 from orchestrator.process import is_loopback
@@ -65,3 +69,60 @@ def study_dashboard(where: SweepDir, host: str, port: int, insecure: bool) -> li
     if program is None:
         raise ConfigError("--study: optuna-dashboard is not installed; allowed: pip install optuna-dashboard")
     return [program, where.optuna_url, "--host", host, "--port", str(port)]
+
+
+class _Stop(Exception):
+    """SIGINT or SIGTERM reached `serve`: stop the server and return."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop(signum)
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the server's whole process group, then SIGKILL to whatever is left of it after `grace`:
+    a server's workers (gunicorn's, uvicorn's) share its group, and one that ignores SIGTERM would keep the
+    port and hang its clients after the server itself has gone."""
+    def group_alive() -> bool:
+        proc.poll()  # reap the server itself once it has exited: a zombie still counts as a member
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.time() + grace
+    while time.time() < deadline and group_alive():
+        time.sleep(0.2)
+    if group_alive():
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def serve(command: list[str], env: dict[str, str] | None, url: str, ready_path: str, on_ready: Callable[[], None]) -> int:
+    """Run a UI server in a process group of its own until it ends, or until this process gets SIGINT
+    (Ctrl-C) or SIGTERM; either way the server and every process it started are stopped, so the port is
+    free again. `on_ready` runs once the server answers `ready_path` (the URL is printed then, not before)."""
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    proc = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        try:
+            server.wait_healthy(url, timeout=300, path=ready_path, alive=proc)
+        except RuntimeError as err:  # it ended on its own: most often, the port was taken
+            raise ConfigError(f"--port: {err}; allowed: a free port") from None
+        on_ready()
+        return proc.wait()
+    except _Stop as stop:
+        return 128 + stop.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _stop_group(proc)

@@ -5,10 +5,10 @@ that vouches for them (`checkpoint.json`: step, loss, lr, method, setting, base 
 and the weights' sha256). Weights are written first and the JSON last, so a crash mid-save leaves a
 checkpoint that loading rejects, never a silent one. A rewound point is a checkpoint plus `point.json`,
 the scales (alpha, path, per-layer factors) that turn its adapter into the chosen model. A checkpoint
-may also hold the state an exact resume needs (`resume.safetensors` + `resume.json`, orchestrator.resume):
+may also hold the state an exact resume needs (`resume.safetensors` + `resume.json`, orchestrator.trials.resume):
 optimizer moments and step, RNG and data state; vouched for by its own JSON, written last.
 
-Where checkpoint dirs live in a sweep is `orchestrator.sweep_dir`'s business; this module owns what is
+Where checkpoint dirs live in a sweep is `orchestrator.storage.sweep_dir`'s business; this module owns what is
 inside one.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Load a base model and tokenizer: a packaged alias (`orchestrator.assets`: converted once into the
+"""Load a base model and tokenizer: a packaged alias (`orchestrator.trials.assets`: converted once into the
 cache, then a 0.5 s safetensors read), a local directory (safetensors only unless pickle is trusted), or a
 hub id (needs network).
 """

@@ -8,7 +8,7 @@ so the state does not depend on how it was partitioned), the optimizer's step co
 (torch, numpy, python) and the regime's own (GRPO's sampling generator), of every rank of a data-parallel
 trial. The learning-rate schedule is a function of the step and the data order a seeded stream the regime
 fast-forwards, so the step restores both. Tensors are stored with safetensors, never pickled;
-`orchestrator.checkpoints` owns the files.
+`orchestrator.trials.checkpoints` owns the files.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The training loop on a DeepSpeed engine (ZeRO 0-3), CPU or GPU, with checkpoints along the path.
 
-One loop you can hold in your head: micro-batch -> loss (the regime's: SFT or GRPO, orchestrator.regimes)
+One loop you can hold in your head: micro-batch -> loss (the regime's: SFT or GRPO, orchestrator.trials.regimes)
 -> engine.backward -> engine.step. Every `checkpoint_every` optimizer steps (and at the end) the trainable
-state is saved (orchestrator.checkpoints): that trajectory is what analysis and rewinding read.
+state is saved (orchestrator.trials.checkpoints): that trajectory is what analysis and rewinding read.
 On a machine without a GPU, DeepSpeed runs on its CPU accelerator with the gloo backend; we set the
 single-process rendezvous variables ourselves so DeepSpeed does not go looking for MPI.
 
@@ -163,7 +163,7 @@ def train(model: nn.Module, regime: Any, cfg: TrainConfig, trial_dir: TrialDir, 
           on_checkpoint: Callable[[int, Path], None] | None = None,
           on_step: Callable[[int, dict[str, float]], None] | None = None, start_step: int = 0,
           resume_from: Path | None = None) -> TrainResult:
-    """Train `model` in place up to `cfg.steps` optimizer steps; `regime` (orchestrator.regimes: SFT or
+    """Train `model` in place up to `cfg.steps` optimizer steps; `regime` (orchestrator.trials.regimes: SFT or
     GRPO) turns each micro-batch into a loss. A non-finite loss stops the run as failed, with the step in
     the reason; checkpoints already written stay valid.
 

@@ -1,6 +1,6 @@
 """One trial: base model + method -> train -> score each checkpoint -> one result JSON.
 
-The base model is scored once per (weights, suite, items) and cached (orchestrator.scoring), so gain and
+The base model is scored once per (weights, suite, items) and cached (orchestrator.trials.scoring), so gain and
 forgetting are differences to numbers every trial shares. The result JSON is written locally first
 (atomically), so a tracking server that is down never costs a result.
 """

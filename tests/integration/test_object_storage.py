@@ -202,7 +202,7 @@ def test_uploads_wait_out_an_outage_and_give_up_with_the_reason_after_the_limit(
     assert len(s3.objects(f"{PREFIX}/outage/")) == 3
     monkeypatch.setattr(bucket.time, "sleep", real_sleep)
 
-    monkeypatch.setattr(storage, "RETRY_S", 2.0)
+    monkeypatch.setattr(bucket, "RETRY_S", 2.0)
     (store.mirror / "trials/t1/result.json").write_text('{"status": "completed"}')
     s3.relay.cut()
     with warnings.catch_warnings():  # a slow first attempt may use up the 2 s before any warning

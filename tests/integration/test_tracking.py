@@ -337,3 +337,65 @@ def test_trials_on_two_nodes_stream_into_the_default_sqlite_store_beside_the_dri
         # logged while the trial trained (by its worker), not replayed by the driver after it ended
         assert max(m.timestamp for m in loss) <= run.info.end_time
     assert next(r for r in runs if r.data.tags.get(mlflow_runs.TAG_KIND) == "sweep").info.status == "FINISHED"
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _processes_naming(port: int) -> list[str]:
+    """Command lines of the live processes that name `port` (a UI server and its workers all do)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().decode(errors="replace").split("\0")
+            state = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(str(port) in word for word in words[1:]):
+            found.append(" ".join(words))
+    return found
+
+
+@pytest.mark.parametrize("study,stop", [(False, signal.SIGTERM), (True, signal.SIGINT)], ids=["mlflow-sigterm",
+                                                                                               "study-sigint"])
+def test_ui_prints_its_url_once_it_answers_and_a_signal_stops_every_process_it_started(
+        tmp_path, tiny_model_dir, study, stop):
+    """`peft-arena ui` (MLflow, or optuna-dashboard with --study): the URL line comes when the server answers,
+    and SIGTERM or Ctrl-C (SIGINT) leaves no process of its group behind and its port free."""
+    import urllib.request
+
+    import optuna
+
+    from orchestrator import config
+    from orchestrator.sweep.space import make_sampler
+
+    cfg = config.validate(tiny_config(tiny_model_dir, tmp_path / "sweep"))
+    where = SweepDir.of(cfg)
+    where.claim(cfg, resume=False)
+    optuna.create_study(storage=where.optuna_url, study_name=cfg.name, directions=["maximize", "minimize"],
+                        sampler=make_sampler("random", 0, 1))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", str(where.root), "--port", str(port),
+                             *(["--study"] if study else [])], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        line = ""
+        while "for sweep tiny" not in line:  # the line with the URL (the server may log lines of its own)
+            line = proc.stdout.readline()
+            assert line, "the UI ended before it printed its URL"
+        assert f"http://127.0.0.1:{port}" in line, line
+        assert _processes_naming(port), "the UI's server is not running"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{'/api/studies' if study else '/health'}",
+                                    timeout=10) as response:
+            assert response.status == 200
+        os.kill(proc.pid, stop)
+        assert proc.wait(timeout=60) == 128 + stop
+        wait_until(lambda: _port_free(port), f"port {port} free once the UI stopped", poll=0.2)
+        assert _processes_naming(port) == []  # the server and its workers went with it
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -135,7 +135,7 @@ def test_a_lock_left_by_a_killed_start_does_not_hang_the_next_one():
 
     leftover = trainer.shm_comm_build_dir() / "lock"
     leftover.touch()  # what a process SIGKILLed inside torch's load leaves
-    start = ("from orchestrator import trainer; trainer.init_distributed(); "
+    start = ("from orchestrator.trials import trainer; trainer.init_distributed(); "
              "import torch.distributed as d; print('rank', d.get_rank(), 'of', d.get_world_size())")
     done = subprocess.run([sys.executable, "-c", start], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -154,7 +154,7 @@ def test_a_group_a_launcher_made_still_loads_the_op_under_our_guard():
     start = ("import os, torch.distributed as d; from orchestrator.process import free_port; "
              "os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port())); "
              "d.init_process_group('gloo', rank=0, world_size=1); "  # as a launcher does
-             "from orchestrator import trainer; trainer.init_distributed(); "
+             "from orchestrator.trials import trainer; trainer.init_distributed(); "
              "from deepspeed.ops.op_builder.builder import OpBuilder; "
              "print('cached' if trainer.SHM_COMM_OP in OpBuilder._loaded_ops else 'not loaded')")
     done = subprocess.run([sys.executable, "-c", start], capture_output=True, text=True, timeout=600)
