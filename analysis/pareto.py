@@ -90,7 +90,9 @@ def default_reference(points: Sequence[dict], objectives: Sequence[tuple[str, Mo
                       fixed: dict[str, float] | None = None) -> dict[str, float]:
     """The reference point: a `fixed` value where given (so two sweeps compare on one reference); gain 0 (the
     base model gains nothing); any other objective NADIR_MARGIN of its observed range beyond its worst
-    observed value (of its magnitude when all points share one value)."""
+    observed value (of its magnitude when all points share one value), and at least the widest half-width
+    of the points' intervals of it (`<name>_ci`): when the points differ by less than their noise, a tenth
+    of their range would leave the worst of them almost no volume for a difference nobody measured."""
     reference = {}
     for name, mode in objectives:
         if fixed and name in fixed:
@@ -101,7 +103,10 @@ def default_reference(points: Sequence[dict], objectives: Sequence[tuple[str, Mo
             values = [p[name] for p in points]
             worst = min(values) if mode == "max" else max(values)
             span = (max(values) - min(values)) or abs(worst) or 1.0
-            reference[name] = worst - NADIR_MARGIN * span if mode == "max" else worst + NADIR_MARGIN * span
+            noise = max(((p[f"{name}_ci"][1] - p[f"{name}_ci"][0]) / 2 for p in points if p.get(f"{name}_ci")),
+                        default=0.0)
+            margin = max(NADIR_MARGIN * span, noise)
+            reference[name] = worst - margin if mode == "max" else worst + margin
     return reference
 
 

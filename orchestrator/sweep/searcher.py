@@ -19,8 +19,28 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 
+# what a finished trial's last report says about it, kept on its Optuna trial as user attributes
+LABELS = ("method", "setting", "budget", "trial_dir")
+
+
 class ResumableOptunaSearch(OptunaSearch):
-    """`OptunaSearch` that requeues the study's orphans when Tune restores it (a resumed sweep)."""
+    """`OptunaSearch` that requeues the study's orphans when Tune restores it (a resumed sweep), and whose
+    Optuna trials name their sweep trial (user attributes `trial_id`, then its method, setting, budget and
+    dir), so optuna-dashboard's "Trial 3" leads to the trial's dir, result and MLflow run."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
+        return params
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and trial_id not in self._completed_trials:
+            for key in LABELS:
+                if result and key in result:
+                    ot_trial.set_user_attr(key, result[key])
+        super().on_trial_complete(trial_id, result, error)
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)

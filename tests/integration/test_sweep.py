@@ -61,6 +61,11 @@ def test_two_node_multi_objective_sweep_places_trials_on_both_nodes(tmp_path, ti
     assert len({r["node_id"] for r in finished}) == 2, "trials ran on one node only"
     study = sw.study(tmp_path / "sweep")
     assert [t.state for t in study.trials].count(optuna.trial.TrialState.COMPLETE) == 4
+    # each Optuna trial names its sweep trial and what it trained (optuna-dashboard shows user attributes)
+    by_id = {r["trial_id"]: r for r in finished}
+    for ot in study.trials:
+        r = by_id[ot.user_attrs["trial_id"]]
+        assert ot.user_attrs["method"] == r["method"] and json.loads(ot.user_attrs["setting"]) == r["setting"]
     assert len(study.directions) == 2  # multi-objective: target_gain max, forgetting min
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
     assert summary["front"] and set(summary["front"]) <= {r["trial_id"] for r in finished}

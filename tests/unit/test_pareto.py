@@ -92,3 +92,23 @@ def test_a_sweep_config_fixes_the_reference_so_two_sweeps_compare_on_one():
     assert result["reference"] == {"gain": 0.0, "forgetting": 0.1}
     assert result["hypervolume"] == pytest.approx(0.2 * 0.06)
     assert sweep_analysis.summary_lines(result)[0].startswith("global hypervolume 0.012 (reference gain = 0, forgetting = 0.1)")
+
+
+def test_a_worst_forgetting_inside_the_noise_is_not_erased_by_a_tiny_range():
+    """Two trials whose forgetting differs by 0.0012, well inside its +-0.002 interval: a tenth of the range
+    would put the reference 0.00012 beyond OFT, leaving it 1/6 of LoRA's hypervolume for gaining 0.09 more;
+    the margin is at least the intervals' half-width, so OFT keeps the volume its gain earns."""
+    points = [{"label": "lora", "method": "lora", "gain": 0.10, "forgetting": 0.0001, "forgetting_ci": [-0.0019, 0.0021]},
+              {"label": "oft", "method": "oft", "gain": 0.19, "forgetting": 0.0013, "forgetting_ci": [-0.0007, 0.0033]}]
+    result = pareto.frontier_analysis(points)
+    assert result["reference"] == {"gain": 0.0, "forgetting": pytest.approx(0.0013 + 0.002)}
+    assert result["methods"]["oft"]["hypervolume"] == pytest.approx(0.19 * 0.002)
+    assert result["methods"]["oft"]["hypervolume"] > result["methods"]["lora"]["hypervolume"] / 2
+
+
+def test_the_search_progress_plot_ticks_whole_trials():
+    from analysis import report
+
+    for trials in (2, 7, 45):
+        axis = report.progress_figure([0.1] * trials).layout.xaxis
+        assert axis.tick0 == 1 and isinstance(axis.dtick, int) and axis.dtick >= 1 and trials // axis.dtick <= 10
