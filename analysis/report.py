@@ -74,7 +74,7 @@ def progress_figure(progress: list[float]) -> go.Figure:
     fig = go.Figure(go.Scatter(x=list(range(1, len(progress) + 1)), y=progress, mode="lines+markers"))
     fig.update_layout(title="Hypervolume over trials (search progress)", xaxis_title="trials finished",
                       yaxis_title="hypervolume", template="plotly_white", height=380)
-    fig.update_xaxes(tickmode="linear", tick0=1, dtick=max(1, len(progress) // 10))  # whole trials only
+    fig.update_xaxes(tickmode="linear", tick0=1, dtick=max(1, -(-len(progress) // 10)))  # whole trials, <= 10 ticks
     return fig
 
 
