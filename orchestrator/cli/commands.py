@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.cli import console
     from orchestrator.results import sweep_analysis
     from orchestrator.storage.sweep_dir import Status, SweepDir, trial_name
-    from orchestrator.trials import assets
+    from orchestrator.trials import assets, models
 
     cfg = _load(args)
     setting = {}
@@ -150,6 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(str(err)) from None
     where = SweepDir.of(cfg)
     where.check()
+    models.resolve(cfg.model)  # a model path that cannot load is refused before anything is written
     where.claim(cfg, resume=None)  # a sweep dir of its runs: export, analyze, report, rewind and ui read it
     assets.ensure_for(assets.config_tasks(cfg))
     result = console.run_with_progress(cfg, method, setting, where.trial(trial_name(method, setting)))
