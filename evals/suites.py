@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from torch import nn
 
@@ -108,6 +108,7 @@ def load_task(name_or_path: str) -> Task:
     if not isinstance(data["source"], dict) or data["source"].get("kind") not in sources.SOURCES:
         raise TaskError(f"task {label}.source.kind: allowed: {', '.join(sources.SOURCES)}")
     _check_reference_fields(label, data)
+    _check_templates(label, data)
     fields = {k: v for k, v in data.items() if k not in ("base", "_dir")}
     if "stop" in fields:
         fields["stop"] = tuple(fields["stop"])
@@ -137,6 +138,43 @@ def _check_reference_fields(label: str, data: dict[str, Any]) -> None:
             raise TaskError(f"task {label}.{key}: {data[key]!r}; allowed: a string")
     if "reference" in data and "aliases" in data:
         raise TaskError(f"task {label}: set reference or aliases, not both")
+
+
+class _AnyField:
+    """Stands for any item field when a template is checked without data: every attribute, key and
+    element is another, so what fails is what no item could fix (bad syntax, what the sandbox refuses)."""
+
+    def __getattr__(self, name: str) -> "_AnyField":
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self
+
+    def __getitem__(self, key: Any) -> "_AnyField":
+        return self
+
+    def __iter__(self):  # noqa: ANN204 - one element, itself
+        return iter([self])
+
+    def __str__(self) -> str:
+        return "x"
+
+
+def _check_templates(label: str, data: dict[str, Any]) -> None:
+    """Every template of the task compiled and rendered once on a stand-in item, when the task loads: a
+    template the sandbox refuses (reaching for `__class__`, say) is a config error now, not a failure in
+    the first trial's scoring after training. Errors a stand-in cannot tell from data (a filter that
+    needs a number) are left to the real items."""
+    for key in ("prompt", "answer", "reference"):
+        template = data.get(key)
+        if not isinstance(template, str):
+            continue
+        try:
+            names = meta.find_undeclared_variables(_JINJA.parse(template))
+            _JINJA.from_string(template).render(**{name: _AnyField() for name in names})
+        except TemplateError as err:
+            raise TaskError(f"task {label}.{key}: {template!r} cannot render ({err})") from None
+        except (TypeError, ValueError):
+            continue
 
 
 SuiteRef = str | list[str]  # a named suite, a single task, or an ad-hoc list of task names / YAML paths

@@ -138,6 +138,9 @@ TASK_CASES = [
     ("task-zero-samples", f"{_GENERATION}samples: 0\n", "task t.samples: 0; allowed: an integer >= 1"),
     ("task-greedy-samples", f"{_GENERATION}samples: 16\n", "task t.samples: 16 greedy replies would be identical"),
     ("task-negative-temperature", f"{_GENERATION}temperature: -1\n", "task t.temperature: -1; allowed: a number >= 0"),
+    ("task-template-escapes-the-sandbox", f"{_GENERATION}prompt: '{{{{ question.__class__.__mro__ }}}}'\n",
+     "task t.prompt: '{{ question.__class__.__mro__ }}' cannot render"),
+    ("task-template-syntax", f"{_GENERATION}answer: '{{{{ answer '\n", "task t.answer: '{{ answer ' cannot render"),
     ("task-reference-and-aliases", f"{_GENERATION}reference: x\naliases: answers\n", "set reference or aliases, not both"),
 ]
 
