@@ -14,6 +14,7 @@ entry has one, else by counting on the meta device.
 """
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,18 +120,19 @@ def _nearest(settings: list[dict[str, Any]], count: Callable[[dict[str, Any]], i
     """(count, setting) nearest to `budget` (ties: the smaller count). Without a closed form, counting
     every knob value would wrap a meta model a thousand times, so the search bisects: a method's count
     grows with its knob (more rank, larger blocks), so the nearest lies beside the first setting at or
-    over the budget."""
-    if exhaustive:
-        return min(((count(s), s) for s in settings), key=lambda cs: (abs(cs[0] - budget), cs[0]))
-    low, high = 0, len(settings) - 1
-    while low < high:
-        mid = (low + high) // 2
-        if count(settings[mid]) < budget:
-            low = mid + 1
-        else:
-            high = mid
-    around = [settings[i] for i in (low - 1, low) if 0 <= i < len(settings)]
-    return _nearest(around, count, budget, exhaustive=True)
+    over the budget. Each setting is counted once."""
+    counted: dict[int, int] = {}
+
+    def at(index: int) -> int:
+        if index not in counted:
+            counted[index] = count(settings[index])
+        return counted[index]
+
+    indices = range(len(settings))
+    if not exhaustive:
+        first_over = bisect.bisect_left(indices, budget, key=at)
+        indices = [i for i in (first_over - 1, first_over) if 0 <= i < len(settings)]
+    return min(((at(i), settings[i]) for i in indices), key=lambda cs: (abs(cs[0] - budget), cs[0]))
 
 
 def solve(model_config: Any, method: str, budget: float, base: dict[str, Any] | None = None,
