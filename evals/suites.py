@@ -68,9 +68,14 @@ def task_names() -> list[str]:
     return sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
 
 
+def is_task_path(ref: Any) -> bool:
+    """A task reference that names a YAML file (relative to what names it), not a task or suite name."""
+    return isinstance(ref, str) and ref.endswith((".yaml", ".yml"))
+
+
 def _read_task_yaml(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+    if not (is_task_path(name_or_path) and path.is_file()):
         path = TASK_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise TaskError(f"task: unknown task {name_or_path!r}; allowed: {', '.join(task_names())} "
@@ -84,7 +89,7 @@ def _read_task_yaml(name_or_path: str) -> dict[str, Any]:
     data["_dir"] = str(path.parent)
     if "base" in data:  # inherit every field of another task, override what this one sets
         base = data["base"]
-        if isinstance(base, str) and base.endswith((".yaml", ".yml")):  # a path is relative to this YAML
+        if is_task_path(base):  # a path is relative to this YAML
             base = str(path.parent / Path(base).expanduser())
         data = {**_read_task_yaml(base), **{k: v for k, v in data.items() if k != "base"}}
     return data

@@ -547,10 +547,6 @@ def rewind_options(options: dict[str, Any]) -> RewindConfig:
 TASK_FIELDS = (("train", "task"), ("eval", "target_suite"), ("eval", "retention_suite"))
 
 
-def _is_task_path(ref: Any) -> bool:
-    return isinstance(ref, str) and ref.endswith((".yaml", ".yml"))
-
-
 def anchor_task_paths(data: dict[str, Any], anchors: dict[tuple[str, str], tuple[Path, str]]) -> dict[str, Any]:
     """Task YAML paths made absolute, each against the file or folder that names it (`anchors`: per field,
     that folder and how to say it), once, at load: a Ray worker runs in another working directory, and
@@ -564,7 +560,7 @@ def anchor_task_paths(data: dict[str, Any], anchors: dict[tuple[str, str], tuple
         refs = node[key] if isinstance(node[key], list) else [node[key]]
         anchored = []
         for ref in refs:
-            if _is_task_path(ref):
+            if suites.is_task_path(ref):
                 path = (base / Path(ref).expanduser()).resolve()
                 if not path.is_file():
                     raise ConfigError(f"{section}.{key}: {ref!r} does not exist (relative to {said}); allowed: a "

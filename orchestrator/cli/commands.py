@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 from analysis import rewind as rewinding
 from orchestrator.config import ConfigError, RewindConfig
 
+REWIND = RewindConfig()  # `peft-arena rewind`'s defaults, shown in its help
 EXIT_USER_ERROR = 2
 DEFAULT_CONFIG = "quick"
 
@@ -267,12 +268,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 @command("rewind", "path-wise rewinding of a sweep's trials to a better operating point", SWEEP_DIR,
          arg("--trial", action="append", help="trial id (repeatable; default: the front trials)"),
          arg("--path", dest="paths", action="append", choices=rewinding.PATHS,
-             help=f"paths to walk (repeatable; default: {' and '.join(RewindConfig().paths)})"),
-         arg("--alphas", help=f"{RewindConfig.model_fields['alphas'].description} (default {RewindConfig().alphas})"),
-         arg("--select", choices=rewinding.RULES, help=f"the selection rule (default {RewindConfig().select})"),
-         arg("--tau", type=float, help=f"{RewindConfig.model_fields['tau'].description} (default {RewindConfig().tau:g})"),
-         arg("--delta", type=float,
-             help=f"{RewindConfig.model_fields['delta'].description} (default {RewindConfig().delta:g})"))
+             help=f"paths to walk (repeatable; default: {' and '.join(REWIND.paths)})"),
+         arg("--alphas", help=f"{RewindConfig.model_fields['alphas'].description} (default {REWIND.alphas})"),
+         arg("--select", choices=rewinding.RULES, help=f"the selection rule (default {REWIND.select})"),
+         arg("--tau", type=float, help=f"{RewindConfig.model_fields['tau'].description} (default {REWIND.tau:g})"),
+         arg("--delta", type=float, help=f"{RewindConfig.model_fields['delta'].description} (default {REWIND.delta:g})"))
 def cmd_rewind(args: argparse.Namespace) -> int:
     """Front trials' (or --trial ones') paths scored on validation, one point picked by --select, scored
     once on test, saved as a checkpoint next to its trial."""
