@@ -201,6 +201,25 @@ def _pick(logits: torch.Tensor, generators: Sequence[torch.Generator] | None, te
     return torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).clamp(max=logits.shape[-1] - 1)[:, 0]
 
 
+def prefill_groups(model: nn.Module, prompts: Sequence[list[int]], pad_id: int,
+                   group: int) -> tuple[Any, Any, torch.Tensor, torch.Tensor]:
+    """Each prompt through the model once (left-padded, explicit positions) with its KV cache kept, then
+    the cache repeated for the prompt's `group` samples (index_select: differentiable, so a backward
+    through it sees every sample). Returns the forward's output (last position's logits only), the
+    cache, each row's prompt index and each row's prompt mask: what decoding and GRPO's scoring of
+    completions both continue from."""
+    device = next(model.parameters()).device
+    ids, mask = pad_batch(prompts, pad_id, left=True)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                use_cache=True, logits_to_keep=1)
+    rows = torch.arange(len(prompts)).repeat_interleave(group).to(device)
+    cache = out.past_key_values
+    if group > 1:
+        cache.reorder_cache(rows)
+    return out, cache, rows, mask.to(device)[rows]
+
+
 def _decode(model: nn.Module, prompts: Sequence[list[int]], group: int, max_new_tokens: int, pad_id: int,
             eos_id: int | Collection[int] | None, generators: Sequence[torch.Generator] | None,
             temperature: float) -> list[list[int]]:
@@ -210,15 +229,8 @@ def _decode(model: nn.Module, prompts: Sequence[list[int]], group: int, max_new_
     later steps compute only rows still writing; the loop ends when none is."""
     device = next(model.parameters()).device
     ends = set() if eos_id is None else {eos_id} if isinstance(eos_id, int) else set(eos_id)
-    ids, mask = pad_batch(prompts, pad_id, left=True)
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                use_cache=True, logits_to_keep=1)
-    rows = torch.arange(len(prompts)).repeat_interleave(group).to(device)
-    cache = out.past_key_values
-    if group > 1:
-        cache.reorder_cache(rows)
-    logits, mask = out.logits[:, -1][rows], mask.to(device)[rows]
+    out, cache, rows, mask = prefill_groups(model, prompts, pad_id, group)
+    logits = out.logits[:, -1][rows]
     next_position = mask.sum(1, keepdim=True)
     active = list(range(len(rows)))  # rows still writing, in the order the batch holds them
     tokens: list[list[int]] = [[] for _ in rows]

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from evals.scorers import generate_ids, pad_batch
+from evals.scorers import generate_ids, pad_batch, prefill_groups
 from orchestrator.config import TrainConfig
 
 Reward = Callable[[str, list[str]], float]  # (completion text, accepted references) -> reward
@@ -114,13 +114,7 @@ def completion_logprobs(model: nn.Module, prompts: Sequence[list[int]], group: i
     a prompt share the prompt's forward and backward: what one forward per sample computes, at a fraction of
     the tokens. Shapes: [rows, longest completion] each, left-aligned."""
     device = next(model.parameters()).device
-    ids, mask = pad_batch(prompts, pad_id, left=True)
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
-    first = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                  use_cache=True, logits_to_keep=1)
-    rows = torch.arange(len(prompts)).repeat_interleave(group).to(device)
-    cache = first.past_key_values
-    cache.reorder_cache(rows)  # index_select: differentiable, so the prompt's backward sees every sample
+    first, cache, rows, mask = prefill_groups(model, prompts, pad_id, group)
     comp_ids, comp_mask = pad_batch(completions, pad_id)
     comp_ids, comp_mask = comp_ids.to(device), comp_mask.to(device)
     width = comp_ids.shape[1]
@@ -128,8 +122,8 @@ def completion_logprobs(model: nn.Module, prompts: Sequence[list[int]], group: i
     # last column is never an input that predicts anything read here
     scored = [_token_logprobs(first.logits[:, -1:][rows], comp_ids[:, :1])]
     if width > 1:
-        comp_positions = mask.sum(1).to(device)[rows][:, None] + torch.arange(width - 1, device=device)[None, :]
-        rest = model(input_ids=comp_ids[:, :-1], attention_mask=torch.cat([mask.to(device)[rows], comp_mask[:, :-1]], 1),
+        comp_positions = mask.sum(1)[:, None] + torch.arange(width - 1, device=device)[None, :]
+        rest = model(input_ids=comp_ids[:, :-1], attention_mask=torch.cat([mask, comp_mask[:, :-1]], 1),
                      position_ids=comp_positions, past_key_values=cache, use_cache=True).logits
         scored.append(_token_logprobs(rest, comp_ids[:, 1:]))
     logp = torch.cat([lp for lp, _ in scored], 1)
