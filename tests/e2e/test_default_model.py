@@ -23,7 +23,7 @@ def test_lora_sweep_on_default_model_gains_and_its_exported_front_scores_the_sam
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "sweep", "quick", "--set", "methods=[{name: lora, settings: [{r: 8}]}]",
          "--set", "search.budgets=null", "--set", "train.steps=16", "--set", "train.checkpoint_every=16",
-         "--set", "eval.max_items=12", "--set", "eval.retention_suite=[wiki_nll, physics]",
+         "--set", "eval.max_items=12", "--set", "eval.retention_suite=[brown_nll, wordnet_nouns]",
          "--set", "tracking.enabled=false", "--set", f"output_dir={out}/{{name}}"],
         capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -68,7 +68,7 @@ def test_exact_resume_of_a_killed_run_on_the_default_model(tmp_path):
         return subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "run", "quick", "--method", "lora", "--setting", "r=2",
              "--set", "train.steps=4", "--set", "train.checkpoint_every=2", "--set", "eval.max_items=2",
-             "--set", "eval.retention_suite=[wiki_nll]", "--set", f"output_dir={out}"],
+             "--set", "eval.retention_suite=[brown_nll]", "--set", f"output_dir={out}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
     whole, killed = tmp_path / "whole", tmp_path / "killed"
