@@ -326,6 +326,20 @@ def _lm_eval_exact_match(reply: str, reference: str) -> bool:
                                         ignore_case=True, ignore_punctuation=True)["exact_match"])
 
 
+# lm-eval 0.4.13's answer filter for BBH chain of thought (bbh/cot_fewshot/_cot_fewshot_template_yaml): the
+# text after "the answer is" up to the line's last character (its period), first match, then exact match.
+BBH_COT_ANSWER = r"(?<=the answer is )(.*)(?=.)"
+
+
+def _lm_eval_bbh_cot(reply: str, reference: str) -> bool:
+    """lm-eval's own regex filter and exact_match, as its bbh_cot_fewshot tasks apply them."""
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+    from lm_eval.filters.extraction import RegexFilter
+
+    answer = RegexFilter(regex_pattern=BBH_COT_ANSWER, group_select=0).apply([[reply]], [{}])[0][0]
+    return bool(exact_match_hf_evaluate([answer], [reference])["exact_match"])
+
+
 def last_boxed(reply: str) -> str | None:
     """The content of the reply's last `\\boxed{...}`, nested braces included (`\\boxed{\\frac{1}{2}}` gives
     `\\frac{1}{2}`). By hand: math-verify extracts answers but exposes no "last boxed" helper, and lm-eval's
@@ -361,6 +375,7 @@ MATCH_RULES: dict[str, Callable[[str, str], bool]] = {
     "final_number": lambda reply, reference: answers_match(extract_answer(reply), reference),
     "first_line": _first_line_matches,
     "lm_eval_exact_match": _lm_eval_exact_match,
+    "lm_eval_bbh_cot": _lm_eval_bbh_cot,
     "math_verify": _math_verify_match,
 }
 
@@ -405,5 +420,5 @@ def generate_exact_match_items(model: nn.Module, tokenizer: Any, items: Sequence
     `sampled_item`."""
     replies = generate(model, tokenizer, [it["prompt"] for it in items], max_new_tokens, batch_size, samples,
                        temperature, [it.get("seed", i) for i, it in enumerate(items)])
-    return [sampled_item(replies[i * samples:(i + 1) * samples], it["references"], rule, stop)
-            for i, it in enumerate(items)]
+    return [{**sampled_item(replies[i * samples:(i + 1) * samples], it["references"], rule, stop),
+             **({"subtask": it["subtask"]} if "subtask" in it else {})} for i, it in enumerate(items)]

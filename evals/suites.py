@@ -18,7 +18,7 @@ from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from torch import nn
 
-from evals import scorers, sources, uncertainty
+from evals import fewshot, scorers, sources, uncertainty
 
 TASK_DIR = Path(__file__).parent / "tasks"
 SUITES_FILE = Path(__file__).parent / "suites.yaml"
@@ -26,8 +26,10 @@ SUITE_KINDS = ("target", "retention")
 
 _REQUIRED = ("name", "source", "scorer", "metric")
 _ALLOWED = set(_REQUIRED) | {"base", "_dir", "prompt", "answer", "reference", "aliases", "match", "stop", "chat",
-                             "samples", "temperature", "n_items", "max_new_tokens", "max_tokens"}
-_JINJA = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+                             "samples", "temperature", "n_items", "max_new_tokens", "max_tokens", "subtasks", "fewshot"}
+# A template's trailing newline is kept, as lm-eval renders its templates ("A: Let's think step by step.\n").
+_JINJA = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+SUBTASK = "{subtask}"  # in a source's strings and a few-shot path: replaced by each subtask's name
 
 
 class TaskError(ValueError):
@@ -52,6 +54,11 @@ class Task:
     samples: int = 1  # replies per item: exact_match is then avg@k, pass_at_k pass@k
     temperature: float = 0.0  # 0: greedy; sampling needs > 0 (the paper's math: 16 samples at 0.6)
     chat: bool = False
+    # one task over several datasets (BBH's 27): each subtask's items come from the source with SUBTASK
+    # replaced by its name, carry it as `subtask`, and are scored together (the item mean, as lm-eval's
+    # group with weight_by_size); the result shows each subtask's score too
+    subtasks: tuple[str, ...] = ()
+    fewshot: dict[str, str] | None = None  # {lm_eval: a task YAML under lm_eval/tasks/}: its exemplars lead the prompt
     n_items: int = 40
     max_new_tokens: int = 16
     max_tokens: int = 128
@@ -114,9 +121,11 @@ def load_task(name_or_path: str) -> Task:
         raise TaskError(f"task {label}.source.kind: allowed: {', '.join(sources.SOURCES)}")
     _check_reference_fields(label, data)
     _check_templates(label, data)
+    _check_subtasks(label, data)
     fields = {k: v for k, v in data.items() if k not in ("base", "_dir")}
-    if "stop" in fields:
-        fields["stop"] = tuple(fields["stop"])
+    for key in ("stop", "subtasks"):
+        if key in fields:
+            fields[key] = tuple(fields[key])
     if fields["source"]["kind"] == "jsonl" and "_dir" in data:  # data files sit next to their task YAML
         fields["source"] = {**fields["source"], "path": str(Path(data["_dir"]) / fields["source"]["path"])}
     return Task(**fields, definition=fields)
@@ -143,6 +152,36 @@ def _check_reference_fields(label: str, data: dict[str, Any]) -> None:
             raise TaskError(f"task {label}.{key}: {data[key]!r}; allowed: a string")
     if "reference" in data and "aliases" in data:
         raise TaskError(f"task {label}: set reference or aliases, not both")
+
+
+def _check_subtasks(label: str, data: dict[str, Any]) -> None:
+    """Subtask names, and every subtask's few-shot definition read once, when the task loads."""
+    subtasks = data.get("subtasks", [])
+    if not isinstance(subtasks, list) or not all(isinstance(s, str) and s for s in subtasks):
+        raise TaskError(f"task {label}.subtasks: {subtasks!r}; allowed: a list of non-empty strings")
+    shots = data.get("fewshot")
+    if shots is None:
+        return
+    if not (isinstance(shots, dict) and set(shots) == {"lm_eval"} and isinstance(shots["lm_eval"], str)):
+        raise TaskError(f"task {label}.fewshot: {shots!r}; allowed: {{lm_eval: a task YAML under lm_eval/tasks/}}")
+    for name in subtasks or [None]:
+        try:
+            fewshot.lm_eval_definition(_for_subtask(shots["lm_eval"], name))
+        except fewshot.FewshotError as err:
+            raise TaskError(f"task {label}.{err}") from None
+
+
+def _for_subtask(value: Any, subtask: str | None) -> Any:
+    """`value` (a source spec, a path) with SUBTASK replaced in every string."""
+    if subtask is None:
+        return value
+    if isinstance(value, str):
+        return value.replace(SUBTASK, subtask)
+    if isinstance(value, dict):
+        return {k: _for_subtask(v, subtask) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_for_subtask(v, subtask) for v in value]
+    return value
 
 
 class _AnyField:
@@ -210,6 +249,11 @@ def protocol(task: Task) -> str:
     whole = task.source.get("whole_split")
     items = f"the whole {task.source.get('split', '')} split (up to {task.n_items})" if whole == "test" \
         else f"{task.n_items} items"
+    if task.subtasks:
+        items += f" of each of {len(task.subtasks)} subtasks"
+    if task.fewshot is not None:
+        shots = fewshot.lm_eval_definition(_for_subtask(task.fewshot["lm_eval"], (task.subtasks or (None,))[0]))
+        items += f", {shots.get('num_fewshot', 0)}-shot from lm-eval's {task.fewshot['lm_eval']}"
     if not SCORERS[task.scorer].generates:
         return f"{task.name} ({items}, {task.scorer} {task.metric})"
     drawn = "greedy" if task.temperature == 0 else f"{task.samples} samples at temperature {task.temperature:g}"
@@ -235,11 +279,18 @@ def _uses_chat_template(task: Task, tokenizer: Any) -> bool:
 
 
 def _prompt(task: Task, tokenizer: Any, item: dict[str, Any]) -> str:
-    """Chat tasks use the tokenizer's template; a tokenizer without one gets a plain Q/A frame."""
-    text = task.render(task.prompt, item)
+    """The question after the task's few-shot exemplars, if any. Chat tasks use the tokenizer's template;
+    a tokenizer without one gets a plain Q/A frame."""
+    text = fewshot_context(task, item.get("subtask")) + task.render(task.prompt, item)
     if _uses_chat_template(task, tokenizer):
         return chat_prompt(tokenizer, text)
     return f"Question: {text}\nAnswer:" if task.chat else text
+
+
+def fewshot_context(task: Task, subtask: str | None) -> str:
+    if task.fewshot is None:
+        return ""
+    return fewshot.context(fewshot.lm_eval_definition(_for_subtask(task.fewshot["lm_eval"], subtask)), task.render)
 
 
 def item_id(item: dict[str, Any]) -> str:
@@ -249,7 +300,11 @@ def item_id(item: dict[str, Any]) -> str:
 
 def select_items(task: Task, split: str, limit: int | None) -> list[dict[str, Any]]:
     """A deterministic, shuffled-by-hash subset: the same items on every machine and every pool size."""
-    items = sources.load_items(task.source, split)
+    if task.subtasks:
+        items = [{**it, "subtask": name} for name in task.subtasks
+                 for it in sources.load_items(_for_subtask(task.source, name), split)]
+    else:
+        items = sources.load_items(task.source, split)
     items.sort(key=item_id)
     return items[:limit]
 
@@ -322,8 +377,19 @@ class Scorer:
 
 
 def _generation_request(task: Task, tokenizer: Any, item: dict[str, Any]) -> dict[str, Any]:
+    subtask = {"subtask": item["subtask"]} if "subtask" in item else {}
     return {"prompt": _prompt(task, tokenizer, item), "references": references(task, item),
-            "seed": int(item_id(item), 16) % 2**31}
+            "seed": int(item_id(item), 16) % 2**31, **subtask}
+
+
+def _generation_extras(per_item: list[dict[str, Any]], metrics: dict[str, float]) -> dict[str, Any]:
+    """The first replies, for inspection, and each subtask's exact match where the task has subtasks."""
+    by_subtask: dict[str, list[float]] = {}
+    for record in per_item:
+        if "subtask" in record:
+            by_subtask.setdefault(record["subtask"], []).append(record["hit"])
+    subtasks = {"subtasks": {name: sum(hits) / len(hits) for name, hits in sorted(by_subtask.items())}} if by_subtask else {}
+    return {"examples": [it["reply"] for it in per_item[:3]], **subtasks}
 
 
 def _nll_extras(probability: str) -> Callable[[list[dict[str, Any]], dict[str, float]], dict[str, Any]]:
@@ -339,7 +405,7 @@ SCORERS: dict[str, Scorer] = {
         metrics=("exact_match", "pass_at_k"), request=_generation_request, generates=True,
         score=lambda m, t, r, p, bs: scorers.generate_exact_match_items(
             m, t, r, p["max_new_tokens"], bs, p["match"], p["stop"], p["samples"], p["temperature"]),
-        extras=lambda per_item, metrics: {"examples": [it["reply"] for it in per_item[:3]]}),
+        extras=_generation_extras),
     "answer_nll": Scorer(
         metrics=("answer_token_prob",), extras=_nll_extras("answer_token_prob"),
         request=lambda task, tokenizer, it: {"prompt": _prompt(task, tokenizer, it),
