@@ -250,7 +250,7 @@ def protocol(task: Task) -> str:
     items = f"the whole {task.source.get('split', '')} split (up to {task.n_items})" if whole == "test" \
         else f"{task.n_items} items"
     if task.subtasks:
-        items += f" of each of {len(task.subtasks)} subtasks"
+        items = items.replace(" split (up to", f" split of each of {len(task.subtasks)} subtasks (up to")
     if task.fewshot is not None:
         shots = fewshot.lm_eval_definition(_for_subtask(task.fewshot["lm_eval"], (task.subtasks or (None,))[0]))
         items += f", {shots.get('num_fewshot', 0)}-shot from lm-eval's {task.fewshot['lm_eval']}"

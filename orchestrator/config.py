@@ -48,6 +48,13 @@ class GRPOConfig(_Strict):
     rollout_chunk: int | None = Field(None, gt=0, description="completions per generate call (a memory cap); "
                                       "default: all of a step's prompts x group_size at once. Samples do not "
                                       "depend on it")
+    minibatches: int = Field(1, gt=0, description="policy updates per rollout: a rollout's prompts are split "
+                             "into this many mini-batches, one optimizer step each, all scored against the "
+                             "rollout's log-probs, so the ratio moves and the clip acts (the paper's PPO mini-batch "
+                             "64 of 256 prompts: 4). 1: one update, the ratio is always 1")
+    loss_agg: Literal["sequence_mean", "token_mean"] = Field(
+        "sequence_mean", description="the surrogate's mean: per sequence, then over sequences (GRPO's "
+        "original), or over every completion token of the mini-batch (the paper's veRL setting)")
     clip_eps: float = Field(0.2, gt=0, lt=1)
     kl_coef: float = Field(0.0, ge=0, description="0: no KL term (the paper's setting)")
     lr_scale: float = Field(1.0, gt=0, le=1, description="GRPO trials train at train.lr x lr_scale (also when lr "
@@ -89,6 +96,20 @@ class TrainConfig(_Strict):
         """GRPO's reward is the task's scorer, so its samples are as long as the task's scored answers."""
         if self.grpo.max_new_tokens is None:
             self.grpo.max_new_tokens = suites.load_task(self.task).max_new_tokens
+        return self
+
+    @model_validator(mode="after")
+    def _checkpoints_between_rollouts(self) -> "TrainConfig":
+        """A resume restarts at a rollout: the mini-batches of one are never split by a checkpoint."""
+        m = self.grpo.minibatches
+        if self.regime == "grpo" and m > 1:
+            if self.grpo.prompts_per_step % m:
+                raise ValueError(f"grpo.minibatches: {m} does not divide grpo.prompts_per_step "
+                                 f"({self.grpo.prompts_per_step}); allowed: a divisor of it")
+            if (self.checkpoint_every * self.grad_accum) % m:
+                raise ValueError(f"grpo.minibatches: {m} does not divide checkpoint_every x grad_accum "
+                                 f"({self.checkpoint_every * self.grad_accum}); allowed: a divisor, so every "
+                                 "checkpoint falls between rollouts")
         return self
 
     @property

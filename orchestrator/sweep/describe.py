@@ -31,8 +31,11 @@ def training_line(cfg: SweepConfig, plan: Plan) -> str:
                         f"micro-batch x {workers} worker(s) x {t.grad_accum} accumulation), max length "
                         f"{t.max_length}, {kept}")
     if "grpo" in regimes:
-        per_step.append(f"GRPO: {t.grpo.prompts_per_step * workers * t.grad_accum} prompts per step x "
-                        f"{t.grpo.group_size} samples at temperature {t.grpo.temperature:g}")
+        g = t.grpo
+        per_step.append(f"GRPO: {g.prompts_per_step * workers} prompts per rollout x {g.group_size} samples at "
+                        f"temperature {g.temperature:g}, {g.prompts_per_step // g.minibatches * workers * t.grad_accum} "
+                        f"prompts per policy update ({g.minibatches} mini-batch(es) per rollout), "
+                        f"{g.loss_agg.replace('_', '-')} loss")
     return (f"train task {t.task}{where}, up to {t.train_items} items; {'; '.join(per_step)}; AdamW betas ({t.betas[0]:g}, {t.betas[1]:g}), {t.schedule} schedule")
 
 

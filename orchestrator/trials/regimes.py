@@ -6,14 +6,18 @@ PEFT-Arena (Huang et al., arXiv 2605.28819, "Benchmark protocol"): for each prom
 from the current policy (all prompts x G decoded together, each prompt's prefill shared by its G samples,
 chunked to `grpo.rollout_chunk` rows), score them with the task's verifiable scorer, normalise rewards
 within the group, and minimise the clipped policy-gradient loss over completion tokens (the prompts'
-forward and backward shared by their samples too). No KL term
+forward and backward shared by their samples too). With `grpo.minibatches` M > 1 a rollout is split into
+M mini-batches of its prompts, one optimizer step each, every one scored against the log-probs the policy
+had at the rollout, so from the second update on the ratio moves and the clip acts (PPO's mini-batches, as
+the paper's veRL runs: 4 per rollout). No KL term
 by default; with `kl_coef` > 0 the reference is the base model, which for PEFT is the same model with
 adapters disabled (no second copy in memory).
 """
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -91,15 +95,20 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip_eps: float, ref_logp: torch.Tensor | None = None, kl_coef: float = 0.0) -> torch.Tensor:
-    """Clipped surrogate over completion tokens (PPO/GRPO), per-token mean over each sequence then over
-    the batch. Shapes: [sequences, tokens] for log-probs and mask, [sequences] for advantages."""
+                clip_eps: float, ref_logp: torch.Tensor | None = None, kl_coef: float = 0.0,
+                aggregate: str = "sequence_mean") -> torch.Tensor:
+    """Clipped surrogate over completion tokens (PPO/GRPO): the per-token mean over each sequence, then over
+    the batch (`sequence_mean`), or over every token of the batch at once (`token_mean`, where a long
+    completion weighs by its length). Shapes: [sequences, tokens] for log-probs and mask, [sequences] for
+    advantages."""
     ratio = torch.exp(logp - old_logp)
     adv = advantages[:, None]
     per_token = -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv)
     if ref_logp is not None and kl_coef > 0:  # k3 estimator of KL(policy || reference)
         log_ratio = ref_logp - logp
         per_token = per_token + kl_coef * (torch.exp(log_ratio) - log_ratio - 1)
+    if aggregate == "token_mean":
+        return (per_token * mask).sum() / mask.sum().clamp(min=1)
     per_sequence = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
     return per_sequence.mean()
 
@@ -151,6 +160,16 @@ class SFT(_Stream):
 
 
 @dataclass
+class _MiniBatch:
+    """One policy update's share of a rollout: its prompts' completions, advantages and rollout log-probs."""
+    prompts: list[list[int]]
+    completions: list[list[int]]
+    advantages: torch.Tensor
+    old_logp: torch.Tensor | None  # None: the policy has not moved since the rollout (its first update)
+    metrics: dict[str, float]
+
+
+@dataclass
 class GRPO(_Stream):
     """Group-relative policy optimisation on prompts with verifiable answers."""
     prompts: Sequence[tuple[list[int], str]]  # (prompt ids, reference answer)
@@ -159,11 +178,17 @@ class GRPO(_Stream):
     eos_id: int | None
     decode: Callable[[list[int]], str]
     reward: Reward
+    pending: deque = field(default_factory=deque)  # the current rollout's mini-batches not yet trained on
 
     def __post_init__(self) -> None:
         self.stream = batches(list(self.prompts), self.cfg.grpo.prompts_per_step, self.cfg.seed)
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
-        self.micro_batch = self.cfg.grpo.prompts_per_step
+        self.micro_batch = self.cfg.grpo.prompts_per_step // self.cfg.grpo.minibatches
+
+    def skip(self, count: int) -> None:
+        """`count` mini-batches were trained on before the resume: whole rollouts (the config keeps every
+        checkpoint between rollouts)."""
+        super().skip(count // self.cfg.grpo.minibatches)
 
     def shard(self, rank: int, world: int) -> None:
         """Each rank samples its own prompts' completions: its generator is seeded by (seed, rank)."""
@@ -187,6 +212,27 @@ class GRPO(_Stream):
     def loss(self, engine: Any, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
         g = self.cfg.grpo
         model = engine.module
+        if not self.pending:
+            self.pending.extend(self._rollout(model, device))
+        part = self.pending.popleft()
+        logp, entropy, mask = completion_logprobs(model, part.prompts, g.group_size, part.completions, self.pad_id)
+        ref = None
+        if g.kl_coef > 0 and hasattr(model, "disable_adapter"):
+            with torch.no_grad(), model.disable_adapter():
+                ref = completion_logprobs(model, part.prompts, g.group_size, part.completions, self.pad_id)[0]
+        old = logp.detach() if part.old_logp is None else part.old_logp
+        loss = policy_loss(logp, old, part.advantages, mask, g.clip_eps, ref, g.kl_coef, g.loss_agg)
+        ratio = torch.exp(logp.detach() - old)
+        clipped = ((ratio - 1).abs() > g.clip_eps).float()
+        metrics = {**part.metrics, "entropy": float((entropy * mask).sum() / mask.sum().clamp(min=1)),
+                   "clip_fraction": float((clipped * mask).sum() / mask.sum().clamp(min=1))}
+        return loss, metrics
+
+    def _rollout(self, model: nn.Module, device: torch.device) -> list[_MiniBatch]:
+        """Sample G completions for each of the next prompts, reward them, and cut the rollout into
+        `minibatches` parts by prompt (a prompt's group stays whole: its advantages are relative to it).
+        Parts after the first keep the rollout's log-probs, which their updates' ratios are taken against."""
+        g = self.cfg.grpo
         batch = next(self.stream)
         prompts = [prompt for prompt, _ in batch]
         completions = generate_ids(model, prompts, g.max_new_tokens, self.pad_id, self.eos_id,
@@ -195,16 +241,18 @@ class GRPO(_Stream):
         rewards = [self.reward(self.decode(c), batch[row // g.group_size][1]) for row, c in enumerate(completions)]
         reward_t = torch.tensor(rewards, dtype=torch.float32).view(len(batch), g.group_size)
         advantages = group_advantages(reward_t).view(-1).to(device)
-        logp, entropy, mask = completion_logprobs(model, prompts, g.group_size, completions, self.pad_id)
-        ref = None
-        if g.kl_coef > 0 and hasattr(model, "disable_adapter"):
-            with torch.no_grad(), model.disable_adapter():
-                ref = completion_logprobs(model, prompts, g.group_size, completions, self.pad_id)[0]
-        loss = policy_loss(logp, logp.detach(), advantages, mask, g.clip_eps, ref, g.kl_coef)
         stds = reward_t.std(dim=1, unbiased=False)
         lengths = [len(c) for c in completions]
         metrics = {"reward_mean": float(reward_t.mean()), "reward_std_in_group": float(stds.mean()),
                    "zero_variance_groups": float((stds == 0).float().mean()),
-                   "completion_length": sum(lengths) / len(lengths),
-                   "entropy": float((entropy * mask).sum() / mask.sum().clamp(min=1)), "tokens": float(sum(lengths))}
-        return loss, metrics
+                   "completion_length": sum(lengths) / len(lengths), "tokens": float(sum(lengths))}
+        per_part, rows = len(batch) // g.minibatches, len(batch) // g.minibatches * g.group_size
+        parts = []
+        for k in range(g.minibatches):
+            part_prompts, part_completions = prompts[k * per_part:(k + 1) * per_part], completions[k * rows:(k + 1) * rows]
+            old_logp = None
+            if k:
+                with torch.no_grad():
+                    old_logp = completion_logprobs(model, part_prompts, g.group_size, part_completions, self.pad_id)[0]
+            parts.append(_MiniBatch(part_prompts, part_completions, advantages[k * rows:(k + 1) * rows], old_logp, metrics))
+        return parts

@@ -111,3 +111,55 @@ def test_sampling_draws_from_the_softmax_at_temperature():
     expected = torch.softmax(logits[0] / 0.7, dim=-1)
     assert (frequencies - expected).abs().max() < 0.012
     assert frequencies[0] == frequencies[11] == 0
+
+
+def test_token_mean_weighs_a_sequence_by_its_length():
+    """Two sequences with per-token losses 1 (one token) and 4, 4, 4 (three): the sequence mean is
+    (1 + 4) / 2, the token mean (1 + 12) / 4."""
+    logp = torch.zeros(2, 3)
+    old = torch.zeros(2, 3)  # ratio 1: the per-token loss is -advantage
+    adv = torch.tensor([-1.0, -4.0])
+    mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    assert float(regimes.policy_loss(logp, old, adv, mask, 0.2)) == pytest.approx(2.5)
+    assert float(regimes.policy_loss(logp, old, adv, mask, 0.2, aggregate="token_mean")) == pytest.approx(3.25)
+
+
+def test_minibatches_update_the_policy_several_times_per_rollout_against_its_log_probs(tiny_tokenizer):
+    """minibatches=2 on 2 prompts: the first call rolls out both prompts and trains on the first; the
+    second trains on the second prompt's samples against the log-probs the policy had at the rollout, so
+    after an optimizer step in between its ratio is not 1 and the clip acts; the third rolls out again."""
+    def reward(completion: str, accepted: list[str]) -> float:
+        return float(completion.strip()[:1].isdigit())
+
+    model = registry.wrap(build_tiny_model(len(tiny_tokenizer), seed=3), "lora", {"r": 8}, "all-linear", seed=0)
+    cfg = _cfg(minibatches=2, group_size=16)
+    grpo = regimes.GRPO(_prompts(tiny_tokenizer), cfg, tiny_tokenizer.pad_token_id, tiny_tokenizer.eos_token_id,
+                        tiny_tokenizer.decode, reward)
+    assert grpo.micro_batch == 1
+    engine, optimizer = SimpleNamespace(module=model), torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=50.0)
+    loss, first = grpo.loss(engine, torch.device("cpu"))
+    assert first["clip_fraction"] == 0 and len(grpo.pending) == 1  # the policy has not moved yet
+    second_part = grpo.pending[0]
+    with torch.no_grad():
+        at_rollout = regimes.completion_logprobs(model, second_part.prompts, 16, second_part.completions,
+                                                 tiny_tokenizer.pad_token_id)[0]
+    torch.testing.assert_close(second_part.old_logp, at_rollout, rtol=0, atol=0)
+    assert first["zero_variance_groups"] < 1, "the test needs a group with both outcomes to move the policy"
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    _, second = grpo.loss(engine, torch.device("cpu"))
+    assert second["clip_fraction"] > 0 and not grpo.pending
+    assert second["reward_mean"] == first["reward_mean"]  # the same rollout
+    grpo.loss(engine, torch.device("cpu"))
+    assert len(grpo.pending) == 1  # a new rollout
+
+
+@pytest.mark.parametrize("train, error", [
+    ({"grpo": {"prompts_per_step": 6, "minibatches": 4}}, r"grpo.minibatches: 4 does not divide grpo.prompts_per_step \(6\)"),
+    ({"grpo": {"prompts_per_step": 8, "minibatches": 4}, "checkpoint_every": 6},
+     r"grpo.minibatches: 4 does not divide checkpoint_every x grad_accum \(6\); allowed: a divisor"),
+])
+def test_minibatches_that_would_split_a_rollout_are_refused(train, error):
+    with pytest.raises(ValueError, match=error):
+        TrainConfig(regime="grpo", **train)

@@ -27,7 +27,9 @@ from orchestrator.trials import trial
 cfg = config.validate(json.loads(sys.argv[1]))
 trial.run(cfg, "lora", {"r": 2}, SweepDir.of(cfg).trial("t"))
 """
-GRPO = {"regime": "grpo", "grpo": {"group_size": 2, "prompts_per_step": 2, "max_new_tokens": 4}}
+# two policy updates per rollout: a resume restarts at a rollout, and the second update of each is against
+# the rollout's log-probs (the ratio clip acts), so an exact resume must land between rollouts
+GRPO = {"regime": "grpo", "grpo": {"group_size": 2, "prompts_per_step": 2, "max_new_tokens": 4, "minibatches": 2}}
 
 
 def _config(model_dir: Path, out: Path, zero_stage: int, regime: str, resume_state: str = "last") -> dict:

@@ -101,7 +101,7 @@ def test_the_result_shows_each_subtask(bbh):
 
 def test_dry_run_states_the_protocol():
     line = suites.protocol(suites.load_task("bbh"))
-    assert line.startswith("bbh (the whole test split (up to 6511) of each of 27 subtasks, 3-shot from lm-eval's "
+    assert line.startswith("bbh (the whole test split of each of 27 subtasks (up to 6511), 3-shot from lm-eval's "
                            "bbh/cot_fewshot/{subtask}.yaml, greedy, up to 512 new tokens, match lm_eval_bbh_cot")
 
 

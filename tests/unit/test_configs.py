@@ -51,7 +51,8 @@ def test_paper_configs_give_each_trial_eight_gpu_ranks(name, tmp_path, capsys):
                              "8192, over-long examples dropped; AdamW betas (0.9, 0.95), cosine schedule"),
     ("paper-llama-3.2-3b-sft", "SFT: 256 examples per step (2 per micro-batch x 8 worker(s) x 16 accumulation), max "
                                "length 8192, over-long examples dropped; AdamW betas (0.9, 0.95), cosine schedule"),
-    ("paper-rl", "GRPO: 256 prompts per step x 8 samples at temperature 1; AdamW betas (0.9, 0.999), constant schedule"),
+    ("paper-rl", "GRPO: 256 prompts per rollout x 8 samples at temperature 1, 64 prompts per policy update (4 mini-batch(es) "
+                 "per rollout), token-mean loss; AdamW betas (0.9, 0.999), constant schedule"),
 ])
 def test_paper_configs_dry_run_prints_the_papers_protocol(name, recipe, tmp_path, capsys):
     """The paper's recipe and evaluation (arXiv 2605.28819, Sec. 4) as the dry run states them: its data, global
@@ -63,5 +64,6 @@ def test_paper_configs_dry_run_prints_the_papers_protocol(name, recipe, tmp_path
         assert f"{task} (the whole " in out and f"split (up to {items}), 16 samples at temperature 0.6, up to 8192 new " \
             "tokens, match math_verify, exact_match)" in out
     assert "nq_open (the whole validation split (up to 3610), greedy, up to 32 new tokens, match lm_eval_exact_match" in out
+    assert "bbh (the whole test split of each of 27 subtasks (up to 6511), 3-shot from lm-eval's " in out
     if name != "paper-rl":
         assert '"dropout": 0.05, "lora_alpha": 8, "r": 4' in out and '"dropout": 0.05, "r": 256' in out
