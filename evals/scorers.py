@@ -102,14 +102,14 @@ def choice_loglikelihoods(model: nn.Module, tokenizer: Any, items: Sequence[dict
         first_logp = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
         owners = [row for row, i in enumerate(batch) for _ in encoded[i][1]]
         conts = [cont for i in batch for cont in encoded[i][1]]
-        cache = first.past_key_values
+        cache = first.cache
         cache.reorder_cache(torch.tensor(owners, device=device))  # one cache row per choice
         cont_ids, cont_mask = pad_batch(conts, pad)
         width = cont_ids.shape[1]
         lengths = ctx_mask.sum(1)[owners]
         cont_positions = lengths[:, None] + torch.arange(width)[None, :]
         logits = model(input_ids=cont_ids.to(device), attention_mask=torch.cat([ctx_mask[owners], cont_mask], 1).to(device),
-                       position_ids=cont_positions.to(device), past_key_values=cache, use_cache=True).logits.float()
+                       position_ids=cont_positions.to(device), cache=cache, use_cache=True).logits.float()
         for row, (owner, cont) in enumerate(zip(owners, conts)):
             total = float(first_logp[owner, cont[0]])
             if len(cont) > 1:
@@ -214,7 +214,7 @@ def prefill_groups(model: nn.Module, prompts: Sequence[list[int]], pad_id: int,
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                 use_cache=True, logits_to_keep=1)
     rows = torch.arange(len(prompts)).repeat_interleave(group).to(device)
-    cache = out.past_key_values
+    cache = out.cache
     if group > 1:
         cache.reorder_cache(rows)
     return out, cache, rows, mask.to(device)[rows]
@@ -248,8 +248,8 @@ def _decode(model: nn.Module, prompts: Sequence[list[int]], group: int, max_new_
             active = [active[i] for i in keep]
         mask = torch.cat([mask, torch.ones_like(chosen)[:, None]], 1)
         out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=next_position,
-                    past_key_values=cache, use_cache=True)
-        cache, logits, next_position = out.past_key_values, out.logits[:, -1], next_position + 1
+                    cache=cache, use_cache=True)
+        cache, logits, next_position = out.cache, out.logits[:, -1], next_position + 1
     return tokens
 
 

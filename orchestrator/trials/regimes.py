@@ -133,7 +133,7 @@ def completion_logprobs(model: nn.Module, prompts: Sequence[list[int]], group: i
     if width > 1:
         comp_positions = mask.sum(1)[:, None] + torch.arange(width - 1, device=device)[None, :]
         rest = model(input_ids=comp_ids[:, :-1], attention_mask=torch.cat([mask, comp_mask[:, :-1]], 1),
-                     position_ids=comp_positions, past_key_values=cache, use_cache=True).logits
+                     position_ids=comp_positions, cache=cache, use_cache=True).logits
         scored.append(_token_logprobs(rest, comp_ids[:, 1:]))
     logp = torch.cat([lp for lp, _ in scored], 1)
     entropy = torch.cat([e for _, e in scored], 1)
