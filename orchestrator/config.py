@@ -300,12 +300,20 @@ class SearchConfig(_Strict):
         return self
 
 
+class ThroughputConfig(_Strict):
+    """Per-worker rates the --dry-run cost plan divides by; unset: the defaults it names (measured on CPUs,
+    assumed on GPUs)."""
+    train_flops_per_s: float | None = Field(None, gt=0, description="training FLOP/s one worker achieves")
+    generate_tokens_per_s: float | None = Field(None, gt=0, description="new tokens/s one worker generates, batched")
+
+
 class ResourcesConfig(_Strict):
     """What one trial takes: `workers_per_trial` Ray Train workers (data-parallel DeepSpeed ranks), each with
     its CPUs and GPUs. One worker (the default) is a single process, without Ray Train."""
     workers_per_trial: int = Field(1, ge=1, description="data-parallel ranks of one trial")
     cpus_per_worker: float = Field(2.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
+    throughput: ThroughputConfig = Field(default_factory=ThroughputConfig)
 
     def totals(self) -> dict[str, float]:
         """CPUs and GPUs of one whole trial."""

@@ -1,11 +1,12 @@
 """The plan as a person reads it before anything runs (`peft-arena sweep --dry-run`): the space, the
-training recipe, where trials and their scoring run."""
+training recipe, where trials and their scoring run, and what it will cost."""
 from __future__ import annotations
 
 import json
 
 from evals import suites
 from orchestrator.config import SweepConfig
+from orchestrator.sweep.cost import cost_lines
 from orchestrator.sweep.placement import concurrent_trials
 from orchestrator.sweep.plan import Plan, num_samples, sampler_name
 
@@ -72,4 +73,4 @@ def describe(cfg: SweepConfig, plan: Plan, cluster: dict[str, float] | None = No
                  f"regimes {plan.regimes or [cfg.train.regime]}")
     if sampler == "grid":
         lines.append(f"  grid size {plan.grid_size}")
-    return lines
+    return lines + cost_lines(cfg, plan)
