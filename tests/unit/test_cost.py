@@ -58,9 +58,9 @@ def test_the_paper_grid_prints_its_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cost plan (upper bounds; per worker 4e+14 training FLOP/s and 1,000 generated tokens/s, assumed):" in out
     assert "per sft trial: trains on 1.64e+09 tokens (780 steps x 256 sequences x 8192), 7.47e+19 FLOPs (6 x 7.62B" in out
-    assert "scores 9 checkpoints x 19,241 generations" in out  # 500 x 16 + 40 x 16 + 30 x 16 + 6,511 + 3,610
+    assert "scores 9 checkpoints x 19,782 generations" in out  # 500 x 16 + 40 x 16 + 30 x 16 + 541 + 6,511 + 3,610
     assert "sweep: 18 trials + the base model scored once" in out
-    assert 500 * 16 + 40 * 16 + 30 * 16 + 6511 + 3610 == 19241
+    assert 500 * 16 + 40 * 16 + 30 * 16 + 541 + 6511 + 3610 == 19782
 
 
 def test_a_faster_decoder_cuts_the_evaluation_hours():

@@ -45,6 +45,7 @@ def _tasks_scored_by(*scorer_names: str) -> list[str]:
 
 def test_every_shipped_task_is_covered_by_an_oracle():
     covered = set(_tasks_scored_by("generate_exact_match", "multiple_choice"))
+    covered |= set(_tasks_scored_by("ifeval"))  # its oracle: tests/unit/test_ifeval.py, on the real prompts
     likelihood_only = set(_tasks_scored_by("answer_nll", "text_nll"))  # no reply to be right or wrong
     assert covered | likelihood_only == set(suites.task_names())
     assert {"gsm_symbolic", "arithmetic", "nq_open", "bbh", "math500", "amc23", "aime24",

@@ -70,10 +70,19 @@ def test_every_metric_is_its_formula_and_its_bootstrap_recomputes_it_from_the_it
     per_item = [{"id": str(i), "acc": int(rng.random() < 0.4), "acc_norm": int(rng.random() < 0.5),
                  "gold_prob": float(rng.random()),
                  "hit": int(rng.random() < 0.3), "pass": int(rng.random() < 0.6), "reply": "", "logprob": float(-rng.random() * 20),
-                 "tokens": int(rng.integers(1, 30))} for i in range(57)]
-    field = {"exact_match": "hit", "pass_at_k": "pass"}.get(metric, metric)
-    expected = math.exp(sum(it["logprob"] for it in per_item) / sum(it["tokens"] for it in per_item)) \
-        if metric.endswith("token_prob") else sum(it[field] for it in per_item) / len(per_item)
+                 "tokens": int(rng.integers(1, 30)), "instructions": int(rng.integers(1, 4))} for i in range(57)]
+    for it in per_item:  # IFEval: instructions followed of the item's 1-3, and whether all are
+        it["inst_strict"], it["inst_loose"] = int(rng.integers(0, it["instructions"] + 1)), it["instructions"]
+        it["strict"], it["loose"] = int(it["inst_strict"] == it["instructions"]), 1
+    field = {"exact_match": "hit", "pass_at_k": "pass", "prompt_level_strict_acc": "strict",
+             "prompt_level_loose_acc": "loose"}.get(metric, metric)
+    if metric.endswith("token_prob"):
+        expected = math.exp(sum(it["logprob"] for it in per_item) / sum(it["tokens"] for it in per_item))
+    elif metric.startswith("inst_level_"):  # followed instructions over all instructions
+        followed = "inst_strict" if "strict" in metric else "inst_loose"
+        expected = sum(it[followed] for it in per_item) / sum(it["instructions"] for it in per_item)
+    else:
+        expected = sum(it[field] for it in per_item) / len(per_item)
     task = suites.aggregate_task(suites.Task(name="t", source={"kind": "jsonl"}, scorer=scorer, metric=metric), per_item)
     assert task["score"] == task[metric] == pytest.approx(expected, rel=1e-12)
     assert float(uncertainty.task_metric(task)) == task["score"]
