@@ -30,7 +30,7 @@ def test_the_wheel_holds_the_data_the_commands_read(wheel):
     shipped = {f"orchestrator/configs/{p.name}" for p in (ROOT / "orchestrator" / "configs").glob("*.yaml")}
     models = {f"methods/model_configs/{p.name}" for p in (ROOT / "methods" / "model_configs").glob("*.json")}
     tasks = {f"evals/tasks/{p.name}" for p in (ROOT / "evals" / "tasks").glob("*.yaml")}
-    assert len(shipped) == 6 and len(models) == 3 and len(tasks) == 17
+    assert len(shipped) == 6 and len(models) == 3 and len(tasks) == 23
     assert shipped | models | tasks | {"evals/suites.yaml", "analysis/data/peft_arena_2026.yaml"} <= names
     assert not any(n.startswith(("tests/", "bench/", "docs/")) for n in names)  # the package, not the checkout
 
