@@ -26,6 +26,7 @@ BENCHES = {
     "tracking_overhead": [],
     "eval_service": [],
     "data_parallel": [],
+    "protocol_agreement": [],
     "early_stopping": [],  # a replay of bench/data/curves.json: seconds
 }
 README = Path(__file__).resolve().parent / "README.md"

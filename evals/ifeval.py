@@ -86,12 +86,20 @@ def ensure_punkt() -> str:
     return use_punkt()
 
 
+def lm_eval_verifiers() -> Any:
+    """lm-eval's IFEval module (`process_results`, `agg_inst_level_acc`), imported once a Punkt model is
+    findable: its import looks for one and, failing, tries to download it."""
+    use_punkt()
+    from lm_eval.tasks.ifeval import utils
+
+    return utils
+
+
 def check(reply: str, item: dict[str, Any]) -> dict[str, Any]:
     """One reply's verdicts from lm-eval's `process_results`, kept per item: whether every instruction is
     followed (strict, loose) and how many of them are."""
-    use_punkt()
+    process_results = lm_eval_verifiers().process_results
     import langdetect
-    from lm_eval.tasks.ifeval.utils import process_results
 
     # langdetect samples its n-grams at random, and lm-eval draws a random letter where the data asks for a
     # letter count of "!" or "#" (2 of the 834 instructions): seeded by the item, a reply always gets the

@@ -1,13 +1,9 @@
 """Builders the tests share: a tiny Llama from a config (no weights downloaded), a tiny byte-level BPE
-tokenizer, a tiny sweep config over local task fixtures, and a local copy of BBH. Plain functions, imported by tests; the
+tokenizer, and a tiny sweep config over local task fixtures. Plain functions, imported by tests; the
 pytest fixtures over them live in conftest.py."""
 from __future__ import annotations
 
-import functools
-import json
-import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -75,24 +71,3 @@ def wait_until(predicate: Callable[[], object], what: str, *, timeout: float = 9
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached in {timeout:.0f} s: {what}")
         time.sleep(poll)  # the poll interval of the watch, not a stand-in for the event
-
-
-@functools.lru_cache(maxsize=None)
-def bbh_exemplar_copy() -> Path:
-    """A local copy of BBH in the hub dataset's format (one JSONL per subtask: input, target), made of real
-    BBH items: the three worked exemplars lm-eval ships per subtask, each target its exemplar's final answer."""
-    from evals import fewshot, suites
-
-    root = Path(tempfile.mkdtemp(prefix="bbh-copy-"))
-    for subtask in suites.load_task("bbh").subtasks:
-        definition = fewshot.lm_eval_definition(f"bbh/cot_fewshot/{subtask}.yaml")
-        rows = [{"input": ex["input"], "target": re.search(r"the answer is (.*)\.$", ex["target"]).group(1)}
-                for ex in definition["fewshot_config"]["samples"]]
-        (root / f"{subtask}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return root
-
-
-def bbh_offline_source() -> dict:
-    """bbh's source pointed at `bbh_exemplar_copy` through the same `hf` loader (a local json builder)."""
-    return {"kind": "hf", "path": "json", "data_files": str(bbh_exemplar_copy() / "{subtask}.jsonl"),
-            "split": "train", "whole_split": "test"}

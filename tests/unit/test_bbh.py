@@ -11,22 +11,13 @@ import re
 import pytest
 
 from evals import fewshot, scorers, suites
-from tests.helpers import bbh_exemplar_copy, bbh_offline_source
+from bench.lm_eval_bridge import bbh_offline_source, bbh_probe_replies, bbh_reference_task, bbh_reference_verdict
 
 
 @pytest.fixture(scope="module")
 def bbh():
     task = dataclasses.replace(suites.load_task("bbh"), source=bbh_offline_source())
     return task, suites.select_items(task, "test", None)
-
-
-def _lm_eval_task(subtask: str):
-    """lm-eval's own task object for the subtask, over the same local items."""
-    from lm_eval.api.task import ConfigurableTask
-
-    config = {**fewshot.lm_eval_definition(f"bbh/cot_fewshot/{subtask}.yaml"), "dataset_path": "json",
-              "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(bbh_exemplar_copy() / f"{subtask}.jsonl")}}}
-    return ConfigurableTask(config=config)
 
 
 def test_every_subtask_of_lm_evals_group_is_scored(bbh):
@@ -41,45 +32,21 @@ def test_prompts_equal_lm_evals_fewshot_context(bbh):
     ours = {(it["subtask"], it["input"]): request["prompt"] for it, request in zip(items, suites.requests(task, None, items))}
     checked = 0
     for subtask in task.subtasks:
-        reference = _lm_eval_task(subtask)
+        reference = bbh_reference_task(subtask)
         for doc in reference.test_docs():
             assert ours[(subtask, doc["input"])] == reference.fewshot_context(doc, 3), subtask
             checked += 1
     assert checked == 81
 
 
-def _lm_eval_verdict(subtask: str, reply: str, target: str) -> int:
-    """lm-eval's pipeline for one reply, every setting read from the subtask's definition: cut at each
-    `until` string, the filter list's regex (first match), then the task's exact_match metric."""
-    from lm_eval.api.metrics import exact_match_hf_evaluate
-    from lm_eval.filters.extraction import RegexFilter
-
-    definition = fewshot.lm_eval_definition(f"bbh/cot_fewshot/{subtask}.yaml")
-    for stop in definition["generation_kwargs"]["until"]:
-        reply = reply.split(stop)[0]
-    steps = definition["filter_list"][0]["filter"]
-    assert [s["function"] for s in steps] == ["regex", "take_first"]
-    answer = RegexFilter(regex_pattern=steps[0]["regex_pattern"]).apply([[reply]], [{}])[0][0]
-    options = {k: v for k, v in definition["metric_list"][0].items() if k not in ("metric", "aggregation", "higher_is_better")}
-    return int(exact_match_hf_evaluate([answer], [target], **options)["exact_match"])
-
-
 def test_verdicts_equal_lm_evals_on_the_same_replies(bbh):
     task, items = bbh
-    worked = {ex["input"]: ex["target"] for name in task.subtasks
-              for ex in fewshot.lm_eval_definition(f"bbh/cot_fewshot/{name}.yaml")["fewshot_config"]["samples"]}
     hits = 0
     for i, item in enumerate(items):
-        other = items[(i + 1) % len(items)]["target"]
-        chain = worked[item["input"]]
-        replies = [chain,  # the exemplar's own worked answer
-                   chain.replace(f"the answer is {item['target']}.", f"the answer is {other}."),
-                   chain + "\n\nQ: the next question. So the answer is nothing.",  # runs on: cut at the blank line
-                   f"So the answer is {item['target']}",  # no closing period: lm-eval's regex drops the last character
-                   f"So The answer is {item['target']}.", "", f"the answer is ({item['target']})."]
+        replies = bbh_probe_replies(item, items[(i + 1) % len(items)]["target"])
         for reply in replies:
             ours = scorers.exact_match_item(reply, suites.references(task, item), task.match, task.stop)["hit"]
-            assert ours == _lm_eval_verdict(item["subtask"], reply, item["target"]), (item["subtask"], reply[-80:])
+            assert ours == bbh_reference_verdict(item["subtask"], reply, item["target"]), (item["subtask"], reply[-80:])
             hits += ours
     assert hits >= 2 * len(items)  # the worked answer and the run-on one at least; the rest mostly miss
 

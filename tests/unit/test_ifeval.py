@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from bench.protocol_agreement import ifeval_comparison
 from evals import ifeval, suites
 
 
@@ -32,25 +33,12 @@ def test_a_reply_that_follows_the_instructions_scores_1_and_one_that_breaks_them
         assert (broken["strict"], broken["loose"], broken["inst_strict"]) == (0, 0, 0)
 
 
-def test_our_metrics_equal_lm_evals_aggregation_on_the_same_replies(items):
-    """Replies of three kinds for every prompt (the prompt echoed, a lowercase echo without commas, an empty
-    reply), each scored once by lm-eval's process_results and aggregated as its ifeval task does (mean per
-    prompt, agg_inst_level_acc per instruction), against our records through the task's own metrics."""
-    from lm_eval.tasks.ifeval.utils import agg_inst_level_acc, process_results
-
-    task = suites.load_task("ifeval")
-    replies = [(it, r) for it in items for r in (it["prompt"], it["prompt"].lower().replace(",", ""), "")]
-    ours = [{"id": str(i), **ifeval.check(reply, item)} for i, (item, reply) in enumerate(replies)]
-    theirs = []
-    for item, reply in replies:
-        random.seed(item["key"])  # lm-eval draws a letter for "!" and "#" letter counts: the same draw for both
-        theirs.append(process_results(item, [reply]))
-    result = suites.aggregate_task(task, ours)
-    assert result["prompt_level_strict_acc"] == pytest.approx(sum(t["prompt_level_strict_acc"] for t in theirs) / len(theirs), abs=1e-12)
-    assert result["prompt_level_loose_acc"] == pytest.approx(sum(t["prompt_level_loose_acc"] for t in theirs) / len(theirs), abs=1e-12)
-    assert result["inst_level_strict_acc"] == pytest.approx(agg_inst_level_acc([t["inst_level_strict_acc"] for t in theirs]), abs=1e-12)
-    assert result["inst_level_loose_acc"] == pytest.approx(agg_inst_level_acc([t["inst_level_loose_acc"] for t in theirs]), abs=1e-12)
-    assert result["score"] == result["inst_level_strict_acc"] and 0.05 < result["score"] < 0.95  # both verdicts occur
+def test_our_metrics_equal_lm_evals_aggregation_on_the_same_replies():
+    """3 replies to every prompt, scored once by lm-eval's process_results and aggregated as its ifeval task
+    does (mean per prompt, agg_inst_level_acc per instruction), against our records through the task's metrics."""
+    ours, theirs, replies = ifeval_comparison()
+    assert replies == 3 * 541 and ours == pytest.approx(theirs, abs=1e-12)
+    assert 0.05 < ours["inst_level_strict_acc"] < 0.95  # both verdicts occur
 
 
 def test_the_punkt_model_only_moves_sentence_boundaries(items):
@@ -59,7 +47,7 @@ def test_the_punkt_model_only_moves_sentence_boundaries(items):
     every prompt's text, so only sentence counts depend on which Punkt model is installed."""
     import nltk
 
-    ifeval.use_punkt()
+    ifeval.lm_eval_verifiers()
     from lm_eval.tasks.ifeval import instructions_util
 
     for item in items:

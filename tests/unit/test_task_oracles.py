@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from evals import scorers, sources, suites
-from tests.helpers import bbh_offline_source
+from bench.lm_eval_bridge import bbh_offline_source
 
 HUB_COPIES = Path(__file__).resolve().parents[1] / "fixtures" / "hub"
 BIGBENCH_SCHEMA_COPY = Path(__file__).resolve().parents[1] / "fixtures" / "bigbench" / "task.json"
