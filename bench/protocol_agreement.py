@@ -10,32 +10,46 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Iterator
 
 from bench.common import record
 from bench.lm_eval_bridge import bbh_offline_source, bbh_probe_replies, bbh_reference_task, bbh_reference_verdict
 from evals import ifeval, scorers, suites
 
 
-def bbh() -> None:
+def bbh_task() -> tuple[suites.Task, list[dict]]:
+    """The bbh task read from the exemplars lm-eval ships (no hub here), and its 81 items."""
     task = dataclasses.replace(suites.load_task("bbh"), source=bbh_offline_source())
-    items = suites.select_items(task, "test", None)
+    return task, suites.select_items(task, "test", None)
+
+
+def bbh_prompt_pairs(task: suites.Task, items: list[dict]) -> Iterator[tuple[str, str, str]]:
+    """(subtask, our prompt, lm-eval's `fewshot_context`) for each item of lm-eval's own task objects; the
+    bench counts the identical ones and the tests assert each, so both compare the same pairs."""
     ours = {(it["subtask"], it["input"]): r["prompt"] for it, r in zip(items, suites.requests(task, None, items))}
-    prompts = same_prompts = 0
     for subtask in task.subtasks:
         reference = bbh_reference_task(subtask)
         for doc in reference.test_docs():
-            prompts += 1
-            same_prompts += ours[(subtask, doc["input"])] == reference.fewshot_context(doc, 3)
-    verdicts = same_verdicts = 0
+            yield subtask, ours[(subtask, doc["input"])], reference.fewshot_context(doc, 3)
+
+
+def bbh_verdict_pairs(task: suites.Task, items: list[dict]) -> Iterator[tuple[str, str, bool, bool]]:
+    """(subtask, reply, our verdict, lm-eval's) for 7 probe replies per item, one of them carrying the next
+    item's answer, so a scorer that accepts any answer is caught."""
     for i, item in enumerate(items):
         for reply in bbh_probe_replies(item, items[(i + 1) % len(items)]["target"]):
-            verdicts += 1
             mine = scorers.exact_match_item(reply, suites.references(task, item), task.match, task.stop)["hit"]
-            same_verdicts += mine == bbh_reference_verdict(item["subtask"], reply, item["target"])
+            yield item["subtask"], reply, mine, bbh_reference_verdict(item["subtask"], reply, item["target"])
+
+
+def bbh() -> None:
+    task, items = bbh_task()
+    prompts = [ours == theirs for _, ours, theirs in bbh_prompt_pairs(task, items)]
+    verdicts = [ours == theirs for _, _, ours, theirs in bbh_verdict_pairs(task, items)]
     record("protocol_agreement_bbh", "identical prompts and verdicts / all (higher is better)",
-           same_prompts + same_verdicts, prompts + verdicts, "100% identical to lm-eval's bbh_cot_fewshot",
-           same_prompts == prompts and same_verdicts == verdicts, prompts=prompts, identical_prompts=same_prompts,
-           verdicts=verdicts, identical_verdicts=same_verdicts, subtasks=len(task.subtasks))
+           sum(prompts) + sum(verdicts), len(prompts) + len(verdicts), "100% identical to lm-eval's bbh_cot_fewshot",
+           all(prompts) and all(verdicts), prompts=len(prompts), identical_prompts=sum(prompts),
+           verdicts=len(verdicts), identical_verdicts=sum(verdicts), subtasks=len(task.subtasks))
 
 
 def ifeval_comparison() -> tuple[dict[str, float], dict[str, float], int]:

@@ -4,20 +4,18 @@ item, and our verdict on a reply equals lm-eval's pipeline read from its task de
 its regex filter, its metric), reply for reply."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 
 import pytest
 
 from evals import fewshot, scorers, suites
-from bench.lm_eval_bridge import bbh_offline_source, bbh_probe_replies, bbh_reference_task, bbh_reference_verdict
+from bench.protocol_agreement import bbh_prompt_pairs, bbh_task, bbh_verdict_pairs
 
 
 @pytest.fixture(scope="module")
 def bbh():
-    task = dataclasses.replace(suites.load_task("bbh"), source=bbh_offline_source())
-    return task, suites.select_items(task, "test", None)
+    return bbh_task()
 
 
 def test_every_subtask_of_lm_evals_group_is_scored(bbh):
@@ -28,26 +26,19 @@ def test_every_subtask_of_lm_evals_group_is_scored(bbh):
 
 
 def test_prompts_equal_lm_evals_fewshot_context(bbh):
-    task, items = bbh
-    ours = {(it["subtask"], it["input"]): request["prompt"] for it, request in zip(items, suites.requests(task, None, items))}
     checked = 0
-    for subtask in task.subtasks:
-        reference = bbh_reference_task(subtask)
-        for doc in reference.test_docs():
-            assert ours[(subtask, doc["input"])] == reference.fewshot_context(doc, 3), subtask
-            checked += 1
+    for subtask, ours, theirs in bbh_prompt_pairs(*bbh):
+        assert ours == theirs, subtask
+        checked += 1
     assert checked == 81
 
 
 def test_verdicts_equal_lm_evals_on_the_same_replies(bbh):
     task, items = bbh
     hits = 0
-    for i, item in enumerate(items):
-        replies = bbh_probe_replies(item, items[(i + 1) % len(items)]["target"])
-        for reply in replies:
-            ours = scorers.exact_match_item(reply, suites.references(task, item), task.match, task.stop)["hit"]
-            assert ours == bbh_reference_verdict(item["subtask"], reply, item["target"]), (item["subtask"], reply[-80:])
-            hits += ours
+    for subtask, reply, ours, theirs in bbh_verdict_pairs(task, items):
+        assert ours == theirs, (subtask, reply[-80:])
+        hits += ours
     assert hits >= 2 * len(items)  # the worked answer and the run-on one at least; the rest mostly miss
 
 
