@@ -22,53 +22,69 @@ def _pairs(tokenizer, n=16):
             for q, x in qa[:n]]
 
 
+ZERO_STAGES = (0, 2, 3)
+
+
 def _train_on_this_rank(config: dict) -> None:
-    """One rank (in a Ray Train worker): the project's trainer on a tiny LoRA model; rank 0 writes the log."""
+    """One rank (in a Ray Train worker): the project's trainer on a tiny LoRA model, once per ZeRO stage in
+    the same process group (a group start costs more than the 8 steps); rank 0 writes each stage's log."""
     from methods import registry
     from orchestrator.config import TrainConfig
     from orchestrator.storage.sweep_dir import TrialDir
     from orchestrator.trials import regimes, trainer
 
     tokenizer = helpers.build_tiny_tokenizer()
-    model = registry.wrap(helpers.build_tiny_model(len(tokenizer)), "lora", {"r": 4}, "all-linear", seed=1)
-    cfg = TrainConfig(steps=STEPS, batch_size=4, grad_accum=config["accum"], max_length=64, lr=2e-2,
-                      warmup_ratio=0.25, checkpoint_every=STEPS, zero_stage=config["zero"], threads=1)
-    out = Path(config["out"])
-    result = trainer.train(model, regimes.SFT(_pairs(tokenizer), cfg, tokenizer.pad_token_id), cfg, TrialDir(out),
-                           {"method": "lora"})
-    if torch.distributed.get_rank() == 0:
-        (out / "log.json").write_text(json.dumps({"losses": [r["loss"] for r in result.log], "tokens": result.tokens,
-                                                  "world_size": result.world_size,
-                                                  "global_batch": result.global_batch}))
+    for zero in ZERO_STAGES:
+        model = registry.wrap(helpers.build_tiny_model(len(tokenizer)), "lora", {"r": 4}, "all-linear", seed=1)
+        cfg = TrainConfig(steps=STEPS, batch_size=4, grad_accum=config["accum"], max_length=64, lr=2e-2,
+                          warmup_ratio=0.25, checkpoint_every=STEPS, zero_stage=zero, threads=1)
+        out = Path(config["out"]) / f"zero{zero}"
+        result = trainer.train(model, regimes.SFT(_pairs(tokenizer), cfg, tokenizer.pad_token_id), cfg,
+                               TrialDir(out), {"method": "lora"})
+        if torch.distributed.get_rank() == 0:
+            (out / "log.json").write_text(json.dumps({"losses": [r["loss"] for r in result.log],
+                                                      "tokens": result.tokens, "world_size": result.world_size,
+                                                      "global_batch": result.global_batch}))
 
 
-def _run(workers: int, accum: int, zero: int, out: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+Trained = dict[int, tuple[dict, dict[str, torch.Tensor]]]
+
+
+def _run(workers: int, accum: int, out: Path) -> Trained:
+    """Each ZeRO stage's log and final adapter state, trained by one Ray Train group of `workers` ranks."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    TorchTrainer(_train_on_this_rank, train_loop_config={"accum": accum, "zero": zero, "out": str(out)},
+    TorchTrainer(_train_on_this_rank, train_loop_config={"accum": accum, "out": str(out)},
                  torch_config=TorchConfig(backend="gloo"),
                  scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
                  run_config=RunConfig(name=f"w{workers}", storage_path=str(out / "ray_train"))).fit()
-    state, _ = checkpoints.load(out / "checkpoints" / f"step_{STEPS:06d}")
-    return json.loads((out / "log.json").read_text()), state
+    trained = {}
+    for zero in ZERO_STAGES:
+        state, _ = checkpoints.load(out / f"zero{zero}" / "checkpoints" / f"step_{STEPS:06d}")
+        trained[zero] = json.loads((out / f"zero{zero}" / "log.json").read_text()), state
+    return trained
 
 
 @pytest.fixture(scope="module")
-def ray_two_cpus():
+def one_and_two_workers(tmp_path_factory) -> tuple[Trained, Trained]:
+    """Two workers at accumulation 1 and one worker at accumulation 2, every ZeRO stage each; Ray is shut
+    down again before the cluster tests of this file start theirs."""
     import sys
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import tests/
     ray.cloudpickle.register_pickle_by_value(helpers)
+    out = tmp_path_factory.mktemp("data_parallel")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    yield
-    ray.shutdown()
+    try:
+        return _run(workers=2, accum=1, out=out / "two"), _run(workers=1, accum=2, out=out / "one")
+    finally:
+        ray.shutdown()
 
 
-@pytest.mark.parametrize("zero", [0, 2, 3])
-def test_two_workers_equal_one_worker_with_double_accumulation(tmp_path, ray_two_cpus, zero):
-    two, two_state = _run(workers=2, accum=1, zero=zero, out=tmp_path / "two")
-    one, one_state = _run(workers=1, accum=2, zero=zero, out=tmp_path / "one")
+@pytest.mark.parametrize("zero", ZERO_STAGES)
+def test_two_workers_equal_one_worker_with_double_accumulation(one_and_two_workers, zero):
+    (two, two_state), (one, one_state) = (trained[zero] for trained in one_and_two_workers)
     assert (two["world_size"], two["global_batch"]) == (2, 8) and (one["world_size"], one["global_batch"]) == (1, 8)
     assert two["tokens"] == one["tokens"]  # the same examples, split over two ranks
     assert len(two["losses"]) == STEPS
