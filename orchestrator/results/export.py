@@ -67,7 +67,7 @@ def write_point(spec: dict[str, Any], target: Path, merged: bool = False, card: 
         tokenizer.save_pretrained(staging)
         record = {"kind": kind, "merged_because": why or None, "spec": spec, "method": meta.get("method"),
                   "setting": meta.get("setting"), "base_model": meta["model"], "step": meta.get("step"),
-                  **(card or {})}
+                  "loads_base_from": _adapter_base(staging) if kind == "adapter" else None, **(card or {})}
         (staging / "export.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
         (staging / "README.md").write_text(model_card(record))
         shutil.rmtree(target, ignore_errors=True)
@@ -204,18 +204,28 @@ def _track(where: SweepDir, trial_id: str, path: str) -> None:
                          lambda t: t.tag_trial(trial_id, "peft_arena.export", path))
 
 
+def _adapter_base(folder: Path) -> str | None:
+    """The base an adapter folder names (peft writes `base_model_name_or_path` into adapter_config.json):
+    the card's loading line quotes it, so what a reader copies loads the very base peft will look for."""
+    config = folder / "adapter_config.json"
+    return json.loads(config.read_text()).get("base_model_name_or_path") if config.exists() else None
+
+
 def model_card(record: dict[str, Any]) -> str:
     """README.md of an exported folder: what it is, how it scored, how to load it, where it came from."""
     base = record.get("base_model", {})
     lines = [f"# {record.get('method', 'model')} {registry.get(record['method']).display(record['setting'])}"
              if record.get("method") else "# exported model", ""]
-    kind = ("a peft adapter: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), THIS_DIR)`"
-            if record["kind"] == "adapter" else "a merged model: `AutoModelForCausalLM.from_pretrained(THIS_DIR)`")
+    base_path = record.get("loads_base_from")
+    kind = (f"a peft adapter: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("
+            f"{repr(base_path) if base_path else 'BASE'}), THIS_DIR)`" if record["kind"] == "adapter"
+            else "a merged model: `AutoModelForCausalLM.from_pretrained(THIS_DIR)`")
     lines += [f"Exported by PEFT-Arena as {kind}.", ""]
+    loaded_from = f", loaded from `{base_path}`" if base_path else ""
     if record.get("merged_because"):
         lines += [f"Merged because {record['merged_because']}.", ""]
     lines += ["| field | value |", "|---|---|",
-              f"| base model | `{base.get('name', '?')}` ({base.get('dtype', '?')}) |",
+              f"| base model | `{base.get('name', '?')}` ({base.get('dtype', '?')}){loaded_from} |",
               f"| method | {record.get('method', '?')} |",
               f"| setting | `{json.dumps(record.get('setting', {}), sort_keys=True)}` |",
               f"| trainable parameters | {record.get('trainable_params') or '?'} |",

@@ -148,7 +148,10 @@ def test_a_merged_export_equals_merging_the_adapter_export(exported, tiny_model_
     for key, value in written.items():
         torch.testing.assert_close(value, merged[key], atol=1e-5, rtol=1e-5)
     card = (exported["root"] / "out" / "lora" / "README.md").read_text()
-    assert "PeftModel.from_pretrained" in card and "| method | lora |" in card
+    base = json.loads((exported["root"] / "out" / "lora" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert ("Exported by PEFT-Arena as a peft adapter: `PeftModel.from_pretrained(AutoModelForCausalLM."
+            f"from_pretrained({base!r}), THIS_DIR)`.") in card  # the line a reader copies loads the adapter's base
+    assert f"loaded from `{base}`" in card and "| method | lora |" in card
 
 
 def test_a_registered_adapter_loads_through_mlflow_and_reproduces_the_checkpoint(tmp_path, tiny_model_dir,
