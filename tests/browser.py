@@ -26,6 +26,16 @@ _CHARTS_JS = """plots => plots.map(plot => {
 })"""
 
 
+# Only a guard against a page that never gets there: each look waits on an event (a selector, a predicate),
+# and a loaded box can take minutes to render MLflow's bundle, so the guard is far above any real wait.
+_GUARD_MS = 300_000
+
+
+def _shot_path(shot: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / shot
+
+
 class Chromium:
     """One headless browser for a test; `look` and `metric_charts` reuse its page."""
 
@@ -36,20 +46,27 @@ class Chromium:
              min_shot_bytes: int = 10_000) -> str:
         """The page's DOM once `ready` (a selector) shows and `until` (a JS predicate) holds, or once the
         network is idle; screenshot kept. A page that polls (an MLflow run in flight) never goes idle, so
-        those looks name what they wait for."""
+        those looks name what they wait for. A page that renders a first frame before its data (MLflow's
+        run table) needs `until` as well: its text is checked once, when the data is there."""
+        from playwright.sync_api import TimeoutError as PageTimeout
+
         if self.page.url == url:
             self.page.reload()  # a hash route: going to the same URL again would not load anything anew
         else:
             self.page.goto(url)
-        if ready:
-            self.page.wait_for_selector(ready, timeout=120_000)
-            if until:
-                self.page.wait_for_function(until, timeout=120_000)
-        else:
-            self.page.wait_for_load_state("networkidle", timeout=120_000)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
-        assert (ARTIFACTS / shot).stat().st_size > min_shot_bytes
+        try:
+            if ready:
+                self.page.wait_for_selector(ready, timeout=_GUARD_MS)
+                if until:
+                    self.page.wait_for_function(until, timeout=_GUARD_MS)
+            else:
+                self.page.wait_for_load_state("networkidle", timeout=_GUARD_MS)
+        except PageTimeout as error:
+            self.page.screenshot(path=str(_shot_path(f"timeout-{shot}")), full_page=True)
+            raise AssertionError(f"{url} never showed {ready or 'an idle network'}"
+                                 f"{f' with {until} true' if until else ''}; its screenshot is timeout-{shot}") from error
+        self.page.screenshot(path=str(_shot_path(shot)), full_page=True)
+        assert _shot_path(shot).stat().st_size > min_shot_bytes
         return self.page.content()
 
     def metric_charts(self, url: str, shot: str) -> dict[str, list[tuple[float, float]]]:

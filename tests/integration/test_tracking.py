@@ -149,7 +149,11 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
 def _check_ui_in_chromium(browser: Chromium, url: str, experiment_id: str, run) -> None:
     """The MLflow UI: the experiment's run table lists the sweep's parent run (trials nest under it), and a
     trial's own page shows it."""
-    runs_page = browser.look(f"{url}/#/experiments/{experiment_id}/runs", "mlflow-ui.png", ready="text=matching runs")
+    # The table draws a first frame before its runs arrive: the look waits for the count and the parent's row.
+    loaded = """() => /\\b5\\s+matching runs/.test(document.body.innerText)
+                     && document.body.innerText.includes('sweep tiny')"""
+    runs_page = browser.look(f"{url}/#/experiments/{experiment_id}/runs", "mlflow-ui.png", ready="text=matching runs",
+                             until=loaded)
     assert "Training runs" in runs_page and "sweep tiny" in runs_page
     assert re.search(r">5</strong> matching runs", runs_page)  # the parent, the base-model run, 2 trials, 1 rewound
     trial_page = browser.look(f"{url}/#/experiments/{experiment_id}/runs/{run.info.run_id}", "mlflow-ui-trial.png",
