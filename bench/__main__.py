@@ -26,6 +26,7 @@ BENCHES = {
     "tracking_overhead": [],
     "eval_service": [],
     "data_parallel": [],
+    "sharded_scoring": [],
     "protocol_agreement": [],
     "early_stopping": [],  # a replay of bench/data/curves.json: seconds
 }

@@ -5,7 +5,8 @@ The driver renders every task's requests into the same fixed chunks an in-proces
 (`suites.task_chunks`), so results are identical for any pool size, and identical to `evaluate_suite`.
 What a spec means is given by `load`, a picklable callable spec -> (model, tokenizer): a base model, a
 checkpoint, or interpolated weights - the caller decides, so this module needs nothing from the
-orchestrator. `evals.service` feeds the same actors from a queue for a whole sweep.
+orchestrator. `evals.service` feeds the same actors from a queue for a whole sweep. The ranks of a
+data-parallel trial share the same chunks among themselves instead (`evaluate_on_ranks`).
 """
 from __future__ import annotations
 
@@ -53,6 +54,25 @@ def assemble(rendered: Rendered, results: list[list[dict[str, Any]]]) -> dict[st
     return {kind: suites.aggregate_suite(rendered.suite_refs[kind],
                                          {t.name: suites.aggregate_task(t, per_task[t.name]) for t in tasks})
             for kind, tasks in rendered.tasks.items()}
+
+
+def evaluate_on_ranks(model: Any, tokenizer: Any, suite_refs: dict[str, suites.SuiteRef], split: str = "test",
+                      max_items: int | None = None, batch_size: int = 16) -> dict[str, dict[str, Any]]:
+    """{kind: suite result}, scored by every rank of torch's process group together: rank r scores chunks
+    r, r + W, ... of the same chunks one process scores, and every rank gets all of them back (one
+    all_gather of plain data), so the numbers are one process's whatever the world size. Every rank must
+    call it, with the same model weights; outside a process group it is one process scoring everything.
+    Round-robin over all tasks' chunks, not per task, keeps each rank busy on a suite of small tasks."""
+    rendered = render(tokenizer, suite_refs, split, max_items)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    mine = {i: suites.score_chunk(model, tokenizer, chunk, batch_size)
+            for i, chunk in enumerate(rendered.chunks) if i % world == rank}
+    if world > 1:
+        shares: list[Any] = [None] * world
+        torch.distributed.all_gather_object(shares, mine)
+        mine = {i: scored for share in shares for i, scored in share.items()}
+    return assemble(rendered, [mine[i] for i in range(len(rendered.chunks))])
 
 
 class ChunkScorer:

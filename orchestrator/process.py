@@ -1,5 +1,5 @@
 """Facts about this process and host that results and runs record: free ports, package versions, the git
-commit, peak memory (and giving freed memory back), the rank in a process group. A leaf module (it imports nothing of the project), so the training loop, the trial
+commit, peak memory (and giving freed memory back), the rank in a process group and rank 0's word on a decision. A leaf module (it imports nothing of the project), so the training loop, the trial
 and the MLflow side can all use it without importing each other."""
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import resource
 import socket
 import subprocess
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Versions recorded with every result and sweep run: the packages whose behaviour decides the numbers.
 VERSIONED = ("peft-arena", "torch", "transformers", "peft", "deepspeed", "ray", "optuna", "mlflow")
@@ -24,6 +27,19 @@ def rank_and_world() -> tuple[int, int]:
     if not torch.distributed.is_initialized():
         return 0, 1
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def rank_zeros(value: T) -> T:
+    """Rank 0's `value` on every rank (the value itself outside a process group). What the ranks then do
+    together (score the suites the base-score cache lacks, the checkpoints left unscored) must be decided
+    once: files read on each rank could differ, another trial writing the cache meanwhile."""
+    import torch
+
+    if rank_and_world()[1] == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def free_port() -> int:

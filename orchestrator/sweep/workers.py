@@ -3,8 +3,9 @@ ranks, each a Ray Train (V2) worker, started by the Tune trial (`resources.worke
 
 Every rank runs the same DeepSpeed loop on its shard of each global batch (orchestrator.trials.trainer). Rank 0 runs
 the whole trial (base scores, each checkpoint scored, the result JSON, live tracking) exactly as a one-worker
-trial does; ranks > 0 only train (`trial.replica`). So checkpoints, results and MLflow runs are the same
-whatever the world size. A worker that dies makes Ray Train restart the worker group (`failure.max_failures`
+trial does; ranks > 0 train and, with inline evaluation, score their share of the same chunks at the same
+points (`trial.replica`), writing nothing. So checkpoints, results and MLflow runs are the same whatever the
+world size. A worker that dies makes Ray Train restart the worker group (`failure.max_failures`
 times), and the trial resumes from its last verified checkpoint as any interrupted trial does; its result
 counts the attempts. The Tune trial itself reserves no resources then: Ray Train places the workers (gang
 scheduled, one placement group per trial), and reads the result rank 0 wrote when they are done.
@@ -20,9 +21,11 @@ from orchestrator.storage.sweep_dir import SweepDir, TrialDir
 from orchestrator.tracking import mlflow_runs
 from orchestrator.trials import trial
 
-# Rank 0 scores the base model and each checkpoint while the other ranks wait in their next collective; on a
-# large suite that is longer than torch's default 30-minute collective timeout, hence a long one.
-COLLECTIVE_TIMEOUT_S = 6 * 3600
+# With inline evaluation every rank scores its share of the chunks, so a rank waits for the others only by
+# the imbalance of the shares, at most about one chunk's scoring: 32 MATH-500 prompts x 16 samples x up to
+# 8192 tokens take about an hour on the HF decoder at 7B, which torch's default 30-minute collective
+# timeout would cut; two hours still ends a real hang on the same day.
+COLLECTIVE_TIMEOUT_S = 2 * 3600
 
 
 def run_here(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: TrialDir, context: dict[str, Any],

@@ -12,32 +12,40 @@ from evals import runner, service, suites, uncertainty
 from evals.sources import cache_dir
 from orchestrator.config import ConfigError, EvalConfig, ModelConfig, digest
 from orchestrator.files import atomic_write_json
+from orchestrator.process import rank_and_world, rank_zeros
 from orchestrator.trials import checkpoints, models
 
 
 def evaluate(model: nn.Module, tokenizer: Any, cfg: EvalConfig, split: str | None = None) -> dict[str, Any]:
-    """Target and retention suites on `split` (default: the config's)."""
-    return {kind: suites.evaluate_suite(model, tokenizer, kind, suite, split or cfg.split, cfg.max_items, cfg.batch_size)
-            for kind, suite in cfg.suite_refs().items()}
+    """Target and retention suites on `split` (default: the config's). In a data-parallel trial every rank
+    calls it and scores its share of the chunks (`runner.evaluate_on_ranks`): the same numbers as one
+    process, and no rank idles while another scores."""
+    return runner.evaluate_on_ranks(model, tokenizer, cfg.suite_refs(), split or cfg.split, cfg.max_items,
+                                    cfg.batch_size)
 
 
 _BASE_FORMAT = "items"  # cached scores from before per-item records are not reused: they could not be paired
 
 
 def base_scores(model: nn.Module, tokenizer: Any, model_cfg: ModelConfig, cfg: EvalConfig) -> dict[str, Any]:
-    """The unmodified base model's scores, cached per (weights, suite definition + items, split)."""
-    scores = {}
-    for kind, suite in cfg.suite_refs().items():
-        key = "-".join([models.fingerprint(model_cfg), kind, cfg.split, _BASE_FORMAT,
-                        suites.suite_fingerprint(kind, suite, cfg.split, cfg.max_items)])
-        path = cache_dir() / "base_scores" / f"{key}.json"
-        if path.is_file():
-            scores[kind] = json.loads(path.read_text())
-            continue
-        scores[kind] = suites.evaluate_suite(model, tokenizer, kind, suite, cfg.split, cfg.max_items,
-                                             cfg.batch_size)
-        atomic_write_json(path, scores[kind])
-    return scores
+    """The unmodified base model's scores, cached per (weights, suite definition + items, split). Every rank
+    of a data-parallel trial calls it: rank 0 reads the cache and the ranks score what it lacks together;
+    rank 0 writes it."""
+    refs = cfg.suite_refs()
+    paths = {kind: _base_cache_path(model_cfg, cfg, kind, ref) for kind, ref in refs.items()}
+    cached = rank_zeros({kind: json.loads(path.read_text()) for kind, path in paths.items() if path.is_file()})
+    missing = {kind: ref for kind, ref in refs.items() if kind not in cached}
+    scored = runner.evaluate_on_ranks(model, tokenizer, missing, cfg.split, cfg.max_items, cfg.batch_size) if missing else {}
+    if rank_and_world()[0] == 0:
+        for kind, scores in scored.items():
+            atomic_write_json(paths[kind], scores)
+    return {kind: (cached | scored)[kind] for kind in refs}
+
+
+def _base_cache_path(model_cfg: ModelConfig, cfg: EvalConfig, kind: str, ref: suites.SuiteRef) -> Path:
+    key = "-".join([models.fingerprint(model_cfg), kind, cfg.split, _BASE_FORMAT,
+                    suites.suite_fingerprint(kind, ref, cfg.split, cfg.max_items)])
+    return cache_dir() / "base_scores" / f"{key}.json"
 
 
 def deltas(scores: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from evals import sources, suites, uncertainty
 from methods import registry
 from orchestrator.config import ConfigError, SweepConfig, config_hash
-from orchestrator.process import package_versions, peak_rss_mb
+from orchestrator.process import package_versions, peak_rss_mb, rank_zeros
 from orchestrator.storage.sweep_dir import SCHEMA_VERSION, Status, TrialDir, has_final_point
 from orchestrator.trials import checkpoints, models, regimes, trainer
 from orchestrator.trials.scoring import HandOff, base_scores, deltas, evaluate
@@ -159,7 +159,7 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
         clock = time.perf_counter()
         if handoff is None:
             phase(f"scoring checkpoint step {step}")
-            scores = evaluate(wrapped, tokenizer, cfg.eval)
+            scores = _checkpoint_scores(cfg, wrapped, tokenizer, directory)
             eval_seconds += time.perf_counter() - clock
             record_scores(step, directory, scores)
         else:
@@ -170,7 +170,9 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
         phase("training")
 
     # saved but never scored before an interruption: inline, only the one whose weights the model now holds
-    for step, directory in _unscored_checkpoints(trial_dir, result, start_step if handoff is None else 0, start_step):
+    # (which every rank scores with rank 0: its list is theirs)
+    unscored = _unscored_checkpoints(trial_dir, result, start_step if handoff is None else 0, start_step)
+    for step, directory in (unscored if handoff is not None else rank_zeros(unscored)):
         on_checkpoint(step, directory)
 
     def log_step(step: int, record: dict[str, float]) -> None:
@@ -224,16 +226,40 @@ def _checkpoint_meta(cfg: SweepConfig, spec: dict[str, Any]) -> dict[str, Any]:
 
 def replica(cfg: SweepConfig, method: str, setting: dict[str, Any], trial_dir: TrialDir) -> None:
     """A trial's rank > 0 in a multi-worker trial: the same model, wrapping and resume point as rank 0
-    (which runs `run`), training on its shard of each global batch. It scores nothing and writes nothing:
+    (which runs `run`), training on its shard of each global batch. With inline evaluation it scores its
+    share of the base model's and each checkpoint's chunks, at the same points as rank 0; it writes nothing:
     rank 0 owns the result and the files."""
     spec = trial_config(cfg, method, setting)
     previous = _previous_result(trial_dir, config_hash(spec))
     if previous is not None and has_final_point(previous):  # rank 0 returns it as well, training nothing
         return
     model, tokenizer = models.load(cfg.model)
+    base_scores(model, tokenizer, cfg.model, cfg.eval)
     wrapped, pairs, resume, start_step = _wrap_for_training(cfg, spec, trial_dir, model, tokenizer)
+
+    def score_share(_step: int, directory: Path) -> None:
+        _checkpoint_scores(cfg, wrapped, tokenizer, directory)
+
+    inline = cfg.eval.mode == "inline"
+    if inline:
+        for step, directory in rank_zeros(None):  # rank 0's unscored checkpoints
+            score_share(step, directory)
     trainer.train(wrapped, make_regime(cfg, tokenizer, pairs), cfg.train, trial_dir, _checkpoint_meta(cfg, spec),
-                  start_step=start_step, resume_from=resume[0] if resume is not None else None)
+                  score_share if inline else None, start_step=start_step,
+                  resume_from=resume[0] if resume is not None else None)
+
+
+def _checkpoint_scores(cfg: SweepConfig, model: Any, tokenizer: Any, directory: Path) -> dict[str, Any]:
+    """A checkpoint's scores; every rank of a data-parallel trial calls it and scores its share. Under
+    ZeRO-3 the engine's module holds only its partition of each large weight and gathers the rest in
+    collectives every rank must join in one order, which ranks scoring different chunks cannot: they score
+    the checkpoint as saved instead (as the evaluation service does), on the engine's device, once rank 0
+    has written it (rank 0 calls this after writing; `rank_zeros` is the barrier)."""
+    if not any(hasattr(p, "ds_id") for p in model.parameters()):  # DeepSpeed tags ZeRO-3 parameters
+        return evaluate(model, tokenizer, cfg.eval)
+    rank_zeros(None)
+    saved, _ = checkpoints.load_for_eval({"checkpoint": str(directory)})
+    return evaluate(saved.to(next(model.parameters()).device), tokenizer, cfg.eval)
 
 
 def _unscored_checkpoints(trial_dir: TrialDir, result: dict[str, Any], first: int, last: int) -> list[tuple[int, Path]]:

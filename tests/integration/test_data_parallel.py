@@ -1,14 +1,17 @@
 """Data-parallel trials: W Ray Train workers (gloo on the CPU accelerator, real DeepSpeed engines) at
-micro-batch b take the very steps one worker takes at micro-batch b with W x the accumulation."""
+micro-batch b take the very steps one worker takes at micro-batch b with W x the accumulation, and score
+their checkpoints together, each rank its share of the chunks, to the numbers one process gets."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
 import torch
 
+from orchestrator.config import EvalConfig
 from orchestrator.trials import checkpoints
 from tests import helpers
 
@@ -23,31 +26,43 @@ def _pairs(tokenizer, n=16):
 
 
 ZERO_STAGES = (0, 2, 3)
+# A generative task and two likelihood ones: three chunks, so two ranks score two and one of them.
+EVAL = EvalConfig(target_suite="arithmetic", retention_suite=helpers.LOCAL_RETENTION, max_items=4, batch_size=8)
 
 
 def _train_on_this_rank(config: dict) -> None:
     """One rank (in a Ray Train worker): the project's trainer on a tiny LoRA model, once per ZeRO stage in
     the same process group (a group start costs more than the 8 steps); rank 0 writes each stage's log."""
+    from evals import suites
     from methods import registry
     from orchestrator.config import TrainConfig
     from orchestrator.storage.sweep_dir import TrialDir
-    from orchestrator.trials import regimes, trainer
+    from orchestrator.trials import regimes, scoring, trainer
 
     tokenizer = helpers.build_tiny_tokenizer()
+    rank = torch.distributed.get_rank()
+    base = helpers.build_tiny_model(len(tokenizer))
+    shared = scoring.evaluate(base, tokenizer, EVAL)  # every rank scores its share of the chunks
+    if rank == 0:  # ... and gets what one process scoring every chunk gets
+        alone = {kind: suites.evaluate_suite(base, tokenizer, kind, ref, EVAL.split, EVAL.max_items, EVAL.batch_size)
+                 for kind, ref in EVAL.suite_refs().items()}
+        (Path(config["out"]) / "base_scores.json").write_text(json.dumps({"shared": shared, "alone": alone}))
     for zero in ZERO_STAGES:
         model = registry.wrap(helpers.build_tiny_model(len(tokenizer)), "lora", {"r": 4}, "all-linear", seed=1)
         cfg = TrainConfig(steps=STEPS, batch_size=4, grad_accum=config["accum"], max_length=64, lr=2e-2,
                           warmup_ratio=0.25, checkpoint_every=STEPS, zero_stage=zero, threads=1)
         out = Path(config["out"]) / f"zero{zero}"
+        scored: dict = {}
         result = trainer.train(model, regimes.SFT(_pairs(tokenizer), cfg, tokenizer.pad_token_id), cfg,
-                               TrialDir(out), {"method": "lora"})
-        if torch.distributed.get_rank() == 0:
+                               TrialDir(out), {"method": "lora"},
+                               on_checkpoint=lambda step, directory: scored.update(scoring.evaluate(model, tokenizer, EVAL)))
+        if rank == 0:
             (out / "log.json").write_text(json.dumps({"losses": [r["loss"] for r in result.log],
                                                       "tokens": result.tokens, "world_size": result.world_size,
-                                                      "global_batch": result.global_batch}))
+                                                      "global_batch": result.global_batch, "scores": scored}))
 
 
-Trained = dict[int, tuple[dict, dict[str, torch.Tensor]]]
+Trained = dict[int | str, Any]  # per ZeRO stage: (its log, its final adapter state); "base_scores"
 
 
 def _run(workers: int, accum: int, out: Path) -> Trained:
@@ -59,7 +74,7 @@ def _run(workers: int, accum: int, out: Path) -> Trained:
                  torch_config=TorchConfig(backend="gloo"),
                  scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
                  run_config=RunConfig(name=f"w{workers}", storage_path=str(out / "ray_train"))).fit()
-    trained = {}
+    trained = {"base_scores": json.loads((out / "base_scores.json").read_text())}
     for zero in ZERO_STAGES:
         state, _ = checkpoints.load(out / f"zero{zero}" / "checkpoints" / f"step_{STEPS:06d}")
         trained[zero] = json.loads((out / f"zero{zero}" / "log.json").read_text()), state
@@ -94,13 +109,25 @@ def test_two_workers_equal_one_worker_with_double_accumulation(one_and_two_worke
     assert two_state.keys() == one_state.keys()
     for name in one_state:
         torch.testing.assert_close(two_state[name], one_state[name], rtol=1e-5, atol=1e-6)
+    # the checkpoint scored by both ranks together: the one-worker numbers (the weights agree to 1e-5)
+    for kind in ("target", "retention"):
+        assert two["scores"][kind]["score"] == pytest.approx(one["scores"][kind]["score"], abs=1e-4), kind
+
+
+def test_two_ranks_scoring_their_shares_give_what_one_process_scoring_everything_gives(one_and_two_workers):
+    two, one = one_and_two_workers
+    for trained in (two, one):
+        scores = trained["base_scores"]
+        assert scores["shared"] == scores["alone"]  # every per-item record and aggregate, exactly
+        assert sorted(scores["shared"]["retention"]["tasks"]) == ["mc_local", "text_local"]
 
 
 def _sweep_config(tmp_path: Path, model_dir: Path, **train) -> Path:
     import yaml
 
     cfg = helpers.tiny_config(model_dir, tmp_path / "sweep", **train)
-    cfg["methods"] = [{"name": "lora", "settings": [{"r": 2}]}, {"name": "oft", "settings": [{"block_size": 4}]}]
+    cfg["methods"] = [{"name": "lora", "settings": [{"r": 2}]},
+                      {"name": "oft", "settings": [{"block_size": 4}], "zero_stage": 3}]
     cfg["search"] = {"sampler": "grid", "max_concurrent_trials": 1}
     cfg["resources"] = {"workers_per_trial": 2, "cpus_per_worker": 1}
     cfg["failure"] = {"max_failures": 2}
@@ -111,11 +138,14 @@ def _sweep_config(tmp_path: Path, model_dir: Path, **train) -> Path:
 
 @pytest.mark.timeout(1200)
 def test_a_sweep_whose_trials_each_train_on_two_workers(tmp_path, tiny_model_dir, cluster):
-    """Two trials, each a 2-rank DeepSpeed job under Ray Train on the two one-CPU nodes: results, checkpoints,
-    Optuna and MLflow as for one-worker trials, and each result says where its ranks ran."""
+    """Two trials, each a 2-rank DeepSpeed job under Ray Train on the two one-CPU nodes (LoRA under ZeRO-0,
+    OFT under ZeRO-3): results, checkpoints, Optuna and MLflow as for one-worker trials, each result says
+    where its ranks ran, and the scores both ranks recorded together are what one process scoring the saved
+    checkpoint gets."""
     from mlflow import MlflowClient
 
     from orchestrator.storage.sweep_dir import SweepDir
+    from orchestrator.trials import scoring
     from tests import sweeps as sw
 
     proc = sw.sweep(_sweep_config(tmp_path, tiny_model_dir), cluster)
@@ -134,6 +164,11 @@ def test_a_sweep_whose_trials_each_train_on_two_workers(tmp_path, tiny_model_dir
         for point in result["checkpoints"]:
             checkpoints.load(point["path"])  # written by rank 0, in the usual format
         assert len(result["train_log"]) == 4
+        last = result["checkpoints"][-1]
+        alone = scoring.evaluate(*checkpoints.load_for_eval({"checkpoint": last["path"]}), where.load_config().eval)
+        for kind in ("target", "retention"):
+            for task, scored in last[kind]["tasks"].items():
+                assert scored["score"] == pytest.approx(alone[kind]["tasks"][task]["score"], abs=1e-6), (kind, task)
     study = sw.study(where.root)
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
     client = MlflowClient(where.mlflow_uri)
