@@ -383,13 +383,15 @@ def _generation_request(task: Task, tokenizer: Any, item: dict[str, Any]) -> dic
 
 
 def _generation_extras(per_item: list[dict[str, Any]], metrics: dict[str, float]) -> dict[str, Any]:
-    """The first replies, for inspection, and each subtask's exact match where the task has subtasks."""
+    """Every reply (in the order of `items`' ids; a sampled item's first sample), the first few again as
+    `examples` for tables, and each subtask's exact match where the task has subtasks. Whoever keeps a
+    result decides where the replies go (a trial files them beside its result: `scoring.take_replies`)."""
     by_subtask: dict[str, list[float]] = {}
     for record in per_item:
         if "subtask" in record:
             by_subtask.setdefault(record["subtask"], []).append(record["hit"])
     subtasks = {"subtasks": {name: sum(hits) / len(hits) for name, hits in sorted(by_subtask.items())}} if by_subtask else {}
-    return {"examples": [it["reply"] for it in per_item[:3]], **subtasks}
+    return {"examples": [it["reply"] for it in per_item[:3]], "replies": [it["reply"] for it in per_item], **subtasks}
 
 
 def _nll_extras(probability: str) -> Callable[[list[dict[str, Any]], dict[str, float]], dict[str, Any]]:

@@ -24,9 +24,12 @@ def make_evaluator(cfg: SweepConfig, scored: dict[tuple[str, str], dict[str, Any
     by spec key and split) where the pool scored it already, else in this process."""
     def evaluate(spec: dict[str, Any], split: str) -> dict[str, Any]:
         if scored and (runner.spec_key(spec), split) in scored:
-            return scored[runner.spec_key(spec), split]
-        model, tokenizer = checkpoints.load_for_eval(spec)
-        return scoring.evaluate(model, tokenizer, cfg.eval, split)
+            scores = scored[runner.spec_key(spec), split]
+        else:
+            model, tokenizer = checkpoints.load_for_eval(spec)
+            scores = scoring.evaluate(model, tokenizer, cfg.eval, split)
+        scoring.take_replies(scores)  # many path points x every item: the rewind record keeps scores only
+        return scores
     return evaluate
 
 

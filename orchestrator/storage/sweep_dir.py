@@ -14,6 +14,7 @@
   trials/<trial id>/
     result.json              the trial's result (written atomically, partial while it runs)
     checkpoints/step_NNNNNN/ one checkpoint along the trajectory (its files: orchestrator.trials.checkpoints)
+    replies/<point>.jsonl.gz every generated reply of a scored point (base, step_NNNNNN): kind, task, item id, reply
     rewind.json              the trial's rewinding record
     rewound/<point>/         the chosen rewound point, as a checkpoint
 ```
@@ -27,6 +28,7 @@ remote sweep dir pulls what it reads (`collect`, `read_result`, `open`) and push
 """
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from orchestrator.config import ConfigError, SweepConfig, config_hash, uri_scheme
-from orchestrator.files import atomic_write_json, safe_join
+from orchestrator.files import atomic_write_bytes, atomic_write_json, safe_join
 from orchestrator.storage.bucket import Store, is_remote, open_store
 
 CONFIG_SNAPSHOT = "sweep_config.json"
@@ -154,6 +156,24 @@ class TrialDir:
         other.fetch()
         self.root.mkdir(parents=True, exist_ok=True)
         other.checkpoints_root.rename(self.checkpoints_root)
+
+    @property
+    def replies_root(self) -> Path:
+        return self.root / "replies"
+
+    def replies(self, label: str) -> Path:
+        """The replies of one scored point ("base", or a checkpoint's folder name): gzipped JSON lines."""
+        return safe_join(self.replies_root, f"{_safe_name(label)}.jsonl.gz")
+
+    def write_replies(self, label: str, rows: list[dict[str, Any]]) -> None:
+        """Atomically, before the result that scores them (which pushes them to object storage with it)."""
+        if rows:
+            atomic_write_bytes(self.replies(label), gzip.compress(
+                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode(), mtime=0))
+
+    def read_replies(self, label: str) -> list[dict[str, Any]]:
+        path = self.replies(label)
+        return [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode().splitlines()] if path.is_file() else []
 
     @property
     def rewind_record(self) -> Path:

@@ -202,7 +202,10 @@ class Tracker:
         """The result and the chosen checkpoints as artifacts, under the trial dir's own folders. A sweep dir
         on object storage whose artifact root is on the same store copies them there inside the store
         (the driver downloads nothing); otherwise they are uploaded from the driver's copy."""
-        self.client.log_dict(run_id, result, TrialDir(result["trial_dir"]).result_path.name)
+        here = TrialDir(result["trial_dir"])
+        self.client.log_dict(run_id, result, here.result_path.name)
+        if here.replies_root.is_dir():  # every generated reply, to read beside the scores in the UI
+            self.client.log_artifacts(run_id, str(here.replies_root), here.relative(here.replies_root))
         if self.cfg.tracking.log_checkpoints == "none":
             return
         points = result.get("checkpoints", [])

@@ -48,6 +48,18 @@ def _base_cache_path(model_cfg: ModelConfig, cfg: EvalConfig, kind: str, ref: su
     return cache_dir() / "base_scores" / f"{key}.json"
 
 
+def take_replies(scores: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every reply of a {kind: suite result}, one row each (kind, task, item id, reply), taken out of it: a
+    paper-scale checkpoint generates thousands of replies of up to 8192 tokens, too many for a result
+    JSON rewritten at every checkpoint, so they go to a file of their own (`TrialDir.write_replies`)."""
+    rows = []
+    for kind, suite in scores.items():
+        for task, scored in suite["tasks"].items():
+            for item, reply in zip(scored["items"]["id"], scored.pop("replies", [])):
+                rows.append({"kind": kind, "task": task, "id": item, "reply": reply})
+    return rows
+
+
 def deltas(scores: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """gain = target(ft) - target(base); forgetting = retention(base) - retention(ft) (positive = lost); each
     with its paired-bootstrap 95% interval (`gain_ci`, `forgetting_ci`)."""

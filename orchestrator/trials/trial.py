@@ -20,7 +20,7 @@ from orchestrator.config import ConfigError, SweepConfig, config_hash
 from orchestrator.process import package_versions, peak_rss_mb, rank_zeros
 from orchestrator.storage.sweep_dir import SCHEMA_VERSION, Status, TrialDir, has_final_point
 from orchestrator.trials import checkpoints, models, regimes, trainer
-from orchestrator.trials.scoring import HandOff, base_scores, deltas, evaluate
+from orchestrator.trials.scoring import HandOff, base_scores, deltas, evaluate, take_replies
 
 # where checkpoints are scored, not what: the scores are the same either way, so these stay out of the hash
 EVAL_PLACEMENT = ("mode", "pool_size", "cpus_per_actor", "gpus_per_actor")
@@ -126,6 +126,7 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
     phase("scoring base model (cached after the first time)")
     base = base_scores(model, tokenizer, cfg.model, cfg.eval)
     timings["base_eval_s"] = time.perf_counter() - clock
+    trial_dir.write_replies("base", take_replies(base))
     result["base"] = base
 
     total = sum(p.numel() for p in model.parameters())
@@ -143,6 +144,7 @@ def _execute(cfg: SweepConfig, spec: dict[str, Any], trial_dir: TrialDir, result
         handoff = HandOff(cfg.output_dir, tokenizer, cfg.eval, f"{trial_dir.trial_id}/{result.get('attempts', 1)}")
 
     def record_scores(step: int, directory: Path, scores: dict[str, Any]) -> None:
+        trial_dir.write_replies(directory.name, take_replies(scores))
         point = {"step": step, "loss": checkpoints.read_meta(directory)["loss"], "path": str(directory),
                  "bytes": checkpoints.sizes(directory), **scores, **deltas(scores, base)}
         result["checkpoints"] = sorted([*result["checkpoints"], point], key=lambda c: c["step"])

@@ -118,6 +118,11 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     ids = torch.tensor([tokenizer("Question: What is 3 + 4?\nAnswer:")["input_ids"]])
     with torch.no_grad():
         torch.testing.assert_close(from_mlflow(input_ids=ids).logits, from_trial(input_ids=ids).logits, atol=0, rtol=0)
+    # every reply of the trial's scored points, as the trial filed them
+    replies = Path(client.download_artifacts(run.info.run_id, "replies", str(local_dir)))
+    assert sorted(p.name for p in replies.iterdir()) == ["base.jsonl.gz", "step_000002.jsonl.gz", "step_000004.jsonl.gz"]
+    for path in replies.iterdir():
+        assert path.read_bytes() == (trial_dir / "replies" / path.name).read_bytes()
 
     # a rewound point becomes a child of its trial's run
     rewound = _cli("rewind", str(tmp_path / "sweep"), "--trial", run.data.tags[mlflow_runs.TAG_TRIAL], "--alphas", "0,1")

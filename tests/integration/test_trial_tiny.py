@@ -43,6 +43,7 @@ def test_trial_writes_a_complete_result_and_reloadable_checkpoints(tmp_path, tin
     assert on_disk["params"]["trainable"] > 0 and on_disk["timings"]["train_s"] > 0
     assert {"torch", "peft", "deepspeed"} <= set(on_disk["versions"])
     assert (isolated_cache / "base_scores").is_dir()  # base scores cached for the next trial
+    _check_every_reply_is_kept(trial_dir, on_disk)
 
     model, tokenizer, meta = checkpoints.load_trained(trial_dir.root / "checkpoints" / "step_000004")
     assert meta["method"] == "lora" and meta["step"] == 4
@@ -50,6 +51,23 @@ def test_trial_writes_a_complete_result_and_reloadable_checkpoints(tmp_path, tin
     again, _, _ = checkpoints.load_trained(trial_dir.root / "checkpoints" / "step_000004")
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, again.eval()(input_ids=ids).logits, atol=1e-6, rtol=0)
+
+
+def _check_every_reply_is_kept(trial_dir, result: dict) -> None:
+    """Each scored point's replies lie in replies/<point>.jsonl.gz, one row per item of each generative task
+    in the order of its ids (the result shows the first few as examples); the result JSON holds none."""
+    assert "replies" not in json.dumps(result)
+    points = {"base": result["base"]} | {f"step_{c['step']:06d}": c for c in result["checkpoints"]}
+    assert sorted(p.name for p in trial_dir.replies_root.iterdir()) == sorted(f"{label}.jsonl.gz" for label in points)
+    for label, point in points.items():
+        rows = trial_dir.read_replies(label)
+        generative = {(kind, name): task for kind in ("target", "retention")
+                      for name, task in point[kind]["tasks"].items() if "examples" in task}
+        assert list(generative) == [("target", "arithmetic")]  # the local retention tasks are likelihoods
+        for (kind, name), task in generative.items():
+            mine = [r for r in rows if (r["kind"], r["task"]) == (kind, name)]
+            assert [r["id"] for r in mine] == task["items"]["id"] and len(mine) == task["n"]
+            assert [r["reply"] for r in mine[:3]] == task["examples"]
 
 
 def test_rerun_returns_the_completed_result_and_resume_continues_from_the_last_good_checkpoint(
