@@ -381,11 +381,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         cfg = where.load_config()
         if args.study:
             command_line, env, what = ui.study_dashboard(where, args.host, args.port, args.insecure), None, "optuna-dashboard"
-            ready = "/api/studies"
+            ready, page = "/api/studies", ""
         else:
             ready = "/health"
             command_line, env = ui.mlflow_ui(where, args.host, args.port, ui.admin_password(args.password_file), args.insecure)
-            mlflow_runs.Tracker(cfg)  # creates the store and experiment if the sweep has not logged yet
+            # creates the store and experiment if the sweep has not logged yet; opens on the trials
+            page = "/" + mlflow_runs.Tracker(cfg).share_trials_view()
             what = "MLflow UI"
             if not is_loopback(args.host):
                 print(f"binding to {args.host}: allowed Host headers: "
@@ -397,7 +398,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
             print(f"{what} on {args.host}: log in as user admin")
         local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # where this machine reaches it
         return ui.serve(command_line, env, f"http://{local}:{args.port}", ready, lambda: print(
-            f"{what} for sweep {cfg.name}: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True))
+            f"{what} for sweep {cfg.name}: http://{args.host}:{args.port}{page}  (Ctrl-C to stop)", flush=True))
 
 
 @command("eval", "score a model or a checkpoint on a suite",

@@ -10,6 +10,7 @@ or on a tracking server (`tracking.uri: http://...`) for clusters.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -34,6 +35,9 @@ PARENT = "mlflow.parentRunId"
 RUN_STATUS = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Status.FAILED: "FAILED",
               Status.ABANDONED: "KILLED"}
 BATCH = 900  # MLflow caps a log_batch at 1000 entries
+TRIALS_VIEW = "peft-arena-trials"  # the shared view `peft-arena ui` opens (MLflow's viewStateShareKey)
+VIEW_METRICS = ("final.gain", "final.forgetting", "final.gain.ci_low", "final.gain.ci_high",
+                "final.forgetting.ci_low", "final.forgetting.ci_high", "final.target", "final.retention")
 
 
 def tracking_uri(cfg: SweepConfig) -> str:
@@ -89,6 +93,24 @@ class Tracker:
             raise
         except Exception as err:  # noqa: BLE001 - any failure to reach the store is the same user problem
             raise ConfigError(f"tracking.uri = {self.uri!r}: MLflow is not reachable ({str(err).splitlines()[0][:200]})") from None
+
+    def share_trials_view(self) -> str:
+        """The experiment's runs as `peft-arena ui` opens them (the URL fragment): grouped by kind, so each
+        trial is a row of the "trial" group rather than folded under the sweep's parent run (a shared view
+        cannot expand a parent: MLflow leaves `runsExpanded` out of it), with the columns that decide
+        between trials first: method, final gain and forgetting, their 95% intervals, target and retention,
+        then the setting, budget and trainable count. MLflow keeps a shared view as an experiment tag
+        (`mlflow.sharedViewState.<key>`, plain JSON of its UI state) that a URL names; it is rewritten at
+        every start, so setting keys of newer trials join the columns."""
+        trials = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'trial'",
+                                         max_results=1000)
+        settings = sorted({key for run in trials for key in run.data.params if key.startswith("setting.")})
+        columns = ["params.`method`", *(f"metrics.`{key}`" for key in VIEW_METRICS),
+                   *(f"params.`{key}`" for key in (*settings, "budget", "trainable_params"))]
+        state = {"selectedColumns": columns, "columnOrder": columns,  # in this order, not MLflow's alphabetical
+                 "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": TAG_KIND}]}}
+        self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{TRIALS_VIEW}", json.dumps(state))
+        return f"#/experiments/{self.experiment_id}/runs?viewStateShareKey={TRIALS_VIEW}"
 
     def _find(self, kind: str, extra: str = "") -> Any:
         query = f"tags.`{TAG_SWEEP}` = '{self.cfg.name}' and tags.`{TAG_KIND}` = '{kind}'{extra}"

@@ -148,6 +148,7 @@ def test_sweep_is_tracked_in_a_real_mlflow_server(tmp_path, tiny_model_dir, mlfl
     with chromium() as browser:
         skip_without(browser)
         _check_ui_in_chromium(browser, mlflow_server, experiment.experiment_id, run)
+        _check_trials_view_in_chromium(browser, mlflow_server, tmp_path / "sweep", trials)
         _check_study_dashboard_in_chromium(browser, tmp_path / "sweep")
 
 
@@ -164,6 +165,23 @@ def _check_ui_in_chromium(browser: Chromium, url: str, experiment_id: str, run) 
     trial_page = browser.look(f"{url}/#/experiments/{experiment_id}/runs/{run.info.run_id}", "mlflow-ui-trial.png",
                               ready=f"text={run.info.run_name}")
     assert run.info.run_name in trial_page
+
+
+def _check_trials_view_in_chromium(browser: Chromium, url: str, sweep_dir: Path, trials: list) -> None:
+    """The view `peft-arena ui` opens: every trial a row of the "trial" group (not folded under the sweep's
+    parent run), its first columns method, final gain and forgetting."""
+    from orchestrator.storage.sweep_dir import SweepDir
+
+    fragment = mlflow_runs.Tracker(SweepDir(sweep_dir).load_config()).share_trials_view()
+    names = [r.info.run_name for r in trials]
+    shown = f"""() => {{ const text = document.body.innerText;
+        return text.includes('Group: trial') && {json.dumps(names)}.every(n => text.includes(n)); }}"""
+    page = browser.look(f"{url}/{fragment}", "mlflow-ui-trials.png", ready="text=Group: trial", until=shown)
+    text = browser.page.evaluate("document.body.innerText")
+    first = ("method", "final.gain", "final.forgetting")  # the grid draws the columns that fit, in order
+    assert all(f"\n{column}\n" in text for column in first), text[:2000]
+    assert [text.index(f"\n{column}\n") for column in first] == sorted(text.index(f"\n{c}\n") for c in first)
+    assert all(name in page for name in names)
 
 
 def _check_study_dashboard_in_chromium(browser: Chromium, sweep_dir: Path) -> None:
