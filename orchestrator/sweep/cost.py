@@ -74,12 +74,14 @@ def throughput(cfg: SweepConfig) -> tuple[dict[str, float], str]:
 
 def device_hours(cfg: SweepConfig, cost: TrialCost, per_scoring: Scoring) -> tuple[float, float]:
     """(training, evaluation) device-hours of one trial: GPU-hours on GPUs, worker-hours on CPUs. Inline
-    scoring runs on rank 0 while the trial's other devices wait, so it holds all of them."""
+    scoring is shared by the trial's ranks, each scoring its share of the chunks at once, so it costs
+    the work's hours on one worker's devices (an upper bound: the shares are not always even), as the
+    pool costs them on each actor's."""
     rate, _ = throughput(cfg)
     devices = cfg.resources.workers_per_trial * (cfg.resources.gpus_per_worker or 1)
     train = cost.train_flops / rate["train_flops_per_s"] / 3600
     generate = (cost.rollout_tokens / cfg.resources.workers_per_trial) / rate["generate_tokens_per_s"] / 3600 * devices
-    holds = devices if cfg.eval.mode == "inline" else (cfg.eval.gpus_per_actor or 1.0)  # pool: its actors' devices
+    holds = (cfg.resources.gpus_per_worker or 1) if cfg.eval.mode == "inline" else (cfg.eval.gpus_per_actor or 1.0)
     evaluate = cost.checkpoints * per_scoring.new_tokens / rate["generate_tokens_per_s"] / 3600 * holds
     return train + generate, evaluate
 

@@ -40,14 +40,15 @@ def test_scoring_counts_generative_items_and_samples_only():
     # retention suite quick is scored by likelihood: no generation
 
 
-def test_inline_scoring_holds_every_device_of_the_trial():
+def test_inline_scoring_shared_by_the_ranks_costs_one_workers_device_hours():
     overrides = ["resources.workers_per_trial=8", "resources.gpus_per_worker=1",
                  "resources.throughput.train_flops_per_s=1e14", "resources.throughput.generate_tokens_per_s=500"]
     inline = config.load("quick", overrides)
     pool = config.load("quick", overrides + ["eval.mode=pool", "eval.gpus_per_actor=1"])
     trial = cost.TrialCost(train_tokens=0, train_flops=3.6e17, rollout_tokens=0, checkpoints=2)
     per = cost.Scoring(generations=10, new_tokens=900_000)
-    assert cost.device_hours(inline, trial, per) == pytest.approx((1.0, 2 * 900_000 / 500 / 3600 * 8))
+    # 8 ranks each score an eighth at once: 8 GPUs for 1/8 of the time a single GPU would take
+    assert cost.device_hours(inline, trial, per) == pytest.approx((1.0, 2 * 900_000 / 500 / 3600))
     assert cost.device_hours(pool, trial, per) == pytest.approx((1.0, 2 * 900_000 / 500 / 3600))
     assert cost.throughput(inline)[1] == "set in resources.throughput"
     assert cost.throughput(config.load("quick"))[1] == "measured on 2 CPU cores"
