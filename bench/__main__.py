@@ -27,6 +27,7 @@ BENCHES = {
     "eval_service": [],
     "data_parallel": [],
     "sharded_scoring": [],
+    "export_precision": [],
     "protocol_agreement": [],
     "early_stopping": [],  # a replay of bench/data/curves.json: seconds
 }
