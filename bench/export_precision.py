@@ -53,8 +53,8 @@ def main() -> None:
                 worst["logit"] = max(worst["logit"], float(reference.abs().max()))
                 for name, model in (("adapter", adapter), ("merged", merged)):
                     worst[name] = max(worst[name], float((model(input_ids=ids).logits - reference).abs().max()))
-    record("export_precision", "largest |logit difference| of a merged export vs the loaded checkpoint",
-           worst["merged"], worst["logit"], "reported (no goal): baseline = the largest |logit|", True,
+    record("export_precision", "largest abs logit difference, merged export vs the loaded checkpoint",
+           worst["merged"], worst["logit"], "reported (no goal): baseline = the largest abs logit", True,
            adapter_max_abs_diff=worst["adapter"], merged_max_abs_diff=worst["merged"], max_abs_logit=worst["logit"],
            model="SmolLM2-135M fp32, LoRA r8, 8 steps at lr 1e-2", prompts=len(PROMPTS))
 
