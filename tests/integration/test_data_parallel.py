@@ -109,9 +109,19 @@ def test_two_workers_equal_one_worker_with_double_accumulation(one_and_two_worke
     assert two_state.keys() == one_state.keys()
     for name in one_state:
         torch.testing.assert_close(two_state[name], one_state[name], rtol=1e-5, atol=1e-6)
-    # the checkpoint scored by both ranks together: the one-worker numbers (the weights agree to 1e-5)
-    for kind in ("target", "retention"):
-        assert two["scores"][kind]["score"] == pytest.approx(one["scores"][kind]["score"], abs=1e-4), kind
+    # the checkpoint scored by both ranks together: the one-worker numbers on every likelihood task (the
+    # weights agree to 1e-5; a greedy reply could flip on a near tie, so generated ones are not compared)
+    for kind, task, scored in _likelihood_tasks(two["scores"]):
+        assert scored["score"] == pytest.approx(one["scores"][kind]["tasks"][task]["score"], abs=1e-4), (kind, task)
+
+
+def _likelihood_tasks(scores: dict) -> list[tuple[str, str, dict]]:
+    """(kind, task, its scores) of the tasks scored by likelihood: float sums, which agree to rounding where
+    the weights or thread counts differ a little (generated tasks carry `examples`)."""
+    found = [(kind, task, scored) for kind in ("target", "retention")
+             for task, scored in scores[kind]["tasks"].items() if "examples" not in scored]
+    assert {task for _, task, _ in found} == {"arithmetic_nll", "text_local", "mc_local"}
+    return found
 
 
 def test_two_ranks_scoring_their_shares_give_what_one_process_scoring_everything_gives(one_and_two_workers):
@@ -166,9 +176,8 @@ def test_a_sweep_whose_trials_each_train_on_two_workers(tmp_path, tiny_model_dir
         assert len(result["train_log"]) == 4
         last = result["checkpoints"][-1]
         alone = scoring.evaluate(*checkpoints.load_for_eval({"checkpoint": last["path"]}), where.load_config().eval)
-        for kind in ("target", "retention"):
-            for task, scored in last[kind]["tasks"].items():
-                assert scored["score"] == pytest.approx(alone[kind]["tasks"][task]["score"], abs=1e-6), (kind, task)
+        for kind, task, scored in _likelihood_tasks(last):  # the test's thread count may differ from the ranks'
+            assert scored["score"] == pytest.approx(alone[kind]["tasks"][task]["score"], abs=1e-6), (kind, task)
     study = sw.study(where.root)
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
     client = MlflowClient(where.mlflow_uri)
