@@ -92,10 +92,11 @@ def collect(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], names:
         return grab
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+    device = next(model.parameters()).device  # the batches are built on the CPU; the model may be on a GPU
     try:
         for batch in batches:
-            mask_holder["mask"] = batch["attention_mask"].bool()
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            mask_holder["mask"] = batch["attention_mask"].bool().to(device)
+            model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
     finally:
         for handle in handles:
             handle.remove()

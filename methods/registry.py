@@ -311,8 +311,8 @@ def _keeplora_init(model: nn.Module, batch: dict[str, torch.Tensor] | None) -> N
     weights = [m.get_base_layer().weight for m in layers]
     for w in weights:
         w.requires_grad_(True)
-    with model.disable_adapter():
-        model(**batch).loss.backward()
+    with model.disable_adapter():  # the batch is collated on the CPU; the model may be on a GPU
+        model(**{k: v.to(weights[0].device) for k, v in batch.items()}).loss.backward()
     for module, weight in zip(layers, weights):
         grad = weight.grad.float()
         weight.grad = None
@@ -336,7 +336,8 @@ def _freeze_lora_a(model: nn.Module) -> None:
 def _set_keeplora(module: nn.Module, lora_a: torch.Tensor, lora_b0: torch.Tensor, lora_b: torch.Tensor) -> None:
     """Install A (frozen), the trained B, and the residual base W0 - scale * B0 A from the initial B0."""
     base = module.get_base_layer()
-    dtype = base.weight.dtype
+    dtype, device = base.weight.dtype, base.weight.device  # a checkpoint's tensors load on the CPU
+    lora_a, lora_b0, lora_b = (t.to(device) for t in (lora_a, lora_b0, lora_b))
     if KEEPLORA_B0 not in module._buffers:  # first install: base.weight still holds W0
         module.register_buffer(KEEPLORA_B0, lora_b0.to(dtype).clone())
         base.weight.data = (base.weight.data.float() - module.scaling["default"] * lora_b0 @ lora_a).to(dtype)

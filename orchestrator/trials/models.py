@@ -78,7 +78,9 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
 
 
 def load(cfg: ModelConfig) -> tuple[Any, Any]:
-    """(model, tokenizer); the model's pad token is the tokenizer's."""
+    """(model, tokenizer); the model's pad token is the tokenizer's. Where a GPU is visible the model is put
+    on this process's current one: everything but training (which DeepSpeed places) scores the model as
+    loaded, and on a GPU node a 7B model scored on the CPU would take days."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -91,4 +93,6 @@ def load(cfg: ModelConfig) -> tuple[Any, Any]:
     except OSError as err:
         raise _could_not_load(cfg, err) from None
     model.config.pad_token_id = tokenizer.pad_token_id
+    if torch.cuda.is_available():  # scored where it loads (base scores, pool actors, rewinding): on the GPU
+        model.to(torch.device("cuda", torch.cuda.current_device()))  # the launcher gave this process
     return model, tokenizer
