@@ -17,7 +17,7 @@ from typing import Any, Callable
 from evals import sources, suites, uncertainty
 from methods import registry
 from orchestrator.config import ConfigError, SweepConfig, config_hash
-from orchestrator.process import package_versions, peak_rss_mb, rank_zeros
+from orchestrator.process import package_versions, peak_rss_mb, rank_and_world, rank_zeros
 from orchestrator.storage.sweep_dir import SCHEMA_VERSION, Status, TrialDir, has_final_point
 from orchestrator.trials import checkpoints, models, regimes, trainer
 from orchestrator.trials.scoring import HandOff, base_scores, deltas, evaluate, take_replies
@@ -256,8 +256,10 @@ def _checkpoint_scores(cfg: SweepConfig, model: Any, tokenizer: Any, directory: 
     ZeRO-3 the engine's module holds only its partition of each large weight and gathers the rest in
     collectives every rank must join in one order, which ranks scoring different chunks cannot: they score
     the checkpoint as saved instead (as the evaluation service does), on the engine's device, once rank 0
-    has written it (rank 0 calls this after writing; `rank_zeros` is the barrier)."""
-    if not any(hasattr(p, "ds_id") for p in model.parameters()):  # DeepSpeed tags ZeRO-3 parameters
+    has written it (rank 0 calls this after writing; `rank_zeros` is the barrier). A world of one gathers
+    alone, so it scores the live module and loads nothing."""
+    partitioned = any(hasattr(p, "ds_id") for p in model.parameters())  # DeepSpeed tags ZeRO-3 parameters
+    if not partitioned or rank_and_world()[1] == 1:
         return evaluate(model, tokenizer, cfg.eval)
     rank_zeros(None)
     saved, _ = checkpoints.load_for_eval({"checkpoint": str(directory)})
